@@ -1,0 +1,67 @@
+"""The ``convgen`` command line (typer). One module per command group.
+
+User errors (:class:`convgen.errors.ConvgenError`) become one line on stderr and the
+error's exit code; ``--debug`` shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import click
+import typer
+from typer.core import TyperGroup
+
+from convgen import __version__
+from convgen.errors import ConvgenError
+
+
+class _ConvgenGroup(TyperGroup):
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except ConvgenError as exc:
+            if ctx.params.get("debug"):
+                raise
+            click.echo(f"error: {exc}", err=True)
+            raise click.exceptions.Exit(exc.exit_code) from None
+
+
+app = typer.Typer(
+    cls=_ConvgenGroup,
+    help="convgen: Siamese/triplet similarity learning and Gram style transfer, for 1D, 2D and 3D data.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+
+def _version(value: bool):
+    if value:
+        typer.echo(f"convgen {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Show the version and exit."),
+    debug: bool = typer.Option(False, "--debug", help="Show full tracebacks for errors."),
+):
+    """convgen: one ConvNet toolkit for 1D signals, 2D images and 3D volumes."""
+
+
+from convgen.cli import plugins as _plugins  # noqa: E402  (commands register on import)
+from convgen.cli import recipes as _recipes  # noqa: E402
+from convgen.cli import run as _run  # noqa: E402,F401
+
+
+def _add_plugin_commands() -> None:
+    from convgen.plugins import get_plugin_manager
+
+    get_plugin_manager().hook.register_commands(cli=app)
+
+
+_add_plugin_commands()
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()

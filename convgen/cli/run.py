@@ -1,0 +1,31 @@
+"""``convgen run RECIPE [key=value ...]``."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from convgen.cli import app
+
+
+@app.command(context_settings={"allow_extra_args": False})
+def run(
+    recipe: str = typer.Argument(..., help="A registered recipe name (see `convgen recipes list`) or a recipe YAML file."),
+    overrides: Optional[List[str]] = typer.Argument(None, help="Dotted overrides parsed as YAML, e.g. encoder.embedding_dim=64."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Output folder [default: runs/RECIPE-TIMESTAMP]."),
+    print_config: bool = typer.Option(False, "--print-config", help="Print the resolved config as YAML and exit."),
+):
+    """Run a recipe. The resolved config is saved as OUTPUT/config.yaml; `convgen run OUTPUT/config.yaml` reruns it."""
+    from convgen import config
+    from convgen.recipes import run_recipe
+
+    resolved_recipe, resolved = config.resolve(recipe, overrides or [])
+    if print_config:
+        typer.echo(config.dump(resolved_recipe.name, resolved), nl=False)
+        return
+    out = output or Path("runs") / f"{resolved_recipe.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    run_recipe(resolved_recipe, resolved, out)
+    typer.echo(f"outputs: {out}")

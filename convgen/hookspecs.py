@@ -1,0 +1,192 @@
+"""The whole plugin API of convgen, in one file.
+
+A plugin is a module with functions decorated by :data:`convgen.hookimpl` whose names
+are the hooks below. Every registration hook receives a ``register`` callback: the plugin
+calls it once per component and never touches a global. The core's own components are
+registered through these same hooks (``convgen/default_plugins/``), and so are the
+first-party plugins under ``plugins/``.
+
+A minimal plugin is one function plus a two-line table in its ``pyproject.toml``::
+
+    # my_plugin.py
+    import convgen
+
+    @convgen.hookimpl
+    def register_encoders(register):
+        register("tiny", TinyEncoder)
+
+    # pyproject.toml
+    [project.entry-points.convgen]
+    my-plugin = "my_plugin"
+
+Names are global across plugins: registering a name twice is an error that names both
+plugins. Hooks are called lazily, the first time a component of their kind is needed.
+"""
+
+import pluggy
+
+hookspec = pluggy.HookspecMarker("convgen")
+
+
+# ---------------------------------------------------------------------------------------
+# Components
+# ---------------------------------------------------------------------------------------
+
+
+@hookspec
+def register_encoders(register):
+    """Register encoders: networks that map ``(N, C, *spatial)`` to embeddings.
+
+    Call ``register(name, factory)``. ``factory(spatial_dims, in_channels, **kwargs)``
+    returns a :class:`convgen.nets.TappedEncoder`, so that its named feature taps and
+    receptive fields work for style costs and visualisation. ``spatial_dims`` (1, 2 or
+    3) is always the first argument; every keyword argument must have a default, and
+    is what a recipe may set under ``encoder:``.
+
+    Example:
+        ```python
+        @convgen.hookimpl
+        def register_encoders(register):
+            register("tiny", lambda spatial_dims, in_channels=1, embedding_dim=16:
+                     TinyEncoder(spatial_dims, in_channels, embedding_dim))
+        ```
+    """
+
+
+@hookspec
+def register_losses(register):
+    """Register losses and heads used to learn a similarity function.
+
+    Call ``register(name, factory)``; ``factory(**kwargs)`` returns a
+    ``torch.nn.Module`` whose ``forward(embeddings, labels)`` returns a scalar loss (or
+    a head that scores pairs of embeddings). Recipes name it under ``loss:``.
+
+    Example:
+        ```python
+        @convgen.hookimpl
+        def register_losses(register):
+            register("center", CenterLoss)
+        ```
+    """
+
+
+@hookspec
+def register_style_costs(register):
+    """Register style costs: functions of two activations ``(N, C, *spatial)``.
+
+    Call ``register(name, factory)``; ``factory(**kwargs)`` returns a callable
+    ``cost(generated, target) -> scalar tensor`` that works for any number of spatial
+    axes. Recipes name it under ``style_cost:``.
+
+    Example:
+        ```python
+        @convgen.hookimpl
+        def register_style_costs(register):
+            register("mean-std", MeanStdCost)
+        ```
+    """
+
+
+@hookspec
+def register_datasets(register):
+    """Register datasets of labelled samples.
+
+    Call ``register(name, factory)``; ``factory(**kwargs)`` returns a
+    ``torch.utils.data.Dataset`` whose items are ``(tensor (C, *spatial), label int)``
+    and which has a ``classes`` list naming each label. Recipes name it under
+    ``dataset:``.
+
+    Example:
+        ```python
+        @convgen.hookimpl
+        def register_datasets(register):
+            register("my-scans", MyScans)  # MyScans(root=".", ...)
+        ```
+    """
+
+
+# ---------------------------------------------------------------------------------------
+# Files: who can read and write which file type
+# ---------------------------------------------------------------------------------------
+
+
+@hookspec
+def register_readers(register):
+    """Register readers of sample files, by file suffix.
+
+    Call ``register(suffixes, reader)`` with one suffix or a list (``".nii.gz"``
+    counts as one suffix; the longest match wins). ``reader(path)`` returns a float
+    tensor ``(C, *spatial)``; use a ``monai.data.MetaTensor`` to carry metadata such as
+    an affine. A file that cannot be read raises :class:`convgen.errors.DataError`.
+
+    Example:
+        ```python
+        @convgen.hookimpl
+        def register_readers(register):
+            register([".png", ".jpg"], read_image)
+        ```
+    """
+
+
+@hookspec
+def register_writers(register):
+    """Register writers of sample files, by file suffix.
+
+    Call ``register(suffixes, writer)``; ``writer(path, tensor)`` writes a
+    ``(C, *spatial)`` tensor. Writers should write atomically (to a temporary name,
+    then rename) so that an interrupted run leaves no half-written file.
+
+    Example:
+        ```python
+        @convgen.hookimpl
+        def register_writers(register):
+            register(".png", write_png)
+        ```
+    """
+
+
+# ---------------------------------------------------------------------------------------
+# Recipes and commands
+# ---------------------------------------------------------------------------------------
+
+
+@hookspec
+def register_recipes(register):
+    """Register recipes: named, configurable jobs run by ``convgen run NAME``.
+
+    Call ``register(name, run, defaults=..., components=..., description=...)``.
+    ``run(config, out_dir)`` does the work and may return a JSON-serialisable summary;
+    ``defaults`` is the complete default config (the keys a user may set);
+    ``components`` maps top-level keys to registry kinds (``{"encoder": "encoder"}``),
+    so that the keys inside those blocks are checked against the chosen component's
+    arguments. See :class:`convgen.recipes.Recipe`.
+
+    Example:
+        ```python
+        @convgen.hookimpl
+        def register_recipes(register):
+            register("count", run_count,
+                     defaults={"dataset": {"name": "synthetic"}},
+                     components={"dataset": "dataset"},
+                     description="Count the samples of a dataset.")
+        ```
+    """
+
+
+@hookspec
+def register_commands(cli):
+    """Add commands to the ``convgen`` command line.
+
+    ``cli`` is the root ``typer.Typer`` application; add commands or sub-apps to it.
+    Raise :class:`convgen.errors.ConvgenError` for user errors: the CLI turns it into
+    a one-line message and a non-zero exit code.
+
+    Example:
+        ```python
+        @convgen.hookimpl
+        def register_commands(cli):
+            @cli.command()
+            def hello(name: str):
+                print(f"hello {name}")
+        ```
+    """

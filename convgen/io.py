@@ -1,0 +1,94 @@
+"""Reading and writing samples through the plugins' readers and writers, and atomic files.
+
+Which function reads a file is decided by its suffix (the longest registered suffix
+that matches, so ``.nii.gz`` beats ``.gz``). Every sample read is checked: a float tensor
+``(C, *spatial)`` with finite values, or a one-line :class:`DataError`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from pathlib import Path
+from typing import Callable, Iterator
+
+import torch
+
+from convgen.errors import DataError
+
+
+@contextlib.contextmanager
+def atomic_path(path: Path) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; rename it over ``path`` only on success.
+
+    An interrupted or failed write leaves the previous file (or none), never half a file.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp = Path(tmp)
+    try:
+        yield tmp
+        with open(tmp, "rb+") as handle:
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+
+
+def _lookup(kind: str, path: Path) -> Callable:
+    from convgen.registry import get_registry
+
+    registry = get_registry(kind)
+    name = path.name.lower()
+    matches = [suffix for suffix in registry if name.endswith(suffix)]
+    if not matches:
+        verb = "read" if kind == "reader" else "write"
+        known = ", ".join(registry) or "none"
+        raise DataError(
+            f"no plugin can {verb} {path.name!r} (file type {path.suffix or 'unknown'!r}); "
+            f"known file types: {known}. Install the plugin for this file type"
+        )
+    return registry.get(max(matches, key=len))
+
+
+def check_sample(sample, source: str) -> torch.Tensor:
+    """A reader's result as a float tensor ``(C, *spatial)``, or a DataError saying why not."""
+    if not isinstance(sample, torch.Tensor):
+        sample = torch.as_tensor(sample)
+    if sample.ndim < 2 or sample.ndim > 4:
+        raise DataError(
+            f"{source}: a sample must be channel-first (C, *spatial) with 1 to 3 spatial axes, got shape {tuple(sample.shape)}"
+        )
+    if sample.numel() == 0:
+        raise DataError(f"{source}: the sample is empty (shape {tuple(sample.shape)})")
+    if not sample.is_floating_point():
+        sample = sample.float()
+    if not torch.isfinite(sample).all():
+        raise DataError(f"{source}: the sample holds NaN or infinite values; clean or re-export the file")
+    return sample
+
+
+def read(path) -> torch.Tensor:
+    """Read one sample file through the reader registered for its suffix."""
+    path = Path(path)
+    if path.is_dir():
+        raise DataError(f"{path} is a directory; expected a sample file")
+    reader = _lookup("reader", path)
+    if not path.exists():
+        raise DataError(f"file not found: {path}")
+    return check_sample(reader(path), str(path))
+
+
+def write(path, sample: torch.Tensor) -> Path:
+    """Write one ``(C, *spatial)`` sample through the writer registered for the suffix."""
+    path = Path(path)
+    _lookup("writer", path)(path, check_sample(sample, str(path)))
+    return path

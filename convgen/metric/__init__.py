@@ -1,0 +1,1 @@
+"""Similarity learning: embeddings, and (to come) losses, miners and evaluation."""

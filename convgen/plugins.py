@@ -1,0 +1,118 @@
+"""The plugin manager: the core's DEFAULT_PLUGINS first, then the ``convgen`` entry points.
+
+Environment switches (read when the manager is first built):
+
+- ``CONVGEN_DISABLE_PLUGIN_AUTOLOAD=1``: load no entry-point plugins, only the core's.
+- ``CONVGEN_LOAD_PLUGINS=a,b``: load only the entry-point plugins named ``a`` and ``b``
+  (an empty value loads none).
+
+A plugin that fails to import prints a one-line warning naming it; the others still load.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import importlib.metadata
+import os
+import sys
+from dataclasses import dataclass
+
+import pluggy
+
+from convgen import hookspecs
+
+#: The core's own plugins, registered through the same hooks as any third-party plugin.
+DEFAULT_PLUGINS = (
+    "convgen.default_plugins.encoders",
+    "convgen.default_plugins.datasets",
+    "convgen.default_plugins.files",
+    "convgen.default_plugins.recipes",
+)
+
+ENTRY_POINT_GROUP = "convgen"
+
+
+@dataclass(frozen=True)
+class PluginInfo:
+    """Where a loaded plugin came from."""
+
+    name: str
+    module: str
+    distribution: str | None
+    version: str | None
+
+
+@dataclass(frozen=True)
+class PluginFailure:
+    """An entry-point plugin that could not be imported."""
+
+    name: str
+    target: str
+    error: str
+
+
+class PluginManager(pluggy.PluginManager):
+    """A pluggy manager that remembers each plugin's origin and any import failures."""
+
+    def __init__(self):
+        super().__init__("convgen")
+        self.add_hookspecs(hookspecs)
+        self.infos: dict[str, PluginInfo] = {}
+        self.failures: list[PluginFailure] = []
+
+    def add(self, module, name: str, distribution=None, version=None) -> None:
+        self.register(module, name=name)
+        self.infos[name] = PluginInfo(name, module.__name__, distribution, version)
+
+
+def _allow_list() -> set[str] | None:
+    value = os.environ.get("CONVGEN_LOAD_PLUGINS")
+    if value is None:
+        return None
+    return {name.strip() for name in value.split(",") if name.strip()}
+
+
+def _autoload_disabled() -> bool:
+    return os.environ.get("CONVGEN_DISABLE_PLUGIN_AUTOLOAD", "").lower() not in ("", "0", "false", "no")
+
+
+def build_plugin_manager() -> PluginManager:
+    """Build a fresh manager (use :func:`get_plugin_manager` for the shared one)."""
+    pm = PluginManager()
+    for module_name in DEFAULT_PLUGINS:
+        from convgen import __version__
+
+        pm.add(importlib.import_module(module_name), name=module_name, distribution="convgen", version=__version__)
+    if _autoload_disabled():
+        return pm
+    allow = _allow_list()
+    for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+        if allow is not None and ep.name not in allow:
+            continue
+        if pm.has_plugin(ep.name):
+            continue  # the same distribution seen twice on sys.path
+        try:
+            module = ep.load()
+        except Exception as exc:  # a broken plugin must not take the others down
+            message = f"{type(exc).__name__}: {exc}".splitlines()[0]
+            pm.failures.append(PluginFailure(ep.name, ep.value, message))
+            print(f"warning: convgen plugin {ep.name!r} ({ep.value}) failed to load: {message}", file=sys.stderr)
+            continue
+        dist = getattr(ep, "dist", None)
+        pm.add(module, name=ep.name, distribution=dist.name if dist else None, version=dist.version if dist else None)
+    return pm
+
+
+@functools.cache
+def get_plugin_manager() -> PluginManager:
+    """The process-wide plugin manager, built on first use."""
+    return build_plugin_manager()
+
+
+def reset() -> None:
+    """Forget the loaded plugins and registries (tests, or after changing the env switches)."""
+    from convgen import registry
+
+    get_plugin_manager.cache_clear()
+    registry.reset()

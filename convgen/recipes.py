@@ -1,0 +1,66 @@
+"""Recipes: named jobs with a complete default config, run by ``convgen run``."""
+
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from convgen import config as configuration
+from convgen.io import atomic_write_text
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """A registered recipe.
+
+    Attributes:
+        name: what ``convgen run NAME`` calls it.
+        run: ``run(config, out_dir) -> summary | None``.
+        defaults: the complete default config; its keys are the keys a user may set.
+        components: top-level keys that name registry components, and their kind.
+        description: one line for ``convgen recipes list``.
+    """
+
+    name: str
+    run: Callable[[dict, Path], Any]
+    defaults: dict = field(default_factory=dict)
+    components: dict[str, str] = field(default_factory=dict)
+    description: str = ""
+
+
+def seed_everything(seed: int | None) -> None:
+    """Seed Python, NumPy and torch, so that a resolved config reproduces its run on CPU."""
+    if seed is None:
+        return
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def run_recipe(recipe: Recipe, config: dict, out_dir: Path) -> Any:
+    """Write the resolved config next to the outputs, seed, and run the recipe."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out_dir / "config.yaml", configuration.dump(recipe.name, config))
+    seed_everything(config.get("seed"))
+    summary = recipe.run(config, out_dir)
+    if summary is not None:
+        atomic_write_text(out_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
+    return summary
+
+
+def resolve_device(name: str) -> torch.device:
+    """``"auto"`` picks CUDA when present, else the CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        return torch.device(name)
+    except RuntimeError:
+        from convgen.errors import ConfigError
+
+        raise ConfigError(f"unknown device {name!r}; use auto, cpu, cuda or cuda:N") from None

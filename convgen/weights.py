@@ -1,0 +1,145 @@
+"""Encoder weights as safetensors files that say which encoder they belong to.
+
+The header's metadata records the encoder's registry name, its full config (every
+keyword argument, defaults filled in) and a fingerprint: a SHA-256 over that config and
+every tensor. Galleries and embeddings store the fingerprint, so a mismatched model is
+caught before it silently produces meaningless distances.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import json
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from convgen.errors import ConfigError, DataError, ModelMismatchError
+from convgen.io import atomic_path
+
+FORMAT = "convgen.encoder/1"
+
+
+def _jsonable(value):
+    return json.loads(json.dumps(value, default=list))
+
+
+def encoder_spec(spec: dict, **context) -> dict:
+    """The full spec of an encoder block: ``name`` plus every argument, defaults filled in.
+
+    ``context`` (e.g. ``spatial_dims``, ``in_channels`` inferred from the data) fills
+    arguments the block leaves unset.
+    """
+    from convgen.config import check_component_kwargs
+    from convgen.registry import get
+
+    spec = dict(spec)
+    name = spec.pop("name", None)
+    factory = get("encoder", name)
+    check_component_kwargs("encoder", name, factory, spec, where="encoder")
+    signature = inspect.signature(factory)
+    for key, value in context.items():
+        if key in signature.parameters and spec.get(key) is None:
+            spec[key] = value
+    try:
+        bound = signature.bind(**spec)
+    except TypeError as exc:
+        raise ConfigError(f"encoder {name!r}: {exc}") from None
+    bound.apply_defaults()
+    return {"name": name, **_jsonable(dict(bound.arguments))}
+
+
+def build_encoder(spec: dict, **context) -> torch.nn.Module:
+    """Build an encoder from a recipe block (``{"name": "resnet", ...}``)."""
+    from convgen.registry import get
+
+    full = encoder_spec(spec, **context)
+    kwargs = {k: v for k, v in full.items() if k != "name"}
+    return get("encoder", full["name"])(**kwargs)
+
+
+def fingerprint(spec: dict, state: dict[str, torch.Tensor]) -> str:
+    """SHA-256 over the encoder spec and every tensor (name, dtype, shape, bytes)."""
+    digest = hashlib.sha256(json.dumps(spec, sort_keys=True).encode())
+    for key in sorted(state):
+        tensor = state[key].detach().cpu().contiguous()
+        digest.update(f"{key}|{tensor.dtype}|{tuple(tensor.shape)}".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def save_encoder(path, encoder: torch.nn.Module, spec: dict) -> str:
+    """Write ``encoder``'s weights with its spec; returns the fingerprint. Atomic."""
+    state = {k: v.detach().cpu().contiguous() for k, v in encoder.state_dict().items()}
+    fp = fingerprint(spec, state)
+    metadata = {"format": FORMAT, "encoder": spec["name"], "spec": json.dumps(spec, sort_keys=True), "fingerprint": fp}
+    with atomic_path(Path(path)) as tmp:
+        save_file(state, str(tmp), metadata=metadata)
+    return fp
+
+
+def read_weights(path) -> tuple[dict[str, torch.Tensor], dict | None]:
+    """Tensors and the convgen spec (None for a plain safetensors file) of a weights file."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"weights file not found: {path}" if not path.exists() else f"{path} is not a file")
+    try:
+        state = load_file(str(path))
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="pt") as handle:
+            metadata = handle.metadata() or {}
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise DataError(f"{path} is not a readable safetensors weights file ({str(exc).splitlines()[0]})") from None
+    spec = None
+    if metadata.get("format") == FORMAT:
+        try:
+            spec = json.loads(metadata["spec"])
+        except (KeyError, json.JSONDecodeError):
+            raise DataError(f"{path} has a damaged convgen header; re-save the weights") from None
+    return state, spec
+
+
+def _describe(spec: dict) -> str:
+    args = ", ".join(f"{k}={v}" for k, v in spec.items() if k != "name")
+    return f"{spec['name']}({args})"
+
+
+def load_encoder(path, expected: dict | None = None) -> tuple[torch.nn.Module, dict, str]:
+    """Build the encoder a weights file describes and load it: ``(encoder, spec, fingerprint)``.
+
+    With ``expected`` (a full spec, see :func:`encoder_spec`), a file made for another
+    architecture is a :class:`ModelMismatchError` that names both.
+    """
+    state, spec = read_weights(path)
+    if spec is None:
+        if expected is None:
+            raise ModelMismatchError(f"{path} has no convgen encoder header; name the encoder in the recipe (encoder.name=...)")
+        spec = expected
+    elif expected is not None and spec != expected:
+        raise ModelMismatchError(
+            f"{path} holds weights for {_describe(spec)} but the recipe builds {_describe(expected)}; "
+            "set the recipe's encoder to match the weights, or drop the encoder block to use the file's"
+        )
+    encoder = build_encoder(spec)
+    missing, unexpected = _compare(encoder.state_dict(), state)
+    if missing or unexpected:
+        raise ModelMismatchError(
+            f"{path} does not fit encoder {_describe(spec)}: {'; '.join(missing + unexpected)[:300]}"
+        )
+    encoder.load_state_dict(state)
+    return encoder, spec, fingerprint(spec, state)
+
+
+def _compare(expected: dict, got: dict) -> tuple[list[str], list[str]]:
+    missing = [f"missing {k}" for k in expected if k not in got]
+    wrong = [
+        f"{k} has shape {tuple(got[k].shape)}, expected {tuple(expected[k].shape)}"
+        for k in expected
+        if k in got and got[k].shape != expected[k].shape
+    ]
+    unexpected = [f"unexpected {k}" for k in got if k not in expected]
+    return missing + wrong, unexpected
