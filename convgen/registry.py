@@ -99,7 +99,7 @@ def _build(kind: str) -> Registry:
     pm = get_plugin_manager()
     registry = Registry(kind)
     hook = getattr(pm.hook, KINDS[kind][0])
-    for impl in reversed(hook.get_hookimpls()):  # registration order: core first
+    for impl in hook.get_hookimpls():  # registration order: the core first, then entry points
         plugin = pm.get_name(impl.plugin)
         if kind in ("reader", "writer"):
             register = _file_type_adder(registry, plugin)

@@ -6,7 +6,6 @@ error's exit code; ``--debug`` shows the traceback instead.
 
 from __future__ import annotations
 
-import click
 import typer
 from typer.core import TyperGroup
 
@@ -15,14 +14,14 @@ from convgen.errors import ConvgenError
 
 
 class _ConvgenGroup(TyperGroup):
-    def invoke(self, ctx: click.Context):
+    def invoke(self, ctx):
         try:
             return super().invoke(ctx)
         except ConvgenError as exc:
             if ctx.params.get("debug"):
                 raise
             click.echo(f"error: {exc}", err=True)
-            raise click.exceptions.Exit(exc.exit_code) from None
+            raise typer.Exit(exc.exit_code) from None
 
 
 app = typer.Typer(

@@ -10,7 +10,7 @@ from monai.networks.layers.factories import Pool
 from torch import nn
 
 from convgen.errors import ConfigError
-from convgen.nets.tapped import TappedEncoder
+from convgen.nets.tapped import TappedEncoder, check_dims
 
 
 def embedding_head(spatial_dims: int, channels: int, embedding_dim: int) -> nn.Module:
@@ -45,6 +45,7 @@ class ResNetEncoder(TappedEncoder):
         act: str = "relu",
         dropout: float = 0.0,
     ):
+        check_dims(spatial_dims, in_channels)
         if len(channels) != len(strides) or not channels:
             raise ConfigError(f"resnet needs one stride per stage: channels={list(channels)} strides={list(strides)}")
         common = dict(norm=norm, act=act, dropout=dropout or None)

@@ -12,6 +12,14 @@ from convgen.errors import ConfigError, DataError
 from convgen.nets.receptive_field import ReceptiveField, compose
 
 
+def check_dims(spatial_dims, in_channels) -> None:
+    """Validate the two arguments every encoder takes, before any layer is built."""
+    if spatial_dims not in (1, 2, 3) or isinstance(spatial_dims, bool):
+        raise ConfigError(f"spatial_dims must be 1, 2 or 3, got {spatial_dims!r}")
+    if not isinstance(in_channels, int) or isinstance(in_channels, bool) or in_channels < 1:
+        raise ConfigError(f"in_channels must be a positive integer, got {in_channels!r}")
+
+
 class TappedEncoder(nn.Module):
     """An encoder whose intermediate layers can be read by name.
 
@@ -23,10 +31,7 @@ class TappedEncoder(nn.Module):
 
     def __init__(self, spatial_dims: int, in_channels: int, body: "OrderedDict[str, nn.Module]", head: nn.Module):
         super().__init__()
-        if spatial_dims not in (1, 2, 3):
-            raise ConfigError(f"spatial_dims must be 1, 2 or 3, got {spatial_dims!r}")
-        if not isinstance(in_channels, int) or in_channels < 1:
-            raise ConfigError(f"in_channels must be a positive integer, got {in_channels!r}")
+        check_dims(spatial_dims, in_channels)
         self.spatial_dims = spatial_dims
         self.in_channels = in_channels
         self.body = nn.Sequential(body)

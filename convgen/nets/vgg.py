@@ -10,7 +10,7 @@ from torch import nn
 
 from convgen.errors import ConfigError
 from convgen.nets.resnet import embedding_head
-from convgen.nets.tapped import TappedEncoder
+from convgen.nets.tapped import TappedEncoder, check_dims
 
 
 class VGGEncoder(TappedEncoder):
@@ -32,6 +32,7 @@ class VGGEncoder(TappedEncoder):
         kernel_size: int = 3,
         pool: str = "max",
     ):
+        check_dims(spatial_dims, in_channels)
         if len(channels) != len(convs) or not channels:
             raise ConfigError(f"vgg needs one conv count per block: channels={list(channels)} convs={list(convs)}")
         pools = {"max": Pool.MAX, "avg": Pool.AVG}

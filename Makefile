@@ -1,0 +1,34 @@
+# Fresh-machine entry points: `make demo` and `make test` each install what they need.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# The CPU build of torch is installed first, so that nothing pulls a multi-GB CUDA build.
+TORCH ?= torch==2.13.0
+# Every first-party plugin is its own distribution, installed like a third-party one.
+PLUGINS := $(patsubst %/pyproject.toml,%,$(wildcard plugins/*/pyproject.toml))
+
+.PHONY: install install-dev demo test docs clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+install: $(BIN)/python
+	$(BIN)/pip install --quiet $(TORCH)
+	$(BIN)/pip install --quiet -e . $(foreach p,$(PLUGINS),-e $(p))
+
+install-dev: install
+	$(BIN)/pip install --quiet -e '.[test,docs]'
+
+demo: install
+	$(BIN)/convgen plugins
+	$(BIN)/convgen run inspect -o runs/demo/inspect
+	$(BIN)/convgen run embed -o runs/demo/embed
+
+test: install-dev
+	$(BIN)/python -m pytest
+
+docs: install-dev
+	$(BIN)/mkdocs build --strict
+
+clean:
+	rm -rf runs site .pytest_cache

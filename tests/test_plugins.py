@@ -1,0 +1,89 @@
+"""Third-party plugins are installed with pip and loaded through the ``convgen`` entry
+point group, exactly like the first-party ones; a broken plugin only warns."""
+
+import json
+
+import pytest
+
+from conftest import install_plugin, run_convgen
+
+
+@pytest.fixture(scope="module")
+def hello(tmp_path_factory):
+    target = tmp_path_factory.mktemp("site-hello")
+    install_plugin("convgen-hello", target)
+    return target
+
+
+@pytest.fixture(scope="module")
+def broken(tmp_path_factory):
+    target = tmp_path_factory.mktemp("site-broken")
+    install_plugin("convgen-broken", target)
+    return target
+
+
+def _report(result):
+    assert result.returncode == 0, result.stderr
+    return {item["name"]: item for item in json.loads(result.stdout)}
+
+
+def test_installed_plugin_shows_its_components(hello):
+    report = _report(run_convgen("plugins", "--json", pythonpath=[hello]))
+    item = report["hello"]
+    assert (item["distribution"], item["version"]) == ("convgen-hello", "0.3.0")
+    components = item["components"]
+    assert components["encoder"] == ["tiny"] and components["loss"] == ["center"]
+    assert components["style_cost"] == ["mean-std"] and components["recipe"] == ["count"]
+    assert components["dataset"] == ["sines"]
+    assert components["reader"] == [".txt"] and components["writer"] == [".txt"]
+    assert "command" in components
+    assert report["convgen.default_plugins.encoders"]["components"]["encoder"] == ["resnet", "vgg"]
+
+    table = run_convgen("plugins", pythonpath=[hello])
+    assert "hello" in table.stdout and "convgen-hello 0.3.0" in table.stdout
+
+
+def test_plugin_components_are_usable_from_recipes_and_the_cli(hello, tmp_path):
+    result = run_convgen("hello", "--name", "plugin author", pythonpath=[hello])
+    assert result.stdout.strip() == "hello plugin author, from convgen-hello"
+
+    # The plugin's encoder, chosen by registry name in a core recipe.
+    out = tmp_path / "embed"
+    result = run_convgen("run", "embed", "encoder.name=tiny", "encoder.width=3", "dataset.name=sines",
+                         "dataset.identities=3", "dataset.samples_per_identity=2", "-o", out, pythonpath=[hello])  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["encoder"] == "tiny" and summary["samples"] == 6
+
+    # The plugin's recipe, reading the plugin's file type through the folder dataset.
+    for person, values in {"ann": [[1, 2, 3], [4, 5, 6]], "bob": [[7, 8, 9]]}.items():
+        (tmp_path / "data" / person).mkdir(parents=True)
+        for i, row in enumerate(values):
+            (tmp_path / "data" / person / f"{i}.txt").write_text(" ".join(map(str, row)))
+    result = run_convgen("run", "count", f"dataset.root={tmp_path / 'data'}", "-o", tmp_path / "count", pythonpath=[hello])
+    assert result.returncode == 0, result.stderr
+    summary = json.loads((tmp_path / "count" / "summary.json").read_text())
+    assert summary == {"samples": 3, "per_identity": {"ann": 2, "bob": 1}}
+
+
+def test_environment_switches_control_autoloading(hello, broken):
+    path = [hello, broken]
+    assert "hello" not in _report(run_convgen("plugins", "--json", pythonpath=path,
+                                              env={"CONVGEN_DISABLE_PLUGIN_AUTOLOAD": "1"}))  # fmt: skip
+    only_hello = run_convgen("plugins", "--json", pythonpath=path, env={"CONVGEN_LOAD_PLUGINS": "hello"})
+    assert "hello" in _report(only_hello) and "broken" not in only_hello.stderr
+    none = _report(run_convgen("plugins", "--json", pythonpath=path, env={"CONVGEN_LOAD_PLUGINS": ""}))
+    assert "hello" not in none and "convgen.default_plugins.recipes" in none
+
+
+def test_a_broken_plugin_only_warns(hello, broken):
+    result = run_convgen("plugins", "--json", pythonpath=[hello, broken])
+    report = _report(result)
+    assert "hello" in report, "the other plugins still load"
+    assert report["broken"]["failed"].startswith("ModuleNotFoundError")
+    warnings = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(warnings) == 1
+    assert warnings[0].startswith("warning: convgen plugin 'broken' (convgen_broken) failed to load")
+
+    result = run_convgen("recipes", "list", pythonpath=[broken])
+    assert result.returncode == 0 and "embed" in result.stdout

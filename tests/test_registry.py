@@ -1,0 +1,60 @@
+import types
+
+import pytest
+
+import convgen
+from convgen import plugins, registry
+from convgen.errors import ConfigError
+from convgen.registry import Registry
+
+
+def test_unknown_name_lists_the_known_ones_and_suggests_the_closest():
+    with pytest.raises(ConfigError) as err:
+        registry.get("encoder", "resnt")
+    message = str(err.value)
+    assert "unknown encoder 'resnt'" in message
+    assert "did you mean 'resnet'?" in message
+    assert "resnet" in message and "vgg" in message
+    assert "\n" not in message
+
+
+def test_duplicate_name_names_both_plugins():
+    reg = Registry("dataset")
+    reg.add("faces", object(), plugin="plugin-a")
+    with pytest.raises(ConfigError, match="dataset 'faces' is registered twice: by plugin 'plugin-a' and by plugin 'plugin-b'"):
+        reg.add("faces", object(), plugin="plugin-b")
+
+
+def test_a_plugin_that_reuses_a_core_name_is_reported_through_the_hooks(monkeypatch):
+    pm = plugins.build_plugin_manager()
+
+    @convgen.hookimpl
+    def register_encoders(register):
+        register("resnet", lambda spatial_dims: None)
+
+    pm.add(types.SimpleNamespace(register_encoders=register_encoders, __name__="impostor"), name="impostor")
+    monkeypatch.setattr(plugins, "get_plugin_manager", lambda: pm)
+    registry.reset()
+    with pytest.raises(ConfigError, match="'convgen.default_plugins.encoders' and by plugin 'impostor'"):
+        registry.get_registry("encoder")
+
+
+def test_core_components_are_registered_through_the_hooks():
+    entries = {e.name: e.plugin for e in registry.get_registry("encoder").entries()}
+    assert entries["resnet"] == entries["vgg"] == "convgen.default_plugins.encoders"
+    assert {"folder", "synthetic"} <= set(registry.get_registry("dataset"))
+    assert ".npy" in registry.get_registry("reader") and ".npy" in registry.get_registry("writer")
+    assert {"embed", "inspect"} <= set(registry.get_registry("recipe"))
+
+
+def test_build_checks_arguments_and_fills_context():
+    dataset = registry.build("dataset", {"name": "synthetic", "identities": 2, "samples_per_identity": 2, "size": 8},
+                             spatial_dims=1)  # fmt: skip
+    assert dataset[0][0].shape == (1, 8)
+    with pytest.raises(ConfigError, match="unknown key 'dataset.identitys' for dataset 'synthetic'; did you mean 'identities'"):
+        registry.build("dataset", {"name": "synthetic", "identitys": 3})
+
+
+def test_unknown_kind_is_an_error():
+    with pytest.raises(ConfigError, match="unknown component kind 'widget'"):
+        registry.get_registry("widget")
