@@ -20,7 +20,7 @@ class _ConvgenGroup(TyperGroup):
         except ConvgenError as exc:
             if ctx.params.get("debug"):
                 raise
-            click.echo(f"error: {exc}", err=True)
+            typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(exc.exit_code) from None
 
 
