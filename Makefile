@@ -2,7 +2,9 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-# The CPU build of torch is installed first, so that nothing pulls a multi-GB CUDA build.
+# torch is installed first and pinned, so that no dependency pulls another (multi-GB) build;
+# on this project's machines the pin resolves to the CPU wheel on local disk. Override
+# TORCH to pick a build elsewhere, e.g. TORCH="torch==2.13.0 --index-url URL".
 TORCH ?= torch==2.13.0
 # Every first-party plugin is its own distribution, installed like a third-party one.
 PLUGINS := $(patsubst %/pyproject.toml,%,$(wildcard plugins/*/pyproject.toml))
@@ -28,7 +30,7 @@ test: install-dev
 	$(BIN)/python -m pytest
 
 docs: install-dev
-	$(BIN)/mkdocs build --strict
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
 
 clean:
 	rm -rf runs site .pytest_cache

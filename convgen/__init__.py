@@ -1,7 +1,7 @@
 """convgen: one ConvNet toolkit for 1D signals, 2D images and 3D volumes.
 
 The core registers dimension-agnostic components; everything domain-specific comes from
-plugins (see :mod:`convgen.hookspecs`).
+plugins (see `convgen.hookspecs`).
 """
 
 from importlib.metadata import PackageNotFoundError, version

@@ -18,6 +18,7 @@ from __future__ import annotations
 import copy
 import difflib
 import inspect
+import os
 from pathlib import Path
 from typing import Any, Callable
 
@@ -97,7 +98,8 @@ def read_yaml(path: Path) -> dict:
 
 
 def is_recipe_file(spec: str) -> bool:
-    return spec.endswith((".yaml", ".yml")) or Path(spec).is_file()
+    """A YAML file name, or a path to a file; a bare word is a recipe name."""
+    return spec.endswith((".yaml", ".yml")) or (("/" in spec or os.sep in spec) and Path(spec).is_file())
 
 
 def _type_name(value) -> str:
@@ -209,7 +211,7 @@ def resolve(recipe_spec: str, overrides: list[str] = ()) -> tuple[Any, dict]:
             resolver.set((str(key),), value)
     else:
         if recipe_spec not in recipes:
-            raise ConfigError(recipes.unknown_message(recipe_spec) + " (or give a path to a recipe .yaml file)")
+            raise ConfigError(recipes.unknown_message(recipe_spec) + "; or give a path to a recipe .yaml file")
         resolver = _Resolver(recipes.get(recipe_spec))
     for text in overrides:
         path, value = parse_override(text)

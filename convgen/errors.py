@@ -1,7 +1,7 @@
 """User-facing errors.
 
 Anything a user can cause (a bad recipe, a wrong file, a mismatched model) raises a
-:class:`ConvgenError`. The CLI prints its message as one line and exits with the class's
+`ConvgenError`. The CLI prints its message as one line and exits with the class's
 ``exit_code``; anything else is a bug and keeps its traceback.
 """
 

@@ -1,23 +1,27 @@
 """The whole plugin API of convgen, in one file.
 
-A plugin is a module with functions decorated by :data:`convgen.hookimpl` whose names
+A plugin is a module with functions decorated by `convgen.hookimpl` whose names
 are the hooks below. Every registration hook receives a ``register`` callback: the plugin
 calls it once per component and never touches a global. The core's own components are
 registered through these same hooks (``convgen/default_plugins/``), and so are the
 first-party plugins under ``plugins/``.
 
-A minimal plugin is one function plus a two-line table in its ``pyproject.toml``::
+A minimal plugin is one function plus a two-line table in its ``pyproject.toml``:
 
-    # my_plugin.py
-    import convgen
+```python
+# my_plugin.py
+import convgen
 
-    @convgen.hookimpl
-    def register_encoders(register):
-        register("tiny", TinyEncoder)
+@convgen.hookimpl
+def register_encoders(register):
+    register("tiny", TinyEncoder)
+```
 
-    # pyproject.toml
-    [project.entry-points.convgen]
-    my-plugin = "my_plugin"
+```toml
+# pyproject.toml
+[project.entry-points.convgen]
+my-plugin = "my_plugin"
+```
 
 Names are global across plugins: registering a name twice is an error that names both
 plugins. Hooks are called lazily, the first time a component of their kind is needed.
@@ -38,7 +42,7 @@ def register_encoders(register):
     """Register encoders: networks that map ``(N, C, *spatial)`` to embeddings.
 
     Call ``register(name, factory)``. ``factory(spatial_dims, in_channels, **kwargs)``
-    returns a :class:`convgen.nets.TappedEncoder`, so that its named feature taps and
+    returns a `convgen.nets.TappedEncoder`, so that its named feature taps and
     receptive fields work for style costs and visualisation. ``spatial_dims`` (1, 2 or
     3) is always the first argument; every keyword argument must have a default, and
     is what a recipe may set under ``encoder:``.
@@ -92,9 +96,10 @@ def register_datasets(register):
     """Register datasets of labelled samples.
 
     Call ``register(name, factory)``; ``factory(**kwargs)`` returns a
-    ``torch.utils.data.Dataset`` whose items are ``(tensor (C, *spatial), label int)``
-    and which has a ``classes`` list naming each label. Recipes name it under
-    ``dataset:``.
+    ``torch.utils.data.Dataset`` whose items are ``(tensor (C, *spatial), label int)``,
+    with two attributes: ``labels`` (one int per item, so samplers and splits need not
+    load the samples) and ``classes`` (``classes[label]`` names the identity). Recipes
+    name it under ``dataset:``.
 
     Example:
         ```python
@@ -117,7 +122,7 @@ def register_readers(register):
     Call ``register(suffixes, reader)`` with one suffix or a list (``".nii.gz"``
     counts as one suffix; the longest match wins). ``reader(path)`` returns a float
     tensor ``(C, *spatial)``; use a ``monai.data.MetaTensor`` to carry metadata such as
-    an affine. A file that cannot be read raises :class:`convgen.errors.DataError`.
+    an affine. A file that cannot be read raises `convgen.errors.DataError`.
 
     Example:
         ```python
@@ -159,7 +164,7 @@ def register_recipes(register):
     ``defaults`` is the complete default config (the keys a user may set);
     ``components`` maps top-level keys to registry kinds (``{"encoder": "encoder"}``),
     so that the keys inside those blocks are checked against the chosen component's
-    arguments. See :class:`convgen.recipes.Recipe`.
+    arguments. See `convgen.recipes.Recipe`.
 
     Example:
         ```python
@@ -178,7 +183,7 @@ def register_commands(cli):
     """Add commands to the ``convgen`` command line.
 
     ``cli`` is the root ``typer.Typer`` application; add commands or sub-apps to it.
-    Raise :class:`convgen.errors.ConvgenError` for user errors: the CLI turns it into
+    Raise `convgen.errors.ConvgenError` for user errors: the CLI turns it into
     a one-line message and a non-zero exit code.
 
     Example:

@@ -2,7 +2,7 @@
 
 Which function reads a file is decided by its suffix (the longest registered suffix
 that matches, so ``.nii.gz`` beats ``.gz``). Every sample read is checked: a float tensor
-``(C, *spatial)`` with finite values, or a one-line :class:`DataError`.
+``(C, *spatial)`` with finite values, or a one-line `DataError`.
 """
 
 from __future__ import annotations
@@ -33,9 +33,16 @@ def atomic_path(path: Path) -> Iterator[Path]:
         yield tmp
         with open(tmp, "rb+") as handle:
             os.fsync(handle.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the file the usual permissions
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def atomic_write_text(path: Path, text: str) -> None:

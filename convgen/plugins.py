@@ -78,7 +78,7 @@ def _autoload_disabled() -> bool:
 
 
 def build_plugin_manager() -> PluginManager:
-    """Build a fresh manager (use :func:`get_plugin_manager` for the shared one)."""
+    """Build a fresh manager (use `get_plugin_manager` for the shared one)."""
     pm = PluginManager()
     for module_name in DEFAULT_PLUGINS:
         from convgen import __version__
@@ -92,15 +92,18 @@ def build_plugin_manager() -> PluginManager:
             continue
         if pm.has_plugin(ep.name):
             continue  # the same distribution seen twice on sys.path
+        dist = getattr(ep, "dist", None)
         try:
             module = ep.load()
+            pm.add(module, name=ep.name, distribution=dist.name if dist else None, version=dist.version if dist else None)
+            pm.check_pending()  # a misspelt hook name is an error, not silence
         except Exception as exc:  # a broken plugin must not take the others down
-            message = f"{type(exc).__name__}: {exc}".splitlines()[0]
+            if pm.has_plugin(ep.name):
+                pm.unregister(name=ep.name)
+                pm.infos.pop(ep.name, None)
+            message = " ".join(f"{type(exc).__name__}: {exc}".split())
             pm.failures.append(PluginFailure(ep.name, ep.value, message))
             print(f"warning: convgen plugin {ep.name!r} ({ep.value}) failed to load: {message}", file=sys.stderr)
-            continue
-        dist = getattr(ep, "dist", None)
-        pm.add(module, name=ep.name, distribution=dist.name if dist else None, version=dist.version if dist else None)
     return pm
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 import random
 from dataclasses import dataclass, field
@@ -12,6 +13,8 @@ import numpy as np
 import torch
 
 from convgen import config as configuration
+from convgen.distributed import env_rank
+from convgen.errors import ConfigError
 from convgen.io import atomic_write_text
 
 
@@ -43,13 +46,33 @@ def seed_everything(seed: int | None) -> None:
     torch.manual_seed(seed)
 
 
-def run_recipe(recipe: Recipe, config: dict, out_dir: Path) -> Any:
-    """Write the resolved config next to the outputs, seed, and run the recipe."""
+def supports_resume(recipe: Recipe) -> bool:
+    return "resume" in inspect.signature(recipe.run).parameters
+
+
+def run_recipe(recipe: Recipe, config: dict, out_dir: Path, resume: bool = False) -> Any:
+    """Write the resolved config next to the outputs, seed, and run the recipe.
+
+    With ``resume``, ``out_dir`` must hold the same resolved config (the run being
+    continued); recipes that can resume take a ``resume`` keyword argument.
+    Under ``torchrun`` only rank 0 writes the config and the summary.
+    """
+    text = configuration.dump(recipe.name, config)
+    main = env_rank() == 0
+    if resume:
+        if not supports_resume(recipe):
+            raise ConfigError(f"recipe {recipe.name!r} cannot resume; run it again instead")
+        saved = out_dir / "config.yaml"
+        if not saved.is_file():
+            raise ConfigError(f"nothing to resume in {out_dir}: it has no config.yaml")
+        if saved.read_text(encoding="utf-8") != text:
+            raise ConfigError(f"{saved} differs from this run's config; resume with `convgen run {out_dir} --resume`")
     out_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out_dir / "config.yaml", configuration.dump(recipe.name, config))
+    if main:
+        atomic_write_text(out_dir / "config.yaml", text)
     seed_everything(config.get("seed"))
-    summary = recipe.run(config, out_dir)
-    if summary is not None:
+    summary = recipe.run(config, out_dir, resume=True) if resume else recipe.run(config, out_dir)
+    if summary is not None and main:
         atomic_write_text(out_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
     return summary
 
@@ -61,6 +84,4 @@ def resolve_device(name: str) -> torch.device:
     try:
         return torch.device(name)
     except RuntimeError:
-        from convgen.errors import ConfigError
-
         raise ConfigError(f"unknown device {name!r}; use auto, cpu, cuda or cuda:N") from None

@@ -1,7 +1,7 @@
 """Named registries of components, filled by the plugins' ``register_*`` hooks.
 
 Each kind (encoder, loss, style_cost, dataset, recipe, reader, writer) has one
-:class:`Registry`. A registry is built the first time it is asked for, by calling every
+`Registry`. A registry is built the first time it is asked for, by calling every
 plugin's hook with a ``register`` callback that knows which plugin is calling, so that a
 duplicate name can name both plugins.
 """
@@ -67,7 +67,7 @@ class Registry:
         close = difflib.get_close_matches(str(name), known, n=1)
         hint = f"; did you mean {close[0]!r}?" if close else ""
         listing = ", ".join(known) if known else "none (is the plugin that provides it installed?)"
-        return f"unknown {self.label} {name!r}{hint} Known: {listing}"
+        return f"unknown {self.label} {name!r}{hint} (known: {listing})"
 
     def __contains__(self, name: object) -> bool:
         return name in self._entries

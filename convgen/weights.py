@@ -111,8 +111,8 @@ def _describe(spec: dict) -> str:
 def load_encoder(path, expected: dict | None = None) -> tuple[torch.nn.Module, dict, str]:
     """Build the encoder a weights file describes and load it: ``(encoder, spec, fingerprint)``.
 
-    With ``expected`` (a full spec, see :func:`encoder_spec`), a file made for another
-    architecture is a :class:`ModelMismatchError` that names both.
+    With ``expected`` (a full spec, see `encoder_spec`), a file made for another
+    architecture is a `ModelMismatchError` that names both.
     """
     state, spec = read_weights(path)
     if spec is None:

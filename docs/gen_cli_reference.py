@@ -69,12 +69,8 @@ def _params_table(params, ctx) -> list[str]:
     return lines + [""]
 
 
-def _command_path(ctx) -> str:
-    return ctx.command_path
-
-
 def document(command, ctx, depth: int) -> list[str]:
-    path = _command_path(ctx)
+    path = ctx.command_path
     lines = [f"{'#' * depth} `{path}`", ""]
     help_text = _help(command)
     if help_text:

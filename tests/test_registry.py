@@ -58,3 +58,29 @@ def test_build_checks_arguments_and_fills_context():
 def test_unknown_kind_is_an_error():
     with pytest.raises(ConfigError, match="unknown component kind 'widget'"):
         registry.get_registry("widget")
+
+
+def test_a_misspelt_hook_makes_only_that_plugin_fail(monkeypatch, capsys):
+    import importlib.metadata
+
+    @convgen.hookimpl
+    def register_encoderz(register):  # not a hook
+        register("x", object)
+
+    good = types.SimpleNamespace(__name__="good_plugin")
+    bad = types.SimpleNamespace(register_encoderz=register_encoderz, __name__="bad_plugin")
+
+    class FakeEntryPoint:
+        def __init__(self, name, module):
+            self.name, self.value, self.module, self.dist = name, f"{name}_module", module, None
+
+        def load(self):
+            return self.module
+
+    fakes = [FakeEntryPoint("bad", bad), FakeEntryPoint("good", good)]
+    monkeypatch.setattr(importlib.metadata, "entry_points", lambda group: fakes)
+    pm = plugins.build_plugin_manager()
+    assert pm.has_plugin("good") and not pm.has_plugin("bad")
+    warning = capsys.readouterr().err.strip()
+    assert warning.startswith("warning: convgen plugin 'bad' (bad_module) failed to load:") and "register_encoderz" in warning
+    assert "\n" not in warning

@@ -1,6 +1,6 @@
 """The ``convgen`` command line (typer). One module per command group.
 
-User errors (:class:`convgen.errors.ConvgenError`) become one line on stderr and the
+User errors (`convgen.errors.ConvgenError`) become one line on stderr and the
 error's exit code; ``--debug`` shows the traceback instead.
 """
 

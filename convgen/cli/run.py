@@ -9,6 +9,7 @@ from typing import List, Optional
 import typer
 
 from convgen.cli import app
+from convgen.errors import ConfigError
 
 
 @app.command(context_settings={"allow_extra_args": False})
@@ -17,15 +18,25 @@ def run(
     overrides: Optional[List[str]] = typer.Argument(None, help="Dotted overrides parsed as YAML, e.g. encoder.embedding_dim=64."),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Output folder [default: runs/RECIPE-TIMESTAMP]."),
     print_config: bool = typer.Option(False, "--print-config", help="Print the resolved config as YAML and exit."),
+    resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run: `convgen run RUN_DIR --resume`."),
 ):
     """Run a recipe. The resolved config is saved as OUTPUT/config.yaml; `convgen run OUTPUT/config.yaml` reruns it."""
     from convgen import config
     from convgen.recipes import run_recipe
 
+    if Path(recipe).is_dir():
+        if not resume:
+            raise ConfigError(f"{recipe} is a folder; to continue that run use `convgen run {recipe} --resume`")
+        output = output or Path(recipe)
+        recipe = str(Path(recipe) / "config.yaml")
+    elif resume and output is None and config.is_recipe_file(recipe):
+        output = Path(recipe).parent
+    if resume and output is None:
+        raise ConfigError("--resume needs the run's folder: `convgen run RUN_DIR --resume`")
     resolved_recipe, resolved = config.resolve(recipe, overrides or [])
     if print_config:
         typer.echo(config.dump(resolved_recipe.name, resolved), nl=False)
         return
     out = output or Path("runs") / f"{resolved_recipe.name}-{time.strftime('%Y%m%d-%H%M%S')}"
-    run_recipe(resolved_recipe, resolved, out)
+    run_recipe(resolved_recipe, resolved, out, resume=resume)
     typer.echo(f"outputs: {out}")

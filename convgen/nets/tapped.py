@@ -25,8 +25,8 @@ class TappedEncoder(nn.Module):
 
     ``body`` is an ordered sequence of named layers; each name is a *tap*. ``head`` maps
     the last tap to the embedding. Subclasses only build the two; this class provides
-    :meth:`taps` (runs the body only as far as the deepest requested layer),
-    :meth:`receptive_fields` and input checking, for any ``spatial_dims``.
+    `taps` (runs the body only as far as the deepest requested layer),
+    `receptive_fields` and input checking, for any ``spatial_dims``.
     """
 
     def __init__(self, spatial_dims: int, in_channels: int, body: "OrderedDict[str, nn.Module]", head: nn.Module):

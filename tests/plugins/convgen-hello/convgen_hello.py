@@ -11,6 +11,7 @@ from torch import nn
 import convgen
 from convgen import registry
 from convgen.errors import DataError
+from convgen.io import atomic_path
 from convgen.nets import TappedEncoder
 
 
@@ -75,7 +76,8 @@ def read_txt(path: Path):
 
 
 def write_txt(path: Path, sample):
-    Path(path).write_text(" ".join(f"{v:g}" for v in sample.flatten().tolist()) + "\n")
+    with atomic_path(path) as tmp:  # an interrupted write never leaves half a file
+        tmp.write_text(" ".join(f"{v:g}" for v in sample.flatten().tolist()) + "\n")
 
 
 def count_samples(config, out_dir):
