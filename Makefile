@@ -30,7 +30,7 @@ test: install-dev
 	$(BIN)/python -m pytest
 
 docs: install-dev
-	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
+	NO_MKDOCS_2_WARNING=1 DISABLE_MKDOCS_2_WARNING=true $(BIN)/mkdocs build --strict
 
 clean:
 	rm -rf runs site .pytest_cache
