@@ -147,6 +147,8 @@ class _Resolver:
                     node[key] = {}
                 else:
                     self._unknown(path[: depth + 1], node)
+            if node[key] is None and depth == 0 and key in self.recipe.components:
+                node[key] = {}  # a component left out by default (encoder: null), now being set
             if not isinstance(node[key], dict):
                 raise ConfigError(f"key {here!r} is {_type_name(node[key])}, not a mapping; cannot set {'.'.join(path)!r}")
             node = node[key]

@@ -64,11 +64,15 @@ class FolderOfClasses(LabelledDataset):
 
 
 class SyntheticClusters(LabelledDataset):
-    """Identities as smooth random patterns; samples are shifted, noisy copies.
+    """Generated identities for tests and demos in any ``spatial_dims``, seeded.
 
-    A generated, seeded dataset for tests and demos in any ``spatial_dims``: each
-    identity has a prototype (Gaussian-smoothed noise); each sample rolls it by up to
-    ``max_shift`` along every axis and adds white noise of std ``noise``.
+    Built so that similarity must be *learned*, and transfers to unseen identities: a
+    dictionary of ``motifs`` small smooth patterns is shared by every identity; an
+    identity is a vector of amplitudes over that dictionary; each sample stamps every
+    motif at a random place with its identity's amplitude, adds ``distractors`` fresh
+    random patterns that belong to no dictionary (nuisance a random encoder cannot tell
+    apart from signal), and white noise of std ``noise``. Datasets with the same ``seed``
+    share the dictionary; ``identity_offset`` draws other identities from it.
     """
 
     def __init__(
@@ -78,25 +82,46 @@ class SyntheticClusters(LabelledDataset):
         channels: int = 1,
         identities: int = 8,
         samples_per_identity: int = 10,
-        noise: float = 0.5,
-        max_shift: int = 2,
-        smoothing: float = 2.0,
+        motifs: int = 6,
+        motif_size: int = 5,
+        distractors: int = 1,
+        noise: float = 0.1,
+        identity_offset: int = 0,
         seed: int = 0,
     ):
         if identities < 1 or samples_per_identity < 1:
             raise DataError("synthetic dataset needs at least one identity and one sample per identity")
-        gen = torch.Generator().manual_seed(seed)
+        if not 1 <= motif_size <= size:
+            raise DataError(f"motif_size must be between 1 and size ({size}), got {motif_size}")
         shape = (channels,) + (size,) * spatial_dims
-        smooth = GaussianSmooth(sigma=smoothing)
-        self.classes = [f"id{i:03d}" for i in range(identities)]
+        patch = (channels,) + (motif_size,) * spatial_dims
+        smooth = GaussianSmooth(sigma=max(0.5, motif_size / 4))
+
+        def pattern(gen: torch.Generator) -> torch.Tensor:
+            x = torch.as_tensor(smooth(torch.randn(patch, generator=gen)))
+            return x / (x.norm() + 1e-8) * motif_size ** (spatial_dims / 2)
+
+        dictionary = [pattern(torch.Generator().manual_seed(seed * 1009 + k)) for k in range(motifs)]
+        gen = torch.Generator().manual_seed(seed * 7919 + identity_offset + 1)
+        axes = tuple(range(1, spatial_dims + 1))
+
+        def stamp(canvas: torch.Tensor, motif: torch.Tensor) -> None:
+            placed = torch.zeros(shape)
+            placed[(slice(None),) + (slice(0, motif_size),) * spatial_dims] = motif
+            shifts = torch.randint(0, size, (spatial_dims,), generator=gen).tolist()
+            canvas += torch.roll(placed, shifts=shifts, dims=axes)
+
+        self.classes = [f"id{identity_offset + i:03d}" for i in range(identities)]
         samples, labels = [], []
         for label in range(identities):
-            proto = torch.as_tensor(smooth(torch.randn(shape, generator=gen)))
-            proto = (proto - proto.mean()) / (proto.std() + 1e-8)
+            amplitudes = (torch.rand(motifs, generator=gen) < 0.5) * (1 + torch.rand(motifs, generator=gen))
             for _ in range(samples_per_identity):
-                shifts = torch.randint(-max_shift, max_shift + 1, (spatial_dims,), generator=gen).tolist()
-                sample = torch.roll(proto, shifts=shifts, dims=tuple(range(1, spatial_dims + 1)))
-                samples.append(sample + noise * torch.randn(shape, generator=gen))
+                canvas = noise * torch.randn(shape, generator=gen)
+                for amplitude, motif in zip(amplitudes, dictionary):
+                    stamp(canvas, amplitude * motif)
+                for _ in range(distractors):
+                    stamp(canvas, pattern(gen))
+                samples.append(canvas)
                 labels.append(label)
         self.samples = torch.stack(samples).float()
         self.labels = labels

@@ -2,8 +2,8 @@
 
 Triplet mining compares every embedding of the *global* batch with every other, so each
 process gathers all processes' embeddings before the loss. The gather is differentiable
-(``torch.distributed.nn.functional.all_gather``): every process computes the same global
-loss, the gather's backward sums the gradients that flow back to each process's own
+(`GatherWithGrad`): every process computes the same global loss, the gather's
+backward sums over processes the gradients that flow back to each process's own
 embeddings, and DistributedDataParallel's averaging then yields exactly the gradient of
 one process on the concatenated batch.
 """
@@ -54,7 +54,10 @@ def setup(device: torch.device) -> torch.device:
 
 
 def teardown() -> None:
+    """Leave the process group together: a process that leaves while another still
+    talks to it makes gloo abort the other."""
     if dist.is_available() and dist.is_initialized():
+        dist.barrier()
         dist.destroy_process_group()
 
 
@@ -71,15 +74,29 @@ def gather(x: torch.Tensor) -> torch.Tensor:
     """
     if world_size() == 1:
         return x
-    from torch.distributed.nn.functional import all_gather
-
     sizes = [torch.zeros(1, dtype=torch.long, device=x.device) for _ in range(world_size())]
     dist.all_gather(sizes, torch.tensor([x.shape[0]], device=x.device))
     longest = int(max(s.item() for s in sizes))
     padded = torch.cat([x, x.new_zeros((longest - x.shape[0],) + x.shape[1:])]) if x.shape[0] < longest else x
-    if x.requires_grad:
-        parts = all_gather(padded)
-    else:
-        parts = [torch.empty_like(padded) for _ in range(world_size())]
-        dist.all_gather(parts, padded)
+    parts = GatherWithGrad.apply(padded).chunk(world_size())
     return torch.cat([part[: int(size.item())] for part, size in zip(parts, sizes)])
+
+
+class GatherWithGrad(torch.autograd.Function):
+    """All-gather along dim 0 whose backward hands each process the sum, over all
+    processes, of the gradient for its own rows (all-reduce, then keep one's slice:
+    gloo has no reduce-scatter)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        parts = [torch.empty_like(x) for _ in range(world_size())]
+        dist.all_gather(parts, x.contiguous())
+        ctx.rows = x.shape[0]
+        return torch.cat(parts)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        grad = grad.contiguous().clone()
+        dist.all_reduce(grad)
+        start = rank() * ctx.rows
+        return grad[start : start + ctx.rows]

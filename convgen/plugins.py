@@ -27,6 +27,7 @@ DEFAULT_PLUGINS = (
     "convgen.default_plugins.encoders",
     "convgen.default_plugins.datasets",
     "convgen.default_plugins.files",
+    "convgen.default_plugins.losses",
     "convgen.default_plugins.recipes",
 )
 

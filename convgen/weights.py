@@ -111,19 +111,23 @@ def _describe(spec: dict) -> str:
 def load_encoder(path, expected: dict | None = None) -> tuple[torch.nn.Module, dict, str]:
     """Build the encoder a weights file describes and load it: ``(encoder, spec, fingerprint)``.
 
-    With ``expected`` (a full spec, see `encoder_spec`), a file made for another
-    architecture is a `ModelMismatchError` that names both.
+    ``expected`` holds what the recipe asks for (``name`` and any arguments, possibly a
+    partial spec); a file whose spec disagrees on any of those keys was made for another
+    architecture, and is a `ModelMismatchError` that names both.
     """
     state, spec = read_weights(path)
     if spec is None:
         if expected is None:
             raise ModelMismatchError(f"{path} has no convgen encoder header; name the encoder in the recipe (encoder.name=...)")
-        spec = expected
-    elif expected is not None and spec != expected:
-        raise ModelMismatchError(
-            f"{path} holds weights for {_describe(spec)} but the recipe builds {_describe(expected)}; "
-            "set the recipe's encoder to match the weights, or drop the encoder block to use the file's"
-        )
+        spec = encoder_spec(expected)
+    elif expected is not None:
+        wanted = _jsonable(expected)
+        differ = [f"{k}: {spec.get(k)!r} in the file, {v!r} in the recipe" for k, v in wanted.items() if spec.get(k) != v]
+        if differ:
+            raise ModelMismatchError(
+                f"{path} holds weights for {_describe(spec)} but the recipe builds {_describe(wanted)} "
+                f"({'; '.join(differ)}); set the recipe's encoder to match, or encoder=null to use the file's"
+            )
     encoder = build_encoder(spec)
     missing, unexpected = _compare(encoder.state_dict(), state)
     if missing or unexpected:

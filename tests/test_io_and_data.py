@@ -49,15 +49,14 @@ def test_bad_files_are_data_errors(tmp_path):
 def test_synthetic_clusters_are_seeded_and_shaped(dims):
     a = SyntheticClusters(spatial_dims=dims, size=8, identities=3, samples_per_identity=4, channels=2, seed=1)
     b = SyntheticClusters(spatial_dims=dims, size=8, identities=3, samples_per_identity=4, channels=2, seed=1)
-    assert len(a) == 12 and a.classes == ["id000", "id001", "id002"]
+    assert len(a) == 12 and a.classes == ["id000", "id001", "id002"] and a.labels == [0] * 4 + [1] * 4 + [2] * 4
     assert a[0][0].shape == (2,) + (8,) * dims
     assert torch.equal(a.samples, b.samples)
-    # samples of one identity are closer to each other than to other identities
-    flat = a.samples.flatten(1)
-    d = torch.cdist(flat, flat)
-    labels = torch.tensor(a.labels)
-    same = labels[:, None] == labels[None, :]
-    assert d[same & ~torch.eye(12, dtype=bool)].mean() < d[~same].mean()
+    other = SyntheticClusters(spatial_dims=dims, size=8, identities=3, samples_per_identity=4, channels=2, seed=1,
+                              identity_offset=100)  # fmt: skip
+    assert other.classes == ["id100", "id101", "id102"] and not torch.equal(other.samples, a.samples)
+    with pytest.raises(DataError, match="motif_size"):
+        SyntheticClusters(spatial_dims=dims, size=4, motif_size=5)
 
 
 def test_folder_of_classes_reads_through_the_reader_hook(tmp_path):

@@ -6,6 +6,9 @@ error's exit code; ``--debug`` shows the traceback instead.
 
 from __future__ import annotations
 
+import os
+import sys
+
 import typer
 from typer.core import TyperGroup
 
@@ -63,4 +66,19 @@ _add_plugin_commands()
 
 def main() -> None:
     """Console-script entry point."""
-    app()
+    try:
+        app()
+    except SystemExit as exc:
+        code = exc.code
+    else:
+        code = 0
+    from convgen import distributed
+
+    if distributed.launched_by_torchrun():
+        # gloo's worker threads can abort the interpreter's finalisation (SIGABRT after all
+        # work is done and saved; pytorch/pytorch#190489), which torchrun reports as a
+        # failed run. Every file is written and the process group is destroyed by now.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code if isinstance(code, int) else 1)
+    raise SystemExit(code)

@@ -9,13 +9,12 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from rich.console import Console
-from rich.progress import track
 from rich.table import Table
 from safetensors.torch import save_file
 from torch.utils.data import DataLoader
 
-from convgen import registry
-from convgen.errors import DataError, ModelMismatchError
+from convgen import progress, registry
+from convgen.errors import ConfigError, DataError, ModelMismatchError
 from convgen.io import atomic_path
 from convgen.recipes import resolve_device
 from convgen.weights import build_encoder, encoder_spec, fingerprint, load_encoder
@@ -48,8 +47,10 @@ def separation(embeddings: torch.Tensor, labels: torch.Tensor) -> dict:
 def prepare_encoder(config: dict, spatial_dims: int, in_channels: int):
     """The recipe's encoder (random, or from ``weights``): ``(encoder, spec, fingerprint)``."""
     context = {"spatial_dims": spatial_dims, "in_channels": in_channels}
+    if config["encoder"] is None and not config["weights"]:
+        raise ConfigError("no encoder: set weights=PATH (a trained encoder.safetensors) or an encoder block (encoder.name=resnet)")
     if config["weights"]:
-        expected = encoder_spec(config["encoder"], **context) if config["encoder"] else None
+        expected = {**context, **config["encoder"]} if config["encoder"] else None
         encoder, spec, fp = load_encoder(config["weights"], expected)
     else:
         spec = encoder_spec(config["encoder"], **context)
@@ -75,7 +76,7 @@ def run(config: dict, out_dir: Path) -> dict:
     loader = DataLoader(dataset, batch_size=config["batch_size"], shuffle=False)
     chunks, labels = [], []
     with torch.no_grad():
-        for x, y in track(loader, description="embedding", transient=True):
+        for x, y in progress.iterate(loader, "embedding"):
             chunks.append(F.normalize(encoder(x.to(device)), dim=1).cpu())
             labels.append(torch.as_tensor(y))
     embeddings, labels = torch.cat(chunks), torch.cat(labels).long()

@@ -1,0 +1,199 @@
+"""The ``evaluate`` recipe: how well does an encoder verify and identify people it never saw?
+
+It embeds a labelled dataset and reports verification (ROC, AUC, EER, TAR@FAR, LFW-style
+k-fold accuracy on balanced same/different pairs), one-shot closed-set identification (rank-k, one enrolled sample per
+identity), open-set identification (half the identities enrolled, thresholds calibrated
+on searches for the others, DIR@FPIR) and N-way k-shot episodes, as ``report.json`` plus
+``roc.png`` and ``distances.png``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+from rich.console import Console
+from rich.table import Table
+from torch.utils.data import DataLoader
+
+from convgen import progress, registry
+from convgen.errors import DataError
+from convgen.io import atomic_write_text
+from convgen.metric import evaluation
+from convgen.metric.embed import prepare_encoder
+from convgen.metric.embedder import Embedder
+from convgen.metric.plots import plot_distance_histograms, plot_roc
+from convgen.recipes import resolve_device
+
+DEFAULTS = {
+    "seed": 0,
+    "spatial_dims": 2,
+    "dataset": {"name": "synthetic", "identities": 16, "samples_per_identity": 8, "seed": 1},
+    "encoder": None,
+    "weights": None,
+    "batch_size": 64,
+    "device": "auto",
+    "max_pairs": 200000,
+    "folds": 10,
+    "ranks": [1, 5],
+    "far_targets": [0.1, 0.01, 0.001],
+    "fpir_targets": [0.1, 0.01],
+    "open_set_fraction": 0.5,
+    "episodes": {"n_way": 5, "k_shot": 1, "queries": 5, "episodes": 200},
+}
+
+
+def embed_dataset(model: torch.nn.Module, dataset, batch_size: int, device: torch.device, show_progress: bool = False) -> np.ndarray:
+    """Embeddings ``(N, D)`` of every sample, in dataset order, without gradients."""
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False)
+    batches = progress.iterate(loader, "embedding") if show_progress else loader
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        chunks = [model(x.to(device)).float().cpu() for x, _ in batches]
+    model.train(was_training)
+    return torch.cat(chunks).numpy()
+
+
+def one_shot_gallery(labels, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """One enrolled sample per identity (seeded), the rest as probes: ``(gallery, probes)`` indices."""
+    labels = np.asarray(labels)
+    rng = np.random.default_rng(seed)
+    gallery = np.array([rng.choice(np.flatnonzero(labels == label)) for label in np.unique(labels)])
+    probes = np.setdiff1d(np.arange(len(labels)), gallery)
+    return gallery, probes
+
+
+def balanced_pairs(pairs: evaluation.Pairs, seed: int = 0) -> np.ndarray:
+    """Indices of every same pair and as many (seeded, random) different pairs.
+
+    Accuracy is only meaningful on balanced pairs (the LFW protocol): on all pairs of a
+    labelled set, "different" dominates and answering "different" always scores high.
+    """
+    same, different = np.flatnonzero(pairs.same), np.flatnonzero(~pairs.same)
+    n = min(len(same), len(different))
+    rng = np.random.default_rng(seed)
+    return np.sort(np.concatenate([rng.choice(same, n, replace=False), rng.choice(different, n, replace=False)]))
+
+
+def validation_metrics(embeddings: np.ndarray, labels, max_pairs: int = 50000) -> dict:
+    """The few numbers a training run watches: EER, AUC and one-shot rank-1 on unseen identities."""
+    pairs = evaluation.pairs_from_labels(embeddings, labels, max_pairs=max_pairs)
+    far, tar, _ = evaluation.roc(pairs.distances, pairs.same)
+    gallery, probes = one_shot_gallery(labels)
+    labels = np.asarray(labels)
+    ident = evaluation.identification(embeddings[gallery], labels[gallery], embeddings[probes], labels[probes], ranks=(1,))
+    return {
+        "eer": evaluation.eer(pairs.distances, pairs.same)[0],
+        "auc": evaluation.auc(far, tar),
+        "rank_1": ident["rank_1"],
+    }
+
+
+def report(embeddings: np.ndarray, labels, config: dict) -> tuple[dict, evaluation.Pairs]:
+    """Every metric of the recipe, as a JSON-ready dict (plus the pairs, for the plots)."""
+    labels = np.asarray(labels)
+    if len(np.unique(labels)) < 2:
+        raise DataError("evaluation needs at least 2 identities")
+    pairs = evaluation.pairs_from_labels(embeddings, labels, max_pairs=config["max_pairs"], seed=config["seed"])
+    far, tar, _ = evaluation.roc(pairs.distances, pairs.same)
+    eer, eer_threshold = evaluation.eer(pairs.distances, pairs.same)
+    balanced = balanced_pairs(pairs, config["seed"])
+    acc, acc_std, _ = evaluation.kfold_accuracy(pairs.distances[balanced], pairs.same[balanced], folds=config["folds"], seed=config["seed"])
+    out = {
+        "samples": len(labels),
+        "identities": int(len(np.unique(labels))),
+        "verification": {
+            "same_pairs": int(pairs.same.sum()),
+            "different_pairs": int((~pairs.same).sum()),
+            "auc": evaluation.auc(far, tar),
+            "eer": eer,
+            "eer_threshold": eer_threshold,
+            "tar_at_far": {str(k): v for k, v in evaluation.tar_at_far(pairs.distances, pairs.same, config["far_targets"]).items()},
+            "kfold_accuracy": acc,
+            "kfold_accuracy_std": acc_std,
+            "kfold_pairs": int(len(balanced)),
+            "folds": config["folds"],
+        },
+    }
+    gallery, probes = one_shot_gallery(labels, config["seed"])
+    ident = evaluation.identification(embeddings[gallery], labels[gallery], embeddings[probes], labels[probes], config["ranks"])
+    out["identification_one_shot"] = {k: v for k, v in ident.items() if k != "cmc"}
+
+    identities = np.unique(labels)
+    rng = np.random.default_rng(config["seed"])
+    enrolled = rng.choice(identities, size=max(1, round(config["open_set_fraction"] * len(identities))), replace=False)
+    if len(enrolled) < len(identities):
+        enrolled_gallery = gallery[np.isin(labels[gallery], enrolled)]
+        searches = np.setdiff1d(np.arange(len(labels)), enrolled_gallery)
+        open_set = evaluation.open_set(embeddings[enrolled_gallery], labels[enrolled_gallery], embeddings[searches],
+                                       labels[searches], config["fpir_targets"])  # fmt: skip
+        out["identification_open_set"] = {**open_set, "fpir": {str(k): v for k, v in open_set["fpir"].items()}}
+
+    try:
+        out["episodes"] = evaluation.few_shot_episodes(embeddings, labels, seed=config["seed"], **config["episodes"])
+    except DataError as exc:
+        out["episodes"] = {"skipped": str(exc)}
+    return out, pairs
+
+
+def run(config: dict, out_dir: Path) -> dict:
+    dataset = registry.build("dataset", config["dataset"], spatial_dims=config["spatial_dims"])
+    if len(dataset) == 0:
+        raise DataError("the dataset is empty; nothing to evaluate")
+    first, _ = dataset[0]
+    encoder, spec, fp = prepare_encoder(config, first.ndim - 1, first.shape[0])
+    device = resolve_device(config["device"])
+    embeddings = embed_dataset(Embedder(encoder).to(device), dataset, config["batch_size"], device, show_progress=True)
+    result, pairs = report(embeddings, dataset.labels, config)
+    result = {"encoder": spec["name"], "encoder_fingerprint": fp, **result}
+    atomic_write_text(out_dir / "report.json", json.dumps(_finite(result), indent=2) + "\n")
+
+    v = result["verification"]
+    far, tar, _ = evaluation.roc(pairs.distances, pairs.same)
+    plot_roc(out_dir / "roc.png", far, tar, eer=v["eer"], label=spec["name"])
+    plot_distance_histograms(out_dir / "distances.png", pairs.distances, pairs.same, threshold=v["eer_threshold"])
+    _print(result)
+    return {
+        "auc": v["auc"],
+        "eer": v["eer"],
+        "eer_threshold": v["eer_threshold"],
+        "kfold_accuracy": v["kfold_accuracy"],
+        "rank_1": result["identification_one_shot"]["rank_1"],
+        "episode_accuracy": result["episodes"].get("accuracy"),
+    }
+
+
+def _finite(value):
+    """JSON has no infinities: an unbounded threshold is written as null."""
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    if isinstance(value, float) and not np.isfinite(value):
+        return None
+    return value
+
+
+def _print(result: dict) -> None:
+    v = result["verification"]
+    table = Table(title=f"evaluate: {result['encoder']} on {result['identities']} identities, {result['samples']} samples")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    table.add_row("ROC AUC", f"{v['auc']:.4f}")
+    table.add_row("EER (threshold)", f"{v['eer']:.4f} ({v['eer_threshold']:.4f})")
+    for far, entry in v["tar_at_far"].items():
+        table.add_row(f"TAR @ FAR {far}", f"{entry['tar']:.4f}" if entry["tar"] is not None else "n/a: too few pairs")
+    table.add_row(f"{v['folds']}-fold accuracy (balanced pairs)", f"{v['kfold_accuracy']:.4f} ± {v['kfold_accuracy_std']:.4f}")
+    for key, value in result["identification_one_shot"].items():
+        if key.startswith("rank_"):
+            table.add_row(f"one-shot {key.replace('_', '-')}", f"{value:.4f}")
+    if "identification_open_set" in result:
+        for fpir, entry in result["identification_open_set"]["fpir"].items():
+            table.add_row(f"open-set DIR @ FPIR {fpir}", f"{entry['dir']:.4f}" if entry["dir"] is not None else "n/a: too few searches")
+    e = result["episodes"]
+    if "accuracy" in e:
+        table.add_row(f"{e['n_way']}-way {e['k_shot']}-shot", f"{e['accuracy']:.4f} ± {e['ci95']:.4f} (chance {e['chance']:.2f})")
+    Console().print(table)

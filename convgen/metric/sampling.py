@@ -1,0 +1,100 @@
+"""Batches of P identities × K samples, and identity-disjoint splits.
+
+Online triplet mining needs positives in every batch, so batches are built by identity:
+P identities, K samples each. Validation must measure one-shot performance on people the
+encoder never saw, so splits keep every identity on one side.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from typing import Iterator, Sequence
+
+import torch
+from torch.utils.data import Sampler
+
+from convgen.errors import DataError
+
+
+def _groups(labels: Sequence[int]) -> dict[int, list[int]]:
+    groups: dict[int, list[int]] = defaultdict(list)
+    for index, label in enumerate(labels):
+        groups[int(label)].append(index)
+    return dict(groups)
+
+
+class PKSampler(Sampler[list[int]]):
+    """Yields batches (lists of indices) of ``p`` identities × up to ``k`` samples.
+
+    An identity with fewer than ``k`` samples contributes all it has, without repeats
+    (a repeated sample would be a zero-distance positive that teaches nothing); an
+    identity with one sample still serves as a negative. Within an epoch each identity's
+    samples are drawn from a shuffled queue, so every sample is seen before any repeats.
+    An epoch has ``ceil(N / (p·k))`` batches. Batches depend only on ``seed`` and the
+    epoch (`set_epoch`), which makes a resumed run repeat the same batches; give
+    each distributed rank its own ``seed``.
+    """
+
+    def __init__(self, labels: Sequence[int], p: int, k: int, seed: int = 0):
+        if p < 2 or k < 2:
+            raise DataError(f"a P×K batch needs P ≥ 2 identities and K ≥ 2 samples each, got P={p}, K={k}")
+        self.groups = _groups(labels)
+        if len(self.groups) < 2:
+            raise DataError(f"the training set has {len(self.groups)} identity; triplets need at least 2 identities")
+        if all(len(members) < 2 for members in self.groups.values()):
+            raise DataError("every identity has a single sample; triplets need identities with at least 2 samples")
+        self.p, self.k, self.seed, self.epoch = min(p, len(self.groups)), k, seed, 0
+        self.num_samples = len(labels)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return math.ceil(self.num_samples / (self.p * self.k))
+
+    def __iter__(self) -> Iterator[list[int]]:
+        gen = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        ids = list(self.groups)
+        queues = {i: [] for i in ids}
+
+        def take(identity: int, count: int) -> list[int]:
+            members = self.groups[identity]
+            picked: list[int] = []
+            while len(picked) < min(count, len(members)):
+                if not queues[identity]:
+                    queues[identity] = [members[j] for j in torch.randperm(len(members), generator=gen).tolist()]
+                candidate = queues[identity].pop()
+                if candidate not in picked:
+                    picked.append(candidate)
+            return picked
+
+        order: list[int] = []
+        for _ in range(len(self)):
+            if len(order) < self.p:
+                order += [ids[j] for j in torch.randperm(len(ids), generator=gen).tolist()]
+            chosen, order = order[: self.p], order[self.p :]
+            yield [index for identity in chosen for index in take(identity, self.k)]
+
+
+def identity_split(labels: Sequence[int], val_fraction: float = 0.2, seed: int = 0) -> tuple[list[int], list[int]]:
+    """Split sample indices so that no identity is on both sides.
+
+    Validation identities are drawn among those with at least 2 samples (a one-shot
+    test needs one to enrol and one to query). Returns ``(train_indices, val_indices)``.
+    """
+    if not 0 < val_fraction < 1:
+        raise DataError(f"val_fraction must be between 0 and 1, got {val_fraction}")
+    groups = _groups(labels)
+    eligible = sorted(i for i, members in groups.items() if len(members) >= 2)
+    n_val = max(2, round(val_fraction * len(groups)))
+    if len(groups) - n_val < 2 or len(eligible) < n_val:
+        raise DataError(
+            f"cannot hold out {n_val} identities for validation from {len(groups)} "
+            f"({len(eligible)} with ≥ 2 samples) and keep 2 for training; add identities or lower split.val_fraction"
+        )
+    gen = torch.Generator().manual_seed(seed)
+    val_ids = {eligible[j] for j in torch.randperm(len(eligible), generator=gen)[:n_val].tolist()}
+    train = [i for i, label in enumerate(labels) if int(label) not in val_ids]
+    val = [i for i, label in enumerate(labels) if int(label) in val_ids]
+    return train, val

@@ -1,0 +1,170 @@
+"""Sampling, splits, the training engine (learning, exact resume) and the train/evaluate recipes."""
+
+import json
+from collections import Counter
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from torch.utils.data import Subset
+
+from conftest import assert_one_line_error, invoke
+from convgen.data import SyntheticClusters
+from convgen.engine import Trainer, lr_factor
+from convgen.errors import DataError
+from convgen.metric.embedder import Embedder
+from convgen.metric.evaluate import embed_dataset, validation_metrics
+from convgen.metric.losses import TripletLoss
+from convgen.metric.sampling import PKSampler, identity_split
+from convgen.nets import ResNetEncoder
+
+TINY = ["encoder.channels=[4, 8]", "encoder.strides=[1, 2]", "encoder.embedding_dim=16", "device=cpu"]
+
+
+def test_pk_batches_hold_p_identities_with_up_to_k_samples():
+    labels = [0] * 6 + [1] * 6 + [2] * 2 + [3] * 1 + [4] * 5
+    sampler = PKSampler(labels, p=3, k=4, seed=0)
+    batches = list(sampler)
+    assert len(batches) == len(sampler) == 2
+    for batch in batches:
+        counts = Counter(labels[i] for i in batch)
+        assert len(counts) == 3 and len(set(batch)) == len(batch), "no repeated sample inside a batch"
+        for identity, count in counts.items():
+            assert count == min(4, labels.count(identity))
+    sampler.set_epoch(0)
+    assert list(sampler) == batches, "the same epoch gives the same batches"
+    sampler.set_epoch(1)
+    assert list(sampler) != batches
+
+
+def test_pk_sampler_rejects_data_that_cannot_form_triplets():
+    with pytest.raises(DataError, match="1 identity"):
+        PKSampler([0, 0, 0], p=2, k=2)
+    with pytest.raises(DataError, match="every identity has a single sample"):
+        PKSampler([0, 1, 2, 3], p=2, k=2)
+    with pytest.raises(DataError, match="P ≥ 2"):
+        PKSampler([0, 0, 1, 1], p=1, k=2)
+
+
+def test_identity_split_is_disjoint_and_seeded():
+    labels = [i // 3 for i in range(30)] + [10]  # identity 10 has one sample
+    train, val = identity_split(labels, 0.3, seed=0)
+    assert sorted(train + val) == list(range(31))
+    assert not {labels[i] for i in train} & {labels[i] for i in val}
+    assert 10 not in {labels[i] for i in val}, "one-sample identities cannot be verified"
+    assert identity_split(labels, 0.3, seed=0) == (train, val)
+    with pytest.raises(DataError, match="cannot hold out"):
+        identity_split([0, 0, 1, 1], 0.5)
+
+
+def test_lr_schedules():
+    assert lr_factor(0, 100, "cosine") == 1.0 and lr_factor(100, 100, "cosine") == pytest.approx(0.0)
+    assert lr_factor(50, 100, "cosine") == pytest.approx(0.5)
+    assert lr_factor(4, 100, "cosine", warmup_steps=10) == pytest.approx(0.5)
+    assert lr_factor(60, 100, "step", milestones=[30, 50]) == pytest.approx(0.01)
+
+
+def _tiny_run(dims, size, out_dir, epochs, validate=None, resume=False):
+    torch.manual_seed(0)
+    data = SyntheticClusters(spatial_dims=dims, size=size, identities=64, samples_per_identity=6, seed=0)
+    train, val = identity_split(data.labels, 0.33, seed=0)
+    val_labels = [data.labels[i] for i in val]
+    model = Embedder(ResNetEncoder(dims, channels=(8, 16), strides=(1, 2), embedding_dim=32))
+
+    def metrics(m):
+        return {f"val_{k}": v for k, v in validation_metrics(embed_dataset(m, Subset(data, val), 64, torch.device("cpu")), val_labels).items()}
+
+    before = metrics(model)["val_eer"]
+    trainer = Trainer(model, TripletLoss(mining="all"), spec={"name": "resnet"}, out_dir=out_dir, epochs=epochs,
+                      optimizer={"name": "adamw", "lr": 3e-3}, scheduler={"name": "cosine"}, grad_clip=5.0,
+                      validate=validate or metrics)  # fmt: skip
+    result = trainer.fit(Subset(data, train), PKSampler([data.labels[i] for i in train], 8, 4, seed=0), resume=resume)
+    return before, result, model
+
+
+@pytest.mark.parametrize("dims, size", [(1, 64), (2, 24), (3, 12)])
+def test_training_lowers_validation_eer_on_unseen_identities(tmp_path, dims, size):
+    before, result, _ = _tiny_run(dims, size, tmp_path, epochs=8)
+    assert before > 0.33
+    assert result["best"] < min(0.33, before - 0.05), (before, [row["val_eer"] for row in result["history"]])
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == list(range(1, 9))
+    assert {"loss", "active_fraction", "samples_per_s", "val_eer", "val_auc", "val_rank_1", "lr"} <= set(rows[0])
+    assert (tmp_path / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (tmp_path / "encoder.safetensors").exists()
+
+
+def test_resume_continues_exactly(tmp_path):
+    _, straight, model = _tiny_run(2, 16, tmp_path / "straight", epochs=3)
+
+    class Interrupted(Exception):
+        pass
+
+    calls = []
+
+    def crash_in_epoch_two(m):
+        calls.append(1)
+        if len(calls) == 2:
+            raise Interrupted
+        return {"val_eer": 0.5}
+
+    with pytest.raises(Interrupted):
+        _tiny_run(2, 16, tmp_path / "resumed", epochs=3, validate=crash_in_epoch_two)
+    assert load_file(str(tmp_path / "resumed" / "checkpoint.safetensors"))  # the epoch-1 checkpoint
+    _, resumed, resumed_model = _tiny_run(2, 16, tmp_path / "resumed", epochs=3, resume=True)
+    assert [r["epoch"] for r in resumed["history"]] == [1, 2, 3]
+    for (name, a), (_, b) in zip(model.state_dict().items(), resumed_model.state_dict().items()):
+        assert torch.equal(a, b), name
+    assert [r["loss"] for r in straight["history"][1:]] == [r["loss"] for r in resumed["history"][1:]]
+
+
+@pytest.mark.parametrize("loss", ["loss.mining=batch-hard", "loss=contrastive", "loss=pair-classifier"])
+def test_train_recipe_with_each_loss_then_evaluate(tmp_path, loss):
+    out = tmp_path / "train"
+    result = invoke("run", "train", loss, "epochs=2", "spatial_dims=1", "dataset.size=32", "dataset.identities=16",
+                    "dataset.samples_per_identity=4", *TINY, "-o", out)  # fmt: skip
+    assert result.exit_code == 0, result.stderr
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["epochs"] == 2 and 0 <= summary["val_eer"] <= 1
+    split = json.loads((out / "split.json").read_text())
+    assert not set(split["train"]) & set(split["val"])
+
+    report_dir = tmp_path / "evaluate"
+    result = invoke("run", "evaluate", f"weights={out / 'encoder.safetensors'}", "spatial_dims=1", "dataset.size=32",
+                    "dataset.identities=12", "dataset.samples_per_identity=4", "dataset.identity_offset=1000",
+                    "episodes.n_way=3", "-o", report_dir)  # fmt: skip
+    assert result.exit_code == 0, result.stderr
+    report = json.loads((report_dir / "report.json").read_text())
+    v = report["verification"]
+    assert {"auc", "eer", "eer_threshold", "tar_at_far", "kfold_accuracy"} <= set(v)
+    assert v["same_pairs"] == 12 * 6 and report["identification_one_shot"]["probes"] == 12 * 3
+    assert report["episodes"]["n_way"] == 3
+    for png in ("roc.png", "distances.png"):
+        assert (report_dir / png).read_bytes()[:4] == b"\x89PNG"
+
+
+def test_resume_from_the_command_line(tmp_path):
+    out = tmp_path / "run"
+    common = ["epochs=1", "spatial_dims=1", "dataset.size=32", "dataset.identities=12", "dataset.samples_per_identity=4", *TINY]
+    assert invoke("run", "train", *common, "-o", out).exit_code == 0
+    again = invoke("run", out, "--resume")
+    assert again.exit_code == 0, again.stderr
+    assert json.loads((out / "summary.json").read_text())["epochs"] == 1
+    assert_one_line_error(invoke("run", out / "config.yaml", "epochs=2", "--resume"), 3, ["differs from this run's config"])
+    assert_one_line_error(invoke("run", "inspect", "-o", tmp_path / "x", "--resume"), 3, ["cannot resume"])
+    assert_one_line_error(invoke("run", "train", "-o", tmp_path / "empty", "--resume"), 3, ["nothing to resume"])
+    assert_one_line_error(invoke("run", out), 3, ["is a folder"])
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["dataset.identities=1"], "cannot hold out"),
+        (["dataset.samples_per_identity=1"], "cannot hold out"),
+        (["sampler.k=1"], "K ≥ 2"),
+    ],
+)
+def test_training_data_that_cannot_work_is_a_clear_error(tmp_path, overrides, message):
+    result = invoke("run", "train", "spatial_dims=1", "dataset.size=16", *TINY, *overrides, "-o", tmp_path)
+    assert_one_line_error(result, 5, [message])
+    assert not (tmp_path / "checkpoint.safetensors").exists()
