@@ -24,7 +24,8 @@ install-dev: install
 demo: install
 	$(BIN)/convgen plugins
 	$(BIN)/convgen run inspect -o runs/demo/inspect
-	$(BIN)/convgen run embed -o runs/demo/embed
+	$(BIN)/convgen run train -o runs/demo/train
+	$(BIN)/convgen run evaluate weights=runs/demo/train/encoder.safetensors -o runs/demo/evaluate
 
 test: install-dev
 	$(BIN)/python -m pytest

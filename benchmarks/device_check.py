@@ -49,7 +49,7 @@ def mining(table: Table) -> None:
     for mode in ("all", "semi-hard", "batch-hard"):
         results = []
         for device in ("cpu", "cuda"):
-            e = emb.to(device).requires_grad_(True)
+            e = emb.detach().to(device).clone().requires_grad_(True)
             loss = TripletLoss(mining=mode)(e, labels.to(device))
             loss.backward()
             results.append((loss.item(), e.grad.cpu()))

@@ -64,12 +64,21 @@ def prepare_encoder(config: dict, spatial_dims: int, in_channels: int):
     return encoder, spec, fp
 
 
-def run(config: dict, out_dir: Path) -> dict:
+def dataset_and_encoder(config: dict):
+    """The recipe's dataset and an encoder that fits its samples: ``(dataset, encoder, spec, fingerprint)``.
+
+    ``spatial_dims`` and ``in_channels`` come from the first sample, so one recipe serves
+    1D, 2D and 3D data alike.
+    """
     dataset = registry.build("dataset", config["dataset"], spatial_dims=config["spatial_dims"])
     if len(dataset) == 0:
-        raise DataError("the dataset is empty; nothing to embed")
+        raise DataError(f"the dataset {config['dataset']['name']!r} is empty; check its settings or folder")
     first, _ = dataset[0]
-    encoder, spec, fp = prepare_encoder(config, first.ndim - 1, first.shape[0])
+    return (dataset, *prepare_encoder(config, first.ndim - 1, first.shape[0]))
+
+
+def run(config: dict, out_dir: Path) -> dict:
+    dataset, encoder, spec, fp = dataset_and_encoder(config)
     device = resolve_device(config["device"])
     encoder.to(device).eval()
 

@@ -19,9 +19,8 @@ from torch.utils.data import Subset
 from convgen import distributed, registry
 from convgen.config import dump
 from convgen.engine import Trainer
-from convgen.errors import DataError
 from convgen.io import atomic_write_text
-from convgen.metric.embed import prepare_encoder
+from convgen.metric.embed import dataset_and_encoder
 from convgen.metric.embedder import Embedder
 from convgen.metric.evaluate import embed_dataset, validation_metrics
 from convgen.metric.sampling import PKSampler, identity_split
@@ -34,9 +33,9 @@ DEFAULTS = {
     "split": {"val_fraction": 0.25},
     "encoder": {"name": "resnet", "embedding_dim": 128},
     "weights": None,
-    "loss": {"name": "triplet", "margin": 0.2, "mining": "semi-hard"},
+    "loss": {"name": "triplet", "margin": 0.2, "mining": "all"},
     "sampler": {"p": 8, "k": 4},
-    "optimizer": {"name": "adamw", "lr": 0.001, "weight_decay": 0.0001, "momentum": 0.9},
+    "optimizer": {"name": "adamw", "lr": 0.003, "weight_decay": 0.0001, "momentum": 0.9},
     "scheduler": {"name": "cosine", "warmup_epochs": 0, "milestones": [], "gamma": 0.1},
     "epochs": 10,
     "grad_clip": 5.0,
@@ -46,13 +45,9 @@ DEFAULTS = {
 
 
 def run(config: dict, out_dir: Path, resume: bool = False) -> dict:
-    dataset = registry.build("dataset", config["dataset"], spatial_dims=config["spatial_dims"])
+    dataset, encoder, spec, _ = dataset_and_encoder(config)
     labels = [int(label) for label in dataset.labels]
-    if not labels:
-        raise DataError("the dataset is empty; nothing to train on")
     train_idx, val_idx = identity_split(labels, config["split"]["val_fraction"], seed=config["seed"])
-    first, _ = dataset[0]
-    encoder, spec, _ = prepare_encoder(config, first.ndim - 1, first.shape[0])
     model = Embedder(encoder)
     loss_fn = registry.build("loss", config["loss"], embedding_dim=spec.get("embedding_dim"))
     sampler = PKSampler([labels[i] for i in train_idx], seed=config["seed"] * 101 + distributed.env_rank(), **config["sampler"])
