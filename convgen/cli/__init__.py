@@ -50,7 +50,8 @@ def _root(
     """convgen: one ConvNet toolkit for 1D signals, 2D images and 3D volumes."""
 
 
-from convgen.cli import plugins as _plugins  # noqa: E402,F401  (commands register on import)
+from convgen.cli import gallery as _gallery  # noqa: E402,F401  (commands register on import)
+from convgen.cli import plugins as _plugins  # noqa: E402,F401
 from convgen.cli import recipes as _recipes  # noqa: E402,F401
 from convgen.cli import run as _run  # noqa: E402,F401
 

@@ -1,0 +1,1 @@
+"""Galleries: enrolled people as embeddings (SQLite), searched exactly or with FAISS / Milvus."""

@@ -1,0 +1,376 @@
+"""The gallery: enrolled people and their embeddings, in one SQLite file.
+
+SQLite is the source of truth: one file, WAL journal (readers never block the writer),
+every enrolment, removal or rename one transaction, so a killed process leaves the
+people that were committed and nothing half-enrolled. The gallery records the encoder's
+fingerprint, the embedding size and the distance, so that embeddings from another model
+are refused instead of silently compared. Search runs on an index kept beside the file
+(`convgen.gallery.search`): exact by default, FAISS or Milvus for large galleries. A
+``generation`` counter, bumped by every change, tells an index (or another process)
+that it is stale and must be rebuilt from the database.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from convgen.errors import ConfigError, DataError, ModelMismatchError
+
+FORMAT = "convgen.gallery/1"
+DISTANCE = "squared-euclidean"
+SCORINGS = ("closest", "mean")
+
+SCHEMA = """
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE people (id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE, created REAL NOT NULL);
+CREATE TABLE samples (
+    id INTEGER PRIMARY KEY,
+    person INTEGER NOT NULL REFERENCES people(id) ON DELETE CASCADE,
+    embedding BLOB NOT NULL,
+    source TEXT,
+    created REAL NOT NULL
+);
+CREATE INDEX samples_by_person ON samples(person);
+"""
+
+
+@dataclass(frozen=True)
+class Person:
+    name: str
+    samples: int
+    created: float
+
+
+class Gallery:
+    """Enrolled people, their embeddings, the model they came from and the threshold τ.
+
+    Open with :meth:`open` or make with :meth:`create`; use as a context manager.
+    Scoring decides a person's distance to a query: ``closest`` (the nearest of their
+    samples: robust when samples differ, e.g. poses) or ``mean`` (the distance to the
+    re-normalised mean of their embeddings: one entry per person, smaller and faster
+    indexes).
+    """
+
+    def __init__(self, path: Path, connection: sqlite3.Connection):
+        self.path = Path(path)
+        self.db = connection
+        self.meta = dict(self.db.execute("SELECT key, value FROM meta"))
+        self.dim = int(self.meta["dim"])
+        self._index = None
+        self._index_generation = None
+
+    # -- opening -----------------------------------------------------------------------
+
+    @classmethod
+    def create(
+        cls,
+        path,
+        *,
+        fingerprint: str,
+        encoder: dict,
+        dim: int,
+        weights: str | None = None,
+        scoring: str = "closest",
+        backend: str = "exact",
+        backend_options: dict | None = None,
+        spatial_size: list[int] | None = None,
+    ) -> "Gallery":
+        """Make a new gallery file (owner-only permissions); it appears whole or not at all."""
+        path = Path(path)
+        if path.exists():
+            raise DataError(f"{path} already exists; open it, or choose another file for a new gallery")
+        if scoring not in SCORINGS:
+            raise ConfigError(f"scoring must be one of {', '.join(SCORINGS)}, got {scoring!r}")
+        from convgen.gallery.search import KINDS
+
+        if backend not in KINDS:
+            raise ConfigError(f"unknown search backend {backend!r}; known: {', '.join(KINDS)}")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.creating")
+        fd = os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)  # galleries hold biometric data
+        os.close(fd)
+        try:
+            db = sqlite3.connect(tmp)
+            db.executescript(SCHEMA)
+            meta = {
+                "format": FORMAT, "fingerprint": fingerprint, "encoder": json.dumps(encoder, sort_keys=True),
+                "dim": str(int(dim)), "distance": DISTANCE, "scoring": scoring, "backend": backend,
+                "backend_options": json.dumps(backend_options or {}), "weights": weights or "",
+                "spatial_size": json.dumps(spatial_size), "threshold": "", "calibration": "{}",
+                "generation": "0", "created": str(time.time()),
+            }  # fmt: skip
+            db.executemany("INSERT INTO meta VALUES (?, ?)", meta.items())
+            db.commit()
+            db.execute("PRAGMA journal_mode=WAL")
+            db.close()
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
+        return cls.open(path)
+
+    @classmethod
+    def open(cls, path) -> "Gallery":
+        """Open an existing gallery; a file that is not one is a one-line DataError."""
+        path = Path(path)
+        if not path.exists():
+            raise DataError(f"gallery not found: {path} (create one with `convgen gallery create`)")
+        if path.is_dir():
+            raise DataError(f"{path} is a directory, not a gallery file")
+        try:
+            db = sqlite3.connect(f"file:{path}?mode=rw", uri=True, timeout=60, isolation_level=None)
+            db.execute("PRAGMA foreign_keys=ON")
+            db.execute("PRAGMA busy_timeout=60000")
+            rows = dict(db.execute("SELECT key, value FROM meta"))
+        except sqlite3.DatabaseError as exc:
+            raise DataError(f"{path} is not a convgen gallery ({exc})") from None
+        if rows.get("format") != FORMAT:
+            db.close()
+            raise DataError(f"{path} is not a convgen gallery (format {rows.get('format')!r})")
+        return cls(path, db)
+
+    def close(self) -> None:
+        if self._index is not None:
+            self._index.close()
+        self.db.close()
+
+    def __enter__(self) -> "Gallery":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # -- what it holds -------------------------------------------------------------------
+
+    @property
+    def fingerprint(self) -> str:
+        return self.meta["fingerprint"]
+
+    @property
+    def encoder(self) -> dict:
+        return json.loads(self.meta["encoder"])
+
+    @property
+    def scoring(self) -> str:
+        return self.meta["scoring"]
+
+    @property
+    def threshold(self) -> float | None:
+        self._refresh_meta()
+        return float(self.meta["threshold"]) if self.meta["threshold"] else None
+
+    @property
+    def calibration(self) -> dict:
+        self._refresh_meta()
+        return json.loads(self.meta["calibration"])
+
+    @property
+    def generation(self) -> int:
+        return int(self.db.execute("SELECT value FROM meta WHERE key='generation'").fetchone()[0])
+
+    def _refresh_meta(self) -> None:
+        self.meta = dict(self.db.execute("SELECT key, value FROM meta"))
+
+    def check_model(self, fingerprint: str) -> None:
+        """Refuse embeddings from any model but the one the gallery was built with."""
+        if fingerprint != self.fingerprint:
+            raise ModelMismatchError(
+                f"{self.path} was built with encoder {self.fingerprint[:12]}… but these embeddings come from "
+                f"{fingerprint[:12]}…; use the gallery's weights ({self.meta['weights'] or 'recorded at creation'}) "
+                "or create a new gallery for this encoder"
+            )
+
+    def people(self) -> list[Person]:
+        rows = self.db.execute(
+            "SELECT p.name, COUNT(s.id), p.created FROM people p LEFT JOIN samples s ON s.person = p.id "
+            "GROUP BY p.id ORDER BY p.name"
+        )
+        return [Person(name, count, created) for name, count, created in rows]
+
+    def __len__(self) -> int:
+        return self.db.execute("SELECT COUNT(*) FROM people").fetchone()[0]
+
+    def _person_id(self, name: str) -> int:
+        row = self.db.execute("SELECT id FROM people WHERE name = ?", (name,)).fetchone()
+        if row is None:
+            raise DataError(f"{name!r} is not enrolled in {self.path} (see `convgen gallery list`)")
+        return row[0]
+
+    def embeddings_of(self, name: str) -> np.ndarray:
+        pid = self._person_id(name)
+        blobs = [b for (b,) in self.db.execute("SELECT embedding FROM samples WHERE person = ? ORDER BY id", (pid,))]
+        return np.stack([np.frombuffer(b, dtype=np.float32) for b in blobs])
+
+    # -- changes: one transaction each ------------------------------------------------
+
+    def _check_embeddings(self, embeddings) -> np.ndarray:
+        e = np.asarray(embeddings, dtype=np.float32)
+        if e.ndim == 1:
+            e = e[None]
+        if e.ndim != 2 or e.shape[1] != self.dim or len(e) == 0:
+            raise DataError(f"expected embeddings of shape (n, {self.dim}) for this gallery, got {tuple(e.shape)}")
+        if not np.isfinite(e).all():
+            raise DataError("embeddings hold NaN or infinite values; nothing was enrolled")
+        return np.ascontiguousarray(e)
+
+    def _write(self, statements) -> None:
+        """Run ``statements(cursor)`` and bump the generation, in one immediate transaction."""
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            statements(self.db)
+            self.db.execute("UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'generation'")
+            self.db.execute("COMMIT")
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+
+    def enrol(self, name: str, embeddings, sources: list[str] | None = None, append: bool = False) -> None:
+        """Enrol ``name`` from one or more embeddings (one transaction: all or nothing)."""
+        if not isinstance(name, str) or not name.strip():
+            raise DataError("a person needs a non-empty name")
+        e = self._check_embeddings(embeddings)
+        sources = list(sources or [None] * len(e))
+        now = time.time()
+
+        def statements(db):
+            row = db.execute("SELECT id FROM people WHERE name = ?", (name,)).fetchone()
+            if row is not None and not append:
+                raise DataError(f"{name!r} is already enrolled; add samples with --append, or remove them first")
+            pid = row[0] if row else db.execute("INSERT INTO people (name, created) VALUES (?, ?)", (name, now)).lastrowid
+            db.executemany(
+                "INSERT INTO samples (person, embedding, source, created) VALUES (?, ?, ?, ?)",
+                [(pid, vector.tobytes(), source, now) for vector, source in zip(e, sources)],
+            )
+
+        self._write(statements)
+
+    def enrol_many(self, people: dict[str, np.ndarray]) -> None:
+        """Enrol many people in one transaction (import, bulk loads)."""
+        checked = {name: self._check_embeddings(e) for name, e in people.items()}
+        now = time.time()
+
+        def statements(db):
+            for name, e in checked.items():
+                if db.execute("SELECT 1 FROM people WHERE name = ?", (name,)).fetchone():
+                    raise DataError(f"{name!r} is already enrolled; nothing was imported")
+                pid = db.execute("INSERT INTO people (name, created) VALUES (?, ?)", (name, now)).lastrowid
+                db.executemany(
+                    "INSERT INTO samples (person, embedding, source, created) VALUES (?, ?, NULL, ?)",
+                    [(pid, vector.tobytes(), now) for vector in e],
+                )
+
+        self._write(statements)
+
+    def remove(self, name: str) -> None:
+        pid = self._person_id(name)
+        self._write(lambda db: db.execute("DELETE FROM people WHERE id = ?", (pid,)))
+
+    def rename(self, old: str, new: str) -> None:
+        pid = self._person_id(old)
+        if not new.strip():
+            raise DataError("a person needs a non-empty name")
+
+        def statements(db):
+            if db.execute("SELECT 1 FROM people WHERE name = ?", (new,)).fetchone():
+                raise DataError(f"{new!r} is already enrolled; choose another name")
+            db.execute("UPDATE people SET name = ? WHERE id = ?", (new, pid))
+
+        self._write(statements)
+
+    def set_threshold(self, threshold: float, calibration: dict) -> None:
+        """Store τ and how it was chosen (mode, target, gallery size, DIR...)."""
+
+        def statements(db):
+            db.execute("UPDATE meta SET value = ? WHERE key = 'threshold'", (repr(float(threshold)),))
+            db.execute("UPDATE meta SET value = ? WHERE key = 'calibration'", (json.dumps(calibration),))
+
+        self._write(statements)
+        self._refresh_meta()
+
+    # -- search --------------------------------------------------------------------------
+
+    def entries(self) -> tuple[np.ndarray, np.ndarray, list[str]]:
+        """What the index holds: ``(entry ids, vectors, names)``; for ``closest`` one entry
+        per sample, for ``mean`` one per person (the re-normalised mean)."""
+        if self.scoring == "closest":
+            rows = self.db.execute("SELECT s.id, s.embedding, p.name FROM samples s JOIN people p ON p.id = s.person ORDER BY s.id")
+            ids, vectors, names = [], [], []
+            for sid, blob, name in rows:
+                ids.append(sid)
+                vectors.append(np.frombuffer(blob, dtype=np.float32))
+                names.append(name)
+        else:
+            ids, vectors, names = [], [], []
+            for pid, name in self.db.execute("SELECT id, name FROM people ORDER BY id"):
+                e = np.stack([np.frombuffer(b, dtype=np.float32) for (b,) in self.db.execute("SELECT embedding FROM samples WHERE person = ?", (pid,))])
+                ids.append(pid)
+                vectors.append(_mean_direction(e))
+                names.append(name)
+        matrix = np.stack(vectors).astype(np.float32) if vectors else np.zeros((0, self.dim), np.float32)
+        return np.asarray(ids, dtype=np.int64), matrix, names
+
+    def index(self):
+        """The search index, rebuilt from the database when another change made it stale."""
+        from convgen.gallery.search import open_index
+
+        generation = self.generation
+        if self._index is not None and self._index_generation == generation:
+            return self._index
+        if self._index is None:
+            options = json.loads(self.meta["backend_options"])
+            self._index = open_index(self.meta["backend"], self.path, self.dim, **options)
+        ids, vectors, names = self.entries()
+        if self._index.generation != generation:
+            self._index.clear()
+            if len(ids):
+                self._index.add(ids, vectors)
+            self._index.save(generation)
+        self._names = dict(zip(ids.tolist(), names))
+        self._index_generation = generation
+        return self._index
+
+    def search(self, queries, k: int = 5) -> list[list[tuple[str, float]]]:
+        """Per query, the ``k`` nearest people with their distances, nearest first."""
+        q = self._check_embeddings(queries)
+        if len(self) == 0:
+            raise DataError(f"{self.path} has nobody enrolled; enrol people first (`convgen gallery enrol`)")
+        index = self.index()
+        fetch = k if self.scoring == "mean" else max(4 * k, k + 8)
+        while True:
+            distances, ids = index.search(q, min(fetch, len(index)))
+            results = [self._by_person(d, i, k) for d, i in zip(distances, ids)]
+            if all(len(r) >= min(k, len(self)) for r in results) or fetch >= len(index):
+                return results
+            fetch *= 4  # one person's many samples crowded the others out: look further
+
+    def _by_person(self, distances, ids, k) -> list[tuple[str, float]]:
+        best: dict[str, float] = {}
+        for d, i in zip(distances, ids):
+            if i < 0:
+                continue
+            name = self._names[int(i)]
+            if name not in best:
+                best[name] = float(d)
+            if len(best) == k:
+                break
+        return list(best.items())
+
+    def distance_to(self, query, name: str) -> float:
+        """Exact distance of one query to one person, by the gallery's scoring."""
+        q = self._check_embeddings(query)[0]
+        e = self.embeddings_of(name)
+        if self.scoring == "mean":
+            e = _mean_direction(e)[None]
+        return float(((e - q) ** 2).sum(1).min())
+
+
+def _mean_direction(e: np.ndarray) -> np.ndarray:
+    mean = e.mean(0)
+    norm = np.linalg.norm(mean)
+    return (mean / norm if norm > 0 else mean).astype(np.float32)
