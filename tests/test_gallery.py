@@ -276,7 +276,8 @@ def test_cli_round_trip(files, tmp_path):
     assert invoke("gallery", "export", db, tmp_path / "x.safetensors").exit_code == 0
     db2 = tmp_path / "copy.db"
     invoke("gallery", "create", db2, "--weights", files / "enc.safetensors")
-    assert invoke("gallery", "import", db2, tmp_path / "x.safetensors").exit_code == 0
+    imported = invoke("gallery", "import", db2, tmp_path / "x.safetensors", "--json")
+    assert json.loads(imported.stdout) == {"imported": 9, "gallery": str(db2)}
     assert len(json.loads(invoke("gallery", "list", db2, "--json").stdout)) == 9
 
 

@@ -170,37 +170,38 @@ def list_people(db: Path = DB, as_json: bool = JSON):
 
 
 @gallery_app.command()
-def rename(db: Path = DB, old: str = typer.Argument(...), new: str = typer.Argument(...)):
+def rename(db: Path = DB, old: str = typer.Argument(...), new: str = typer.Argument(...), as_json: bool = JSON):
     """Rename an enrolled person."""
     with _open(db) as gallery:
         gallery.rename(old, new)
-    typer.echo(f"renamed {old} to {new}")
+    _print({"renamed": old, "to": new}, as_json, f"renamed {old} to {new}")
 
 
 @gallery_app.command()
-def remove(db: Path = DB, name: str = typer.Argument(...)):
+def remove(db: Path = DB, name: str = typer.Argument(...), as_json: bool = JSON):
     """Remove a person and all their samples."""
     with _open(db) as gallery:
         gallery.remove(name)
-    typer.echo(f"removed {name}")
+        count = len(gallery)
+    _print({"removed": name, "people": count}, as_json, f"removed {name}; {count} people in {db}")
 
 
 @gallery_app.command("export")
-def export_(db: Path = DB, out: Path = typer.Argument(..., help="The .safetensors file to write.")):
+def export_(db: Path = DB, out: Path = typer.Argument(..., help="The .safetensors file to write."), as_json: bool = JSON):
     """Write every person's embeddings (not their samples) to one safetensors file."""
     from convgen.gallery import api
 
     with _open(db) as gallery:
         api.export(gallery, out)
         count = len(gallery)
-    typer.echo(f"exported {count} people to {out}")
+    _print({"exported": count, "file": str(out)}, as_json, f"exported {count} people to {out}")
 
 
 @gallery_app.command("import")
-def import_(db: Path = DB, source: Path = typer.Argument(..., help="A file written by `convgen gallery export`.")):
+def import_(db: Path = DB, source: Path = typer.Argument(..., help="A file written by `convgen gallery export`."), as_json: bool = JSON):
     """Add the people of an export to this gallery (same encoder only; all or nothing)."""
     from convgen.gallery import api
 
     with _open(db) as gallery:
         count = api.import_(gallery, source)
-    typer.echo(f"imported {count} people into {db}")
+    _print({"imported": count, "gallery": str(db)}, as_json, f"imported {count} people into {db}")
