@@ -36,7 +36,6 @@ import json
 import math
 import re
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -529,17 +528,27 @@ class FaissIndex(SearchIndex):
     new node; its old node stays a tombstone, so it can never come back. IVF-Flat would delete
     in place, but needs a training set up front and, at recall@1 ≥ 0.99, scans far more.
 
-    Options: ``m`` (graph degree, 32), ``ef_construction`` (80), ``ef_search`` (64; raise it
-    for recall, lower it for speed), ``rebuild_fraction`` (0.25; None never rebuilds).
-    ``m`` and ``ef_construction`` shape a new or rebuilt graph; a persisted graph keeps its own.
+    Options: ``m`` (graph degree, 32), ``ef_construction`` (80), ``ef_search`` (128; raise it
+    for recall, lower it for speed; `benchmarks/bench_gallery.py` sweeps it), ``rebuild_fraction``
+    (0.25; None never rebuilds). ``m`` shapes a new or rebuilt graph (a persisted graph keeps
+    its own); ``ef_construction`` applies to inserts from then on; ``ef_search`` may be changed
+    at any time through ``index.options``.
     """
 
     kind = "faiss"
-    _DEFAULTS = {"m": 32, "ef_construction": 80, "ef_search": 64, "rebuild_fraction": 0.25}
+    _DEFAULTS = {"m": 32, "ef_construction": 80, "ef_search": 128, "rebuild_fraction": 0.25}
 
     def __init__(self, path: Path, dim: int, **options):
         super().__init__(path, dim)
         self.options = _options(self.kind, options, self._DEFAULTS)
+        for name in ("m", "ef_construction", "ef_search"):
+            value = self.options[name]
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+                raise ConfigError(f"faiss option {name} must be a positive integer, got {value!r}")
+        fraction = self.options["rebuild_fraction"]
+        number = isinstance(fraction, (int, float)) and not isinstance(fraction, bool)
+        if fraction is not None and not (number and 0 < fraction <= 1):
+            raise ConfigError(f"faiss option rebuild_fraction must be in (0, 1] or None, got {fraction!r}")
         _require("faiss", "faiss-cpu", self.kind)
         import faiss
 
@@ -650,7 +659,13 @@ class FaissIndex(SearchIndex):
         params.efSearch = max(int(self.options["ef_search"]), k)
         if self._dead:
             params.sel = self._selector
-        distances, labels = self._index.search(queries, k, params=params)
+        threads = faiss.omp_get_max_threads()
+        if len(queries) == 1:  # nothing to share: don't wait at a barrier for an idle (or preempted) thread
+            faiss.omp_set_num_threads(1)
+        try:
+            distances, labels = self._index.search(queries, k, params=params)
+        finally:
+            faiss.omp_set_num_threads(threads)
         missing = labels < 0
         distances[missing] = np.inf
         labels[missing] = -1
