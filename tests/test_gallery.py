@@ -313,3 +313,28 @@ def test_ann_backends_answer_like_exact_search(tmp_path, backend):
             assert [r["name"] for r in api.identify(g, probes, threshold=0.5)] == answers[kind]
     assert answers[backend] == answers["exact"]
     assert answers["exact"][0] is None and answers["exact"][1:] == list(crowd)[1:]
+
+
+@pytest.mark.parametrize("backend, scoring", [("exact", "closest"), ("exact", "mean"), ("faiss", "closest")])
+def test_index_follows_changes_without_rebuilding(tmp_path, monkeypatch, backend, scoring):
+    pytest.importorskip("faiss") if backend == "faiss" else None
+    crowd = people(40, 2, seed=8)
+    names = list(crowd)
+    probes = np.stack([crowd[n][1] for n in names])
+
+    def no_rebuild(self):
+        raise AssertionError("the index was rebuilt from the database")
+
+    with new_gallery(tmp_path / "g.db", backend=backend, scoring=scoring) as g:
+        g.enrol_many({n: crowd[n][:1] for n in names[:20]})
+        g.search(probes[:1], 1)  # the one full build
+        monkeypatch.setattr(Gallery, "entries", no_rebuild)
+        for n in names[20:]:
+            g.enrol(n, crowd[n][:1])
+        g.enrol(names[3], crowd[names[3]][1:], append=True)
+        g.remove(names[0])
+        g.rename(names[1], "renamed")
+        found = [hits[0][0] for hits in g.search(probes, 1)]
+    assert found[0] != names[0] and found[1] == "renamed" and found[2:] == names[2:]
+    with Gallery.open(tmp_path / "g.db") as g:  # saved on close, current on reopen
+        assert [hits[0][0] for hits in g.search(probes, 1)] == found

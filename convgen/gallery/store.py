@@ -65,6 +65,7 @@ class Gallery:
         self.dim = int(self.meta["dim"])
         self._index = None
         self._index_generation = None
+        self._index_dirty = False
 
     # -- opening -----------------------------------------------------------------------
 
@@ -136,7 +137,10 @@ class Gallery:
         return cls(path, db)
 
     def close(self) -> None:
+        """Save an index that followed changes incrementally, then close everything."""
         if self._index is not None:
+            if self._index_dirty and self._index_generation is not None:
+                self._index.save(self._index_generation)
             self._index.close()
         self.db.close()
 
@@ -220,15 +224,52 @@ class Gallery:
         return np.ascontiguousarray(e)
 
     def _write(self, statements) -> None:
-        """Run ``statements(cursor)`` and bump the generation, in one immediate transaction."""
+        """Run ``statements(db)`` and bump the generation, in one immediate transaction.
+
+        ``statements`` may return the change to the index entries, ``(removed ids,
+        (added ids, added vectors))``; an index that reflected the database just before
+        this transaction follows it incrementally (and is saved on `close`), so large
+        galleries are not rebuilt after every enrolment.
+        """
         self.db.execute("BEGIN IMMEDIATE")
         try:
-            statements(self.db)
+            before = self.generation
+            change = statements(self.db) or ((), None)
             self.db.execute("UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'generation'")
             self.db.execute("COMMIT")
         except BaseException:
             self.db.execute("ROLLBACK")
             raise
+        self._follow(before, *change)
+
+    def _follow(self, before: int, removed, added) -> None:
+        index = self._current_index(before)
+        if index is None:
+            return  # stale already: the next search rebuilds it from the database
+        if len(removed):
+            index.remove(np.asarray(removed, dtype=np.int64))
+        if added is not None and len(added[0]):
+            index.add(np.asarray(added[0], dtype=np.int64), np.asarray(added[1], dtype=np.float32))
+        self._index_generation = before + 1
+        self._index_dirty = True
+
+    def _current_index(self, generation: int):
+        """The index if it reflects ``generation`` (opening the persisted one if needed), else None."""
+        if self._index is None:
+            from convgen.gallery.search import open_index
+
+            options = json.loads(self.meta["backend_options"])
+            self._index = open_index(self.meta["backend"], self.path, self.dim, **options)
+            self._index_generation = self._index.generation
+        return self._index if self._index_generation == generation else None
+
+    def _entry_change(self, db, pid: int, new_ids: list[int], new_vectors: np.ndarray, replaced: bool):
+        """The index change of adding samples to person ``pid``, by scoring."""
+        if self.scoring == "closest":
+            return (), (new_ids, new_vectors)
+        blobs = [b for (b,) in db.execute("SELECT embedding FROM samples WHERE person = ?", (pid,))]
+        mean = _mean_direction(np.stack([np.frombuffer(b, dtype=np.float32) for b in blobs]))
+        return ([pid] if replaced else []), ([pid], mean[None])
 
     def enrol(self, name: str, embeddings, sources: list[str] | None = None, append: bool = False) -> None:
         """Enrol ``name`` from one or more embeddings (one transaction: all or nothing)."""
@@ -243,10 +284,12 @@ class Gallery:
             if row is not None and not append:
                 raise DataError(f"{name!r} is already enrolled; add samples with --append, or remove them first")
             pid = row[0] if row else db.execute("INSERT INTO people (name, created) VALUES (?, ?)", (name, now)).lastrowid
-            db.executemany(
-                "INSERT INTO samples (person, embedding, source, created) VALUES (?, ?, ?, ?)",
-                [(pid, vector.tobytes(), source, now) for vector, source in zip(e, sources)],
-            )
+            ids = [
+                db.execute("INSERT INTO samples (person, embedding, source, created) VALUES (?, ?, ?, ?)",
+                           (pid, vector.tobytes(), source, now)).lastrowid
+                for vector, source in zip(e, sources)
+            ]  # fmt: skip
+            return self._entry_change(db, pid, ids, e, replaced=row is not None)
 
         self._write(statements)
 
@@ -256,20 +299,36 @@ class Gallery:
         now = time.time()
 
         def statements(db):
+            added_ids, added_vectors = [], []
             for name, e in checked.items():
                 if db.execute("SELECT 1 FROM people WHERE name = ?", (name,)).fetchone():
                     raise DataError(f"{name!r} is already enrolled; nothing was imported")
                 pid = db.execute("INSERT INTO people (name, created) VALUES (?, ?)", (name, now)).lastrowid
-                db.executemany(
-                    "INSERT INTO samples (person, embedding, source, created) VALUES (?, ?, NULL, ?)",
-                    [(pid, vector.tobytes(), now) for vector in e],
-                )
+                ids = [
+                    db.execute("INSERT INTO samples (person, embedding, source, created) VALUES (?, ?, NULL, ?)",
+                               (pid, vector.tobytes(), now)).lastrowid
+                    for vector in e
+                ]  # fmt: skip
+                _, (entry_ids, entry_vectors) = self._entry_change(db, pid, ids, e, replaced=False)
+                added_ids += list(entry_ids)
+                added_vectors.append(entry_vectors)
+            vectors = np.concatenate(added_vectors) if added_vectors else np.zeros((0, self.dim), np.float32)
+            return (), (added_ids, vectors)
 
         self._write(statements)
 
     def remove(self, name: str) -> None:
         pid = self._person_id(name)
-        self._write(lambda db: db.execute("DELETE FROM people WHERE id = ?", (pid,)))
+
+        def statements(db):
+            if self.scoring == "closest":
+                removed = [sid for (sid,) in db.execute("SELECT id FROM samples WHERE person = ?", (pid,))]
+            else:
+                removed = [pid]
+            db.execute("DELETE FROM people WHERE id = ?", (pid,))
+            return removed, None
+
+        self._write(statements)
 
     def rename(self, old: str, new: str) -> None:
         pid = self._person_id(old)
@@ -316,45 +375,56 @@ class Gallery:
         return np.asarray(ids, dtype=np.int64), matrix, names
 
     def index(self):
-        """The search index, rebuilt from the database when another change made it stale."""
-        from convgen.gallery.search import open_index
-
+        """The search index; rebuilt from the database only when it is stale (another
+        process changed the gallery, or a crash came between a commit and a save)."""
         generation = self.generation
-        if self._index is not None and self._index_generation == generation:
-            return self._index
-        if self._index is None:
-            options = json.loads(self.meta["backend_options"])
-            self._index = open_index(self.meta["backend"], self.path, self.dim, **options)
-        ids, vectors, names = self.entries()
-        if self._index.generation != generation:
-            self._index.clear()
+        index = self._current_index(generation)
+        if index is None:
+            index = self._index
+            ids, vectors, _ = self.entries()
+            index.clear()
             if len(ids):
-                self._index.add(ids, vectors)
-            self._index.save(generation)
-        self._names = dict(zip(ids.tolist(), names))
-        self._index_generation = generation
-        return self._index
+                index.add(ids, vectors)
+            index.save(generation)
+            self._index_generation, self._index_dirty = generation, False
+        return index
 
     def search(self, queries, k: int = 5) -> list[list[tuple[str, float]]]:
         """Per query, the ``k`` nearest people with their distances, nearest first."""
         q = self._check_embeddings(queries)
-        if len(self) == 0:
-            raise DataError(f"{self.path} has nobody enrolled; enrol people first (`convgen gallery enrol`)")
         index = self.index()
+        if len(index) == 0:
+            raise DataError(f"{self.path} has nobody enrolled; enrol people first (`convgen gallery enrol`)")
         fetch = k if self.scoring == "mean" else max(4 * k, k + 8)
         while True:
             distances, ids = index.search(q, min(fetch, len(index)))
-            results = [self._by_person(d, i, k) for d, i in zip(distances, ids)]
-            if all(len(r) >= min(k, len(self)) for r in results) or fetch >= len(index):
+            names = self._names_of(ids)
+            results = [self._by_person(d, i, k, names) for d, i in zip(distances, ids)]
+            if all(len(r) >= k for r in results) or fetch >= len(index):
                 return results
             fetch *= 4  # one person's many samples crowded the others out: look further
 
-    def _by_person(self, distances, ids, k) -> list[tuple[str, float]]:
+    def _names_of(self, ids: np.ndarray) -> dict[int, str]:
+        """Names of the people behind index entries (samples, or people for ``mean``)."""
+        wanted = sorted({int(i) for i in np.unique(ids) if i >= 0})
+        query = (
+            "SELECT s.id, p.name FROM samples s JOIN people p ON p.id = s.person WHERE s.id IN ({})"
+            if self.scoring == "closest"
+            else "SELECT id, name FROM people WHERE id IN ({})"
+        )
+        names = {}
+        for start in range(0, len(wanted), 900):
+            chunk = wanted[start : start + 900]
+            names.update(self.db.execute(query.format(",".join("?" * len(chunk))), chunk))
+        return names
+
+    @staticmethod
+    def _by_person(distances, ids, k, names) -> list[tuple[str, float]]:
         best: dict[str, float] = {}
         for d, i in zip(distances, ids):
-            if i < 0:
-                continue
-            name = self._names[int(i)]
+            name = names.get(int(i))
+            if name is None:
+                continue  # padding, or an entry removed by another process since the search
             if name not in best:
                 best[name] = float(d)
             if len(best) == k:
