@@ -298,6 +298,19 @@ def test_cli_errors(files, tmp_path):
     assert json.loads(invoke("gallery", "list", db, "--json").stdout) == []
 
 
+def test_cli_backend_options(files, tmp_path):
+    pytest.importorskip("faiss")
+    db = tmp_path / "ann.db"
+    result = invoke("gallery", "create", db, "-w", files / "enc.safetensors", "--backend", "faiss", "--backend-option", "ef_search=256")
+    assert result.exit_code == 0, result.stderr
+    with Gallery.open(db) as g:
+        assert json.loads(g.meta["backend_options"]) == {"ef_search": 256}
+    bad = tmp_path / "bad.db"
+    result = invoke("gallery", "create", bad, "-w", files / "enc.safetensors", "--backend", "faiss", "--backend-option", "ef_serch=256")
+    assert_one_line_error(result, 3, ["ef_serch"])
+    assert not bad.exists()
+
+
 @pytest.mark.parametrize("backend", ["faiss", "milvus"])
 def test_ann_backends_answer_like_exact_search(tmp_path, backend):
     pytest.importorskip({"faiss": "faiss", "milvus": "pymilvus"}[backend])

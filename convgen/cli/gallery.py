@@ -41,6 +41,7 @@ def create(
     scoring: str = typer.Option("closest", help="A person's distance: 'closest' sample or 'mean' embedding."),
     backend: str = typer.Option("exact", help="Search: 'exact', 'faiss' (ANN, large galleries) or 'milvus'."),
     milvus_uri: Optional[str] = typer.Option(None, help="Milvus server (http://host:19530) [default: a milvus-lite file beside DB]."),
+    option: Optional[List[str]] = typer.Option(None, "--backend-option", help="Backend setting KEY=VALUE, e.g. ef_search=256 for faiss (repeatable)."),
     spatial_size: Optional[List[int]] = typer.Option(None, help="Resize every sample to this size (repeat per axis, or once for all)."),
     as_json: bool = JSON,
 ):
@@ -52,7 +53,12 @@ def create(
     size = list(spatial_size) if spatial_size else None
     if size and len(size) == 1:
         size = size * encoder.spec["spatial_dims"]
+    from convgen.config import parse_override
+
     options = {"uri": milvus_uri} if milvus_uri else {}
+    for text in option or []:
+        (key, *rest), value = parse_override(text)
+        options[key] = value
     with Gallery.create(db, fingerprint=encoder.fingerprint, encoder=encoder.spec, dim=encoder.spec["embedding_dim"],
                         weights=encoder.weights, scoring=scoring, backend=backend, backend_options=options,
                         spatial_size=size) as gallery:  # fmt: skip

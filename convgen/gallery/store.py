@@ -89,10 +89,15 @@ class Gallery:
             raise DataError(f"{path} already exists; open it, or choose another file for a new gallery")
         if scoring not in SCORINGS:
             raise ConfigError(f"scoring must be one of {', '.join(SCORINGS)}, got {scoring!r}")
-        from convgen.gallery.search import KINDS
+        from convgen.gallery.search import KINDS, open_index
 
         if backend not in KINDS:
             raise ConfigError(f"unknown search backend {backend!r}; known: {', '.join(KINDS)}")
+        if backend != "milvus":  # check the options now, not at the first search (Milvus would start a server)
+            import tempfile
+
+            with tempfile.TemporaryDirectory() as scratch:
+                open_index(backend, Path(scratch) / "check.db", int(dim), **(backend_options or {})).close()
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.{os.getpid()}.creating")
         fd = os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)  # galleries hold biometric data
