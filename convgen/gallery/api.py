@@ -156,14 +156,28 @@ def calibrate(gallery: Gallery, embeddings: np.ndarray, labels, mode: str = "1:N
             probes = np.setdiff1d(np.flatnonzero(np.isin(labels, labels[gallery_idx])), gallery_idx)
             augmented = np.concatenate([vectors, e[gallery_idx]])
             augmented_labels = np.concatenate([gallery_labels, probe_labels[gallery_idx]])
-            d = ((e[probes][:, None, :] - augmented[None]) ** 2).sum(-1) if len(probes) * len(augmented) < 5e7 else None
-            if d is not None:
-                nearest = d.argmin(1)
+            if len(probes):
+                nearest, distance = _nearest(e[probes], augmented)
                 correct = augmented_labels[nearest] == probe_labels[probes]
-                dir_rate = float((correct & (d[np.arange(len(probes)), nearest] <= tau)).mean())
+                dir_rate = float((correct & (distance <= tau)).mean())
         report |= {"threshold": tau, "fpir": fpir, "non_mated_searches": n, "dir": dir_rate}
     gallery.set_threshold(tau, report)
     return report
+
+
+def _nearest(probes: np.ndarray, gallery: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Index and squared distance of each probe's nearest gallery row, in bounded memory."""
+    g = gallery.astype(np.float64)
+    norms = (g**2).sum(1)
+    step = max(1, 2**24 // max(len(gallery), 1))
+    index, distance = [], []
+    for start in range(0, len(probes), step):
+        p = probes[start : start + step].astype(np.float64)
+        d = (p**2).sum(1)[:, None] + norms[None] - 2 * p @ g.T
+        i = d.argmin(1)
+        index.append(i)
+        distance.append(np.maximum(d[np.arange(len(p)), i], 0.0))
+    return np.concatenate(index), np.concatenate(distance)
 
 
 def export(gallery: Gallery, path) -> Path:
