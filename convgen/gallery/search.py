@@ -118,6 +118,19 @@ def _check_dim(meta: dict, dim: int, where: Path) -> None:
         )
 
 
+def _saved_state(index) -> tuple[dict | None, int | None]:
+    """The sidecar of ``index``'s persisted files and the generation they reflect.
+
+    ``(None, None)`` when there is no usable sidecar (missing, corrupt, another kind);
+    a sidecar for another embedding size is a ModelMismatchError.
+    """
+    meta = _read_json(index.meta_path)
+    if meta is None or meta.get("kind") != index.kind:
+        return None, None
+    _check_dim(meta, index.dim, index.meta_path)
+    return meta, _stored_generation(meta)
+
+
 def _options(kind: str, given: dict, defaults: dict) -> dict:
     unknown = sorted(set(given) - set(defaults))
     if unknown:
@@ -310,11 +323,7 @@ class ExactIndex(SearchIndex):
         self._dirty = True  # in-memory state differs from the files
 
     def _load(self) -> None:
-        meta = _read_json(self.meta_path)
-        if meta is None or meta.get("kind") != self.kind:
-            return
-        _check_dim(meta, self.dim, self.meta_path)
-        generation = _stored_generation(meta)
+        meta, generation = _saved_state(self)
         if generation is None:
             return
         try:
@@ -572,11 +581,7 @@ class FaissIndex(SearchIndex):
         self._dirty = True
 
     def _load(self) -> None:
-        meta = _read_json(self.meta_path)
-        if meta is None or meta.get("kind") != self.kind:
-            return
-        _check_dim(meta, self.dim, self.meta_path)
-        generation = _stored_generation(meta)
+        meta, generation = _saved_state(self)
         if generation is None or not self.index_path.exists():
             return
         faiss = self._faiss
