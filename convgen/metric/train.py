@@ -78,6 +78,6 @@ def run(config: dict, out_dir: Path, resume: bool = False) -> dict:
     table = Table(title=f"train: {spec['name']} with {config['loss']['name']} on {config['dataset']['name']}", show_header=False)
     for key, value in summary.items():
         table.add_row(key, f"{value:.4g}" if isinstance(value, float) else str(value))
-    if distributed.is_main():
+    if distributed.env_rank() == 0:  # the group is gone by now: ask torchrun's variable
         Console().print(table)
     return summary
