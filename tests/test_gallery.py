@@ -6,8 +6,6 @@ import sqlite3
 import stat
 import subprocess
 import sys
-import time
-from pathlib import Path
 
 import numpy as np
 import pytest

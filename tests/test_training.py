@@ -13,7 +13,8 @@ from convgen.data import SyntheticClusters
 from convgen.engine import Trainer, lr_factor
 from convgen.errors import DataError
 from convgen.metric.embedder import Embedder
-from convgen.metric.evaluate import embed_dataset, validation_metrics
+from convgen.metric.embedder import embed_dataset
+from convgen.metric.evaluate import validation_metrics
 from convgen.metric.losses import TripletLoss
 from convgen.metric.sampling import PKSampler, identity_split
 from convgen.nets import ResNetEncoder

@@ -7,15 +7,14 @@ import json
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from rich.console import Console
 from rich.table import Table
 from safetensors.torch import save_file
-from torch.utils.data import DataLoader
 
-from convgen import progress, registry
+from convgen import registry
 from convgen.errors import ConfigError, DataError, ModelMismatchError
 from convgen.io import atomic_path
+from convgen.metric.embedder import Embedder, embed_dataset
 from convgen.recipes import resolve_device
 from convgen.weights import build_encoder, encoder_spec, fingerprint, load_encoder
 
@@ -80,15 +79,9 @@ def dataset_and_encoder(config: dict):
 def run(config: dict, out_dir: Path) -> dict:
     dataset, encoder, spec, fp = dataset_and_encoder(config)
     device = resolve_device(config["device"])
-    encoder.to(device).eval()
-
-    loader = DataLoader(dataset, batch_size=config["batch_size"], shuffle=False)
-    chunks, labels = [], []
-    with torch.no_grad():
-        for x, y in progress.iterate(loader, "embedding"):
-            chunks.append(F.normalize(encoder(x.to(device)), dim=1).cpu())
-            labels.append(torch.as_tensor(y))
-    embeddings, labels = torch.cat(chunks), torch.cat(labels).long()
+    model = Embedder(encoder).to(device)
+    embeddings = torch.from_numpy(embed_dataset(model, dataset, config["batch_size"], device, show_progress=True))
+    labels = torch.tensor([int(label) for label in dataset.labels], dtype=torch.long)
 
     metadata = {"encoder_fingerprint": fp, "encoder": json.dumps(spec, sort_keys=True), "classes": json.dumps(list(dataset.classes))}
     with atomic_path(out_dir / "embeddings.safetensors") as tmp:

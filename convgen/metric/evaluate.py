@@ -13,17 +13,14 @@ import json
 from pathlib import Path
 
 import numpy as np
-import torch
 from rich.console import Console
 from rich.table import Table
-from torch.utils.data import DataLoader
 
-from convgen import progress
 from convgen.errors import DataError
 from convgen.io import atomic_write_text
 from convgen.metric import evaluation
 from convgen.metric.embed import dataset_and_encoder
-from convgen.metric.embedder import Embedder
+from convgen.metric.embedder import Embedder, embed_dataset
 from convgen.metric.plots import plot_distance_histograms, plot_roc
 from convgen.recipes import resolve_device
 
@@ -44,18 +41,6 @@ DEFAULTS = {
     "open_set_fraction": 0.5,
     "episodes": {"n_way": 5, "k_shot": 1, "queries": 5, "episodes": 200},
 }
-
-
-def embed_dataset(model: torch.nn.Module, dataset, batch_size: int, device: torch.device, show_progress: bool = False) -> np.ndarray:
-    """Embeddings ``(N, D)`` of every sample, in dataset order, without gradients."""
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False)
-    batches = progress.iterate(loader, "embedding") if show_progress else loader
-    was_training = model.training
-    model.eval()
-    with torch.no_grad():
-        chunks = [model(x.to(device)).float().cpu() for x, _ in batches]
-    model.train(was_training)
-    return torch.cat(chunks).numpy()
 
 
 def one_shot_gallery(labels, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

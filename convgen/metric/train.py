@@ -22,7 +22,8 @@ from convgen.engine import Trainer
 from convgen.io import atomic_write_text
 from convgen.metric.embed import dataset_and_encoder
 from convgen.metric.embedder import Embedder
-from convgen.metric.evaluate import embed_dataset, validation_metrics
+from convgen.metric.embedder import embed_dataset
+from convgen.metric.evaluate import validation_metrics
 from convgen.metric.sampling import PKSampler, identity_split
 from convgen.recipes import resolve_device
 
