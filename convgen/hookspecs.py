@@ -80,7 +80,9 @@ def register_style_costs(register):
 
     Call ``register(name, factory)``; ``factory(**kwargs)`` returns a callable
     ``cost(generated, target) -> scalar tensor`` that works for any number of spatial
-    axes. Recipes name it under ``style_cost:``.
+    axes. The ``stylize`` recipe names it under ``style_cost:``. A cost may also offer
+    ``statistic(activation)`` and ``distance(generated, statistic)``, so that targets
+    are computed once and several styles blend by their statistics (see ``GramCost``).
 
     Example:
         ```python

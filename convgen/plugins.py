@@ -28,6 +28,7 @@ DEFAULT_PLUGINS = (
     "convgen.default_plugins.datasets",
     "convgen.default_plugins.files",
     "convgen.default_plugins.losses",
+    "convgen.default_plugins.style",
     "convgen.default_plugins.recipes",
 )
 

@@ -1,4 +1,4 @@
-"""Built-in recipes: ``train``, ``evaluate``, ``embed`` and ``inspect``."""
+"""Built-in recipes: ``train``, ``evaluate``, ``embed``, ``inspect``, ``stylize`` and ``visualize``."""
 
 import convgen
 
@@ -7,6 +7,8 @@ import convgen
 def register_recipes(register):
     from convgen.metric import embed, evaluate, train
     from convgen.nets import inspect
+    from convgen.style import stylize
+    from convgen.visualize import recipe as visualize
 
     register(
         "train",
@@ -35,4 +37,18 @@ def register_recipes(register):
         defaults=inspect.DEFAULTS,
         components={"encoder": "encoder"},
         description="List an encoder's layers with output shapes and receptive fields.",
+    )
+    register(
+        "stylize",
+        stylize.run,
+        defaults=stylize.DEFAULTS,
+        components={"encoder": "encoder", "style_cost": "style_cost"},
+        description="Gram-matrix style transfer between two samples (or texture synthesis), in 1D, 2D or 3D.",
+    )
+    register(
+        "visualize",
+        visualize.run,
+        defaults=visualize.DEFAULTS,
+        components={"dataset": "dataset", "encoder": "encoder"},
+        description="What each layer learns: the top-k input patches of chosen units, as figure grids.",
     )

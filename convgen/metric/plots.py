@@ -122,7 +122,7 @@ def _is_loss(key: str) -> bool:
     return "loss" in key.lower()
 
 
-def plot_curves(path, rows: Sequence[dict], keys: Sequence[str] = ("loss",), x: str = "epoch") -> Path:
+def plot_curves(path, rows: Sequence[dict], keys: Sequence[str] = ("loss",), x: str = "epoch", title: str = "Training curves") -> Path:
     """Training curves from metric-log rows (one dict per logged step or epoch).
 
     Each key is a line against ``x`` (the row's position when a row lacks ``x``); rows
@@ -168,7 +168,7 @@ def plot_curves(path, rows: Sequence[dict], keys: Sequence[str] = ("loss",), x: 
         right.set_ylabel(", ".join(k for k in series if not _is_loss(k)))
         more_handles, more_names = right.get_legend_handles_labels()
         handles, names = handles + more_handles, names + more_names
-    left.set_title("Training curves")
+    left.set_title(title)
     left.grid(True, alpha=0.3)
     left.legend(handles, names, loc="best")
     return _save(fig, path)

@@ -1,0 +1,1 @@
+"""Gram-matrix neural style transfer for any number of spatial axes."""

@@ -1,0 +1,60 @@
+"""Content, style and smoothness costs on activations ``(N, C, *spatial)``, any spatial_dims.
+
+Notation: an activation has ``n_C`` channels and ``M = prod(spatial)`` positions.
+
+- Gram matrix: ``G_kk' = sum over positions of a_k * a_k'`` (``n_C x n_C``).
+- Content cost: ``J_content = 1/2 * ||a(C) - a(G)||^2``.
+- Style cost of one layer (Gatys et al., generalised from ``n_H * n_W`` to ``M``):
+  ``J_style = 1 / (2 * n_C * M)^2 * ||G(S) - G(G)||_F^2``. It is computed as
+  ``||G(S)/M_S - G(G)/M_G||_F^2 / (2 * n_C)^2``, which is the same number when style and
+  generated inputs have the same size, and stays meaningful when they do not.
+- Total variation: ``sum over axes of the mean squared difference of neighbours``.
+
+A style cost (the ``style_cost`` registry) is a callable ``cost(generated, target)``. It
+may also offer ``statistic(activation)`` and ``distance(generated, statistic)``: the
+style transfer engine then computes the target statistic (e.g. the Gram) once instead of
+every iteration, and blends several style inputs by blending their statistics.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def gram(activation: torch.Tensor) -> torch.Tensor:
+    """Gram matrices ``(N, C, C)`` of ``(N, C, *spatial)`` activations: sums over positions."""
+    if activation.ndim < 3:
+        raise ValueError(f"expected activations (N, C, *spatial), got shape {tuple(activation.shape)}")
+    features = activation.flatten(2)
+    return features @ features.transpose(1, 2)
+
+
+def content_cost(generated: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """``1/2 * ||a(C) - a(G)||^2``, summed over every element."""
+    return 0.5 * (generated - target).pow(2).sum()
+
+
+class GramCost:
+    """Gatys' style cost with the normalisation ``1 / (2 n_C M)^2``, for any spatial_dims."""
+
+    def statistic(self, activation: torch.Tensor) -> torch.Tensor:
+        """The Gram matrix per position, ``G / M``, averaged over the batch."""
+        positions = activation[0, 0].numel()
+        return (gram(activation) / positions).mean(0)
+
+    def distance(self, generated: torch.Tensor, statistic: torch.Tensor) -> torch.Tensor:
+        channels = generated.shape[1]
+        grams = gram(generated) / generated[0, 0].numel()
+        return (grams - statistic).pow(2).sum((1, 2)).sum() / (2 * channels) ** 2
+
+    def __call__(self, generated: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return self.distance(generated, self.statistic(target))
+
+
+def total_variation(x: torch.Tensor) -> torch.Tensor:
+    """Mean squared difference between neighbours, summed over the spatial axes of ``(N, C, *spatial)``."""
+    total = x.new_zeros(())
+    for axis in range(2, x.ndim):
+        if x.shape[axis] > 1:
+            total = total + torch.diff(x, dim=axis).pow(2).mean()
+    return total
