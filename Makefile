@@ -9,7 +9,7 @@ TORCH ?= torch==2.13.0
 # Every first-party plugin is its own distribution, installed like a third-party one.
 PLUGINS := $(patsubst %/pyproject.toml,%,$(wildcard plugins/*/pyproject.toml))
 
-.PHONY: install install-dev demo test docs clean
+.PHONY: install install-dev demo demo-core test docs clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -19,10 +19,17 @@ install: $(BIN)/python
 	$(BIN)/pip install --quiet -e . $(foreach p,$(PLUGINS),-e $(p))
 
 install-dev: install
-	$(BIN)/pip install --quiet -e '.[test,docs]'
+	$(BIN)/pip install --quiet -e '.[test,docs]' $(foreach p,$(PLUGINS),-e '$(p)[test]')
 
+# The face demo (docs/faces.md): train on some people of the bundled ORL sample, enrol one
+# photo of each of the others, calibrate, identify. Then style transfer on bundled photos.
 demo: install
 	$(BIN)/convgen plugins
+	$(BIN)/convgen run faces-demo -o runs/demo/faces
+	$(BIN)/convgen run faces-stylize -o runs/demo/stylize
+
+# The core alone, on generated identities: layers, training, evaluation.
+demo-core: install
 	$(BIN)/convgen run inspect -o runs/demo/inspect
 	$(BIN)/convgen run train -o runs/demo/train
 	$(BIN)/convgen run evaluate weights=runs/demo/train/encoder.safetensors -o runs/demo/evaluate

@@ -1,7 +1,7 @@
 """The ``evaluate`` recipe: how well does an encoder verify and identify people it never saw?
 
 It embeds a labelled dataset and reports verification (ROC, AUC, EER, TAR@FAR, LFW-style
-k-fold accuracy on balanced same/different pairs), one-shot closed-set identification (rank-k, one enrolled sample per
+k-fold accuracy on balanced same/different pairs, or on the dataset's own ``pairs``), one-shot closed-set identification (rank-k, one enrolled sample per
 identity), open-set identification (half the identities enrolled, thresholds calibrated
 on searches for the others, DIR@FPIR) and N-way k-shot episodes, as ``report.json`` plus
 ``roc.png`` and ``distances.png``.
@@ -78,12 +78,20 @@ def validation_metrics(embeddings: np.ndarray, labels, max_pairs: int = 50000) -
     }
 
 
-def report(embeddings: np.ndarray, labels, config: dict) -> tuple[dict, evaluation.Pairs]:
-    """Every metric of the recipe, as a JSON-ready dict (plus the pairs, for the plots)."""
+def report(embeddings: np.ndarray, labels, config: dict, given_pairs=None) -> tuple[dict, evaluation.Pairs]:
+    """Every metric of the recipe, as a JSON-ready dict (plus the pairs, for the plots).
+
+    ``given_pairs`` (``[(i, j, same), ...]``, from a dataset with a ``pairs`` attribute such
+    as an LFW pairs file) replaces the pairs drawn from the labels for verification.
+    """
     labels = np.asarray(labels)
     if len(np.unique(labels)) < 2:
         raise DataError("evaluation needs at least 2 identities")
-    pairs = evaluation.pairs_from_labels(embeddings, labels, max_pairs=config["max_pairs"], seed=config["seed"])
+    if given_pairs:
+        given = np.asarray(given_pairs, dtype=np.int64).reshape(-1, 3)
+        pairs = evaluation.pairs_from_index(embeddings, given[:, :2], given[:, 2].astype(bool))
+    else:
+        pairs = evaluation.pairs_from_labels(embeddings, labels, max_pairs=config["max_pairs"], seed=config["seed"])
     far, tar, _ = evaluation.roc(pairs.distances, pairs.same)
     eer, eer_threshold = evaluation.eer(pairs.distances, pairs.same)
     balanced = balanced_pairs(pairs, config["seed"])
@@ -129,7 +137,7 @@ def run(config: dict, out_dir: Path) -> dict:
     dataset, encoder, spec, fp = dataset_and_encoder(config)
     device = resolve_device(config["device"])
     embeddings = embed_dataset(Embedder(encoder).to(device), dataset, config["batch_size"], device, show_progress=True)
-    result, pairs = report(embeddings, dataset.labels, config)
+    result, pairs = report(embeddings, dataset.labels, config, getattr(dataset, "pairs", None))
     result = {"encoder": spec["name"], "encoder_fingerprint": fp, **result}
     atomic_write_text(out_dir / "report.json", json.dumps(_finite(result), indent=2) + "\n")
 

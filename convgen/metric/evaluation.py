@@ -286,6 +286,18 @@ class Pairs(NamedTuple):
     index: np.ndarray  # (M, 2) int64 sample indices, index[:, 0] < index[:, 1]
 
 
+def pairs_from_index(embeddings, index, same) -> Pairs:
+    """Given pairs (e.g. an LFW-style pairs file): ``index`` ``(M, 2)`` sample indices, ``same`` ``(M,)`` bools."""
+    e = np.asarray(embeddings, dtype=np.float64)
+    index, same = np.asarray(index, dtype=np.int64).reshape(-1, 2), np.asarray(same, dtype=bool).reshape(-1)
+    if len(index) != len(same) or not len(index):
+        raise DataError(f"need one same/different flag per pair and at least one pair, got {len(index)} pairs and {len(same)} flags")
+    if index.min() < 0 or index.max() >= len(e):
+        raise DataError(f"pair indices must lie in 0..{len(e) - 1}, got {index.min()}..{index.max()}")
+    distances = ((e[index[:, 0]] - e[index[:, 1]]) ** 2).sum(1)
+    return Pairs(distances, same, np.sort(index, axis=1))
+
+
 def pairs_from_labels(embeddings, labels, max_pairs: int | None = None, seed: int = 0) -> Pairs:
     """Every same-identity pair and every (or ``max_pairs`` random) different pair, with distances.
 

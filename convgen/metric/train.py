@@ -3,7 +3,8 @@
 Identities are split so that validation measures one-shot performance on people the
 encoder never saw: after each epoch the validation identities are embedded and the
 verification EER / AUC and one-shot rank-1 accuracy are logged; the encoder with the best
-validation EER is kept as ``encoder.safetensors``.
+validation EER is kept as ``encoder.safetensors``. ``augment`` (off by default) randomly
+flips, shifts, rotates, zooms and changes the contrast of training samples only.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ from convgen import distributed, registry
 from convgen.config import dump
 from convgen.engine import Trainer
 from convgen.io import atomic_write_text
+from convgen.metric.augment import DEFAULTS as AUGMENT
+from convgen.metric.augment import Augment, Augmented
 from convgen.metric.embed import dataset_and_encoder
 from convgen.metric.embedder import Embedder
 from convgen.metric.embedder import embed_dataset
@@ -32,6 +35,7 @@ DEFAULTS = {
     "spatial_dims": 2,
     "dataset": {"name": "synthetic", "identities": 64, "samples_per_identity": 6},
     "split": {"val_fraction": 0.25},
+    "augment": dict(AUGMENT),
     "encoder": {"name": "resnet", "embedding_dim": 128},
     "weights": None,
     "loss": {"name": "triplet", "margin": 0.2, "mining": "all"},
@@ -68,7 +72,9 @@ def run(config: dict, out_dir: Path, resume: bool = False) -> dict:
     split = {"train": sorted({dataset.classes[labels[i]] for i in train_idx}), "val": sorted({dataset.classes[l] for l in val_labels})}
     if distributed.env_rank() == 0:
         atomic_write_text(out_dir / "split.json", json.dumps(split, indent=1) + "\n")
-    result = trainer.fit(Subset(dataset, train_idx), sampler, resume=resume)
+    augment = Augment(**config["augment"])
+    train_set = Subset(dataset, train_idx)
+    result = trainer.fit(Augmented(train_set, augment) if augment.active else train_set, sampler, resume=resume)
     distributed.teardown()
     last = result["history"][-1]
     summary = {

@@ -28,6 +28,7 @@ DEFAULTS = {
     "content": None,
     "style": None,
     "style_weights": None,
+    "channels": None,
     "spatial_dims": 2,
     "size": None,
     "style_size": None,
@@ -85,6 +86,17 @@ def resize(sample: torch.Tensor, size, what: str) -> torch.Tensor:
     return torch.nn.functional.interpolate(sample[None], size=shape, mode=mode, align_corners=False, antialias=dims == 2)[0]
 
 
+def convert_channels(sample: torch.Tensor, channels: int | None, source: str) -> torch.Tensor:
+    """``sample`` with ``channels`` channels: a single channel is repeated, several are averaged to one."""
+    if channels is None or sample.shape[0] == channels:
+        return sample
+    if sample.shape[0] == 1:
+        return sample.expand(channels, *sample.shape[1:]).clone()
+    if channels == 1:
+        return sample.mean(0, keepdim=True)
+    raise ConfigError(f"{source} has {sample.shape[0]} channels; channels={channels} can only join one channel or split into one")
+
+
 def _paths(value) -> list[str]:
     return [value] if isinstance(value, str) else list(value or [])
 
@@ -106,8 +118,11 @@ def inputs(config: dict) -> tuple[torch.Tensor | None, list[torch.Tensor]]:
         return content, [style]
     if not styles and config["content_layers"] and config["beta"]:
         raise ConfigError("style=PATH is missing (content alone has no style to transfer)")
-    content = resize(io.read(config["content"]), config["size"], "size") if config["content"] else None
-    return content, [resize(io.read(p), config["style_size"], "style_size") for p in styles]
+    def load(path, size, what):
+        return resize(convert_channels(io.read(path), config["channels"], str(path)), size, what)
+
+    content = load(config["content"], config["size"], "size") if config["content"] else None
+    return content, [load(p, config["style_size"], "style_size") for p in styles]
 
 
 def run(config: dict, out_dir: Path) -> dict:

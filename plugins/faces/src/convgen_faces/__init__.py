@@ -1,0 +1,1 @@
+"""convgen-faces: the 2D face plugin (readers, detection, datasets, recipes, dlib's encoder)."""

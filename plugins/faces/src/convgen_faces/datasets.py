@@ -1,0 +1,133 @@
+"""Face datasets: a folder per person (``faces``), and LFW-style pairs files (``lfw-pairs``)."""
+
+from __future__ import annotations
+
+import re
+from importlib import resources
+from pathlib import Path
+
+import torch
+
+from convgen.data import LabelledDataset
+from convgen.errors import DataError
+from convgen_faces.images import SUFFIXES
+from convgen_faces.preprocess import FacePipeline
+
+
+def sample_dir(name: str = "orl") -> Path:
+    """A folder of the bundled sample data (``orl``: 40 people × 6 photos; ``photos``)."""
+    return Path(str(resources.files("convgen_faces") / "samples" / name))
+
+
+class _Faces(LabelledDataset):
+    """Photos through a `FacePipeline`, preprocessed once and kept in memory (``cache``)."""
+
+    def _setup(self, size, channels, detect, margin, align, if_no_face, cache):
+        self.pipeline = FacePipeline.of(size, channels, detect, margin, align, if_no_face)
+        self.cache = cache
+        self._cached: dict[int, torch.Tensor] = {}
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, index: int):
+        sample = self._cached.get(index)
+        if sample is None:
+            sample = self.pipeline(self.files[index])
+            if self.cache:
+                self._cached[index] = sample
+        return sample, self.labels[index]
+
+
+class FaceFolder(_Faces):
+    """One sub-folder of photos per person (JPEG, PNG, PGM, BMP, TIFF).
+
+    Args:
+        root: the folder (default: the bundled ORL sample, 40 people × 6 photos).
+        size, channels, detect, margin, align, if_no_face: how each photo becomes the
+            encoder's input (see `FacePipeline`); ``detect: false`` for photos that are
+            already face crops, ``align: dlib`` for the ``dlib-resnet`` encoder.
+        people: only these people (sub-folder names), e.g. the training side of a split.
+        max_per_person: use at most this many photos of each person (sorted by name).
+        cache: keep preprocessed faces in memory (detection runs once per photo).
+    """
+
+    def __init__(self, root: str | None = None, size=64, channels: int = 1, detect: bool = True, margin: float = 0.2,
+                 align: str = "none", if_no_face: str = "error", people: list[str] | None = None,
+                 max_per_person: int | None = None, cache: bool = True):  # fmt: skip
+        self.root = Path(root) if root else sample_dir("orl")
+        if not self.root.is_dir():
+            raise DataError(f"face folder not found: {self.root} (expected one sub-folder of photos per person)")
+        self.classes, self.files, self.labels = [], [], []
+        folders = sorted((p for p in self.root.iterdir() if p.is_dir() and not p.name.startswith(".")), key=_natural)
+        if people is not None:
+            missing = sorted(set(people) - {f.name for f in folders})
+            if missing:
+                raise DataError(f"no folder for {', '.join(missing[:5])} under {self.root}")
+            folders = [f for f in folders if f.name in set(people)]
+        for folder in folders:
+            photos = sorted((f for f in folder.iterdir() if f.suffix.lower() in SUFFIXES), key=_natural)[:max_per_person]
+            if photos:
+                self.classes.append(folder.name)
+                self.files += photos
+                self.labels += [len(self.classes) - 1] * len(photos)
+        if not self.files:
+            raise DataError(f"no photos under {self.root}: expected sub-folders (one per person) of {', '.join(SUFFIXES)} files")
+        self._setup(size, channels, detect, margin, align, if_no_face, cache)
+
+
+class LFWPairs(_Faces):
+    """The photos named by an LFW-style pairs file, with its pairs for verification.
+
+    The file lists ``name i j`` (two photos of one person) and ``name1 i name2 j`` (two
+    people), one pair per line; an optional first line gives folds and pairs per fold.
+    Photo ``i`` of ``name`` is ``root/name/name_000i.<ext>``. Items are the distinct
+    photos (labelled by person); ``pairs`` holds ``(item, item, same)`` for the
+    ``evaluate`` recipe, which then scores verification on exactly these pairs.
+    """
+
+    def __init__(self, root: str = ".", pairs: str = "pairs.txt", size=64, channels: int = 1, detect: bool = False,
+                 margin: float = 0.2, align: str = "none", if_no_face: str = "error", cache: bool = True):  # fmt: skip
+        self.root, pairs_path = Path(root), Path(pairs)
+        if not pairs_path.is_absolute() and not pairs_path.exists():
+            pairs_path = self.root / pairs_path
+        if not pairs_path.is_file():
+            raise DataError(f"pairs file not found: {pairs_path}")
+        self.classes, self.files, self.labels, self.pairs = [], [], [], []
+        items: dict[tuple[str, int], int] = {}
+        for number, line in enumerate(pairs_path.read_text(encoding="utf-8").splitlines(), start=1):
+            fields = line.split()
+            if not fields or (number == 1 and all(f.isdigit() for f in fields)):
+                continue
+            try:
+                if len(fields) == 3:
+                    (a, i, j), b = fields, fields[0]
+                elif len(fields) == 4:
+                    a, i, b, j = fields
+                else:
+                    raise ValueError
+                first, second = self._item(items, a, int(i)), self._item(items, b, int(j))
+            except ValueError:
+                raise DataError(f"{pairs_path}:{number}: expected 'name i j' or 'name1 i name2 j', got {line.strip()!r}") from None
+            self.pairs.append((first, second, int(a == b)))
+        if not self.pairs:
+            raise DataError(f"{pairs_path} lists no pairs")
+        self._setup(size, channels, detect, margin, align, if_no_face, cache)
+
+    def _item(self, items: dict, name: str, number: int) -> int:
+        if (name, number) not in items:
+            folder = self.root / name
+            found = [folder / f"{name}_{number:04d}{s}" for s in SUFFIXES if (folder / f"{name}_{number:04d}{s}").is_file()]
+            if not found:
+                raise DataError(f"photo {number} of {name} not found: expected {folder / f'{name}_{number:04d}.jpg'}")
+            if name not in self.classes:
+                self.classes.append(name)
+            items[(name, number)] = len(self.files)
+            self.files.append(found[0])
+            self.labels.append(self.classes.index(name))
+        return items[(name, number)]
+
+
+def _natural(path: Path):
+    """``s2`` before ``s10``: digits compare as numbers."""
+    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", path.name)]

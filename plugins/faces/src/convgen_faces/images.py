@@ -1,0 +1,57 @@
+"""Photos in and out through Pillow: JPEG, PNG, PGM/PPM, BMP, TIFF.
+
+A photo becomes a float tensor ``(C, H, W)`` in [0, 1]: one channel for grey images,
+three for colour (palette, CMYK and alpha are converted to RGB). EXIF orientation is
+applied, so a portrait taken with a rotated phone is upright.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from convgen.errors import DataError
+from convgen.io import atomic_path
+
+SUFFIXES = [".jpg", ".jpeg", ".png", ".pgm", ".ppm", ".pnm", ".bmp", ".tif", ".tiff"]
+GREY_MODES = {"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F"}
+
+
+def load_image(path) -> "PIL.Image.Image":  # noqa: F821
+    """The image at ``path``, upright, as Pillow's ``L`` (grey) or ``RGB``."""
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as image:
+            image = ImageOps.exif_transpose(image)
+            if image.mode in ("I", "I;16", "I;16B", "I;16L", "F"):  # 16-bit or float grey
+                array = np.asarray(image, dtype=np.float64)
+                top = 65535.0 if image.mode.startswith("I;16") or array.max() > 255 else 255.0
+                return Image.fromarray(np.clip(array / top * 255, 0, 255).astype(np.uint8), "L")
+            return image.convert("L" if image.mode in GREY_MODES else "RGB")
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise DataError(f"{path} is not a readable image ({str(exc).splitlines()[0][:120]})") from None
+
+
+def to_tensor(image) -> torch.Tensor:
+    """A Pillow ``L``/``RGB`` image as ``(C, H, W)`` floats in [0, 1]."""
+    array = np.asarray(image, dtype=np.float32) / 255.0
+    return torch.from_numpy(array[None] if array.ndim == 2 else np.ascontiguousarray(array.transpose(2, 0, 1)))
+
+
+def read_image(path) -> torch.Tensor:
+    return to_tensor(load_image(path))
+
+
+def write_png(path, sample: torch.Tensor) -> None:
+    """``(1 or 3, H, W)`` values in [0, 1] (clipped) as an 8-bit grey or RGB PNG, written atomically."""
+    from PIL import Image
+
+    if sample.ndim != 3 or sample.shape[0] not in (1, 3):
+        raise DataError(f"a PNG holds a (1 or 3, H, W) image, got shape {tuple(sample.shape)}")
+    array = (sample.detach().cpu().clamp(0, 1).numpy() * 255).round().astype(np.uint8)
+    image = Image.fromarray(array[0], "L") if array.shape[0] == 1 else Image.fromarray(array.transpose(1, 2, 0), "RGB")
+    with atomic_path(Path(path)) as tmp:
+        image.save(tmp, format="PNG")

@@ -1,0 +1,286 @@
+"""Face recipes: the core's recipes with face defaults, gallery recipes on photos, and the demo.
+
+``faces-train``, ``faces-train-pairs``, ``faces-evaluate``, ``faces-stylize`` and
+``faces-visualize`` are the core recipes (``train``, ``evaluate``, ``stylize``,
+``visualize``) with defaults for photos of faces. ``faces-enrol``, ``faces-verify`` and
+``faces-identify`` run photos through the face pipeline into an SQLite gallery.
+``faces-demo`` is the README's end-to-end run: train, enrol one photo per held-out
+person, calibrate the threshold on other people, identify everyone else.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+from rich.console import Console
+from rich.table import Table
+
+from convgen import io
+from convgen.errors import ConfigError, DataError
+from convgen.gallery import api
+from convgen.gallery.store import Gallery
+from convgen.io import atomic_write_text
+from convgen.metric import evaluate, evaluation, train
+from convgen.metric.embedder import Embedder
+from convgen.metric.plots import plot_distance_histograms, plot_roc
+from convgen.style import stylize
+from convgen.visualize import recipe as visualize
+from convgen.weights import load_encoder
+from convgen_faces.datasets import sample_dir
+from convgen_faces.preprocess import FacePipeline
+
+# The bundled ORL sample: face crops, 92 × 112 grey, used at half size.
+FACES = {"name": "faces", "root": None, "size": [56, 46], "channels": 1, "detect": False, "people": None}
+ENCODER = {"name": "resnet", "channels": [32, 64, 128, 256], "strides": [1, 2, 2, 2], "stem_stride": 2, "embedding_dim": 128}
+# A mirror image, a slightly different framing, head tilt or lighting is the same person.
+AUGMENT = {"flip": [2], "shift": 0.06, "rotate": 8.0, "scale": 0.08, "contrast": 0.3, "noise": 0.02}
+
+
+def _with(defaults: dict, **changes) -> dict:
+    out = copy.deepcopy(defaults)
+    out.update(copy.deepcopy(changes))
+    return out
+
+
+TRAIN = _with(
+    train.DEFAULTS, dataset=FACES, encoder=ENCODER, augment=AUGMENT, epochs=25, sampler={"p": 8, "k": 4},
+    optimizer={"name": "adamw", "lr": 0.002, "weight_decay": 0.0005, "momentum": 0.9},
+    loss={"name": "triplet", "margin": 0.2, "mining": "semi-hard"}, batch_size=64,
+)  # fmt: skip
+TRAIN_PAIRS = _with(TRAIN, loss={"name": "pair-classifier"})
+EVALUATE = _with(evaluate.DEFAULTS, dataset=FACES, encoder=None, open_set_fraction=0.5)
+# dlib's pretrained encoder on its own aligned 150 × 150 RGB chips (Haar box, then 5 landmarks).
+DLIB_FACES = {**FACES, "size": [150, 150], "channels": 3, "detect": True, "align": "dlib", "if_no_face": "whole"}
+EVALUATE_DLIB = _with(EVALUATE, dataset=DLIB_FACES, encoder={"name": "dlib-resnet"}, batch_size=16)
+STYLIZE = _with(
+    stylize.DEFAULTS, content=str(sample_dir("photos") / "astronaut.png"), style=str(sample_dir("photos") / "brick.png"),
+    channels=3, size=[192, 192], style_size=[192, 192], output="stylized.png", iterations=150,
+)  # fmt: skip
+VISUALIZE = _with(visualize.DEFAULTS, dataset=FACES, encoder=ENCODER, top_k=9)
+
+PIPELINE = {"size": [56, 46], "channels": 1, "detect": True, "margin": 0.2}
+GALLERY = {"gallery": "people.db", "weights": None, "face": PIPELINE, "threshold": None, "top_k": 5}
+
+
+def _pipeline(config: dict) -> FacePipeline:
+    return FacePipeline.of(**config["face"])
+
+
+def _embed(encoder: Embedder, pipeline: FacePipeline, files) -> np.ndarray:
+    files = [files] if isinstance(files, str) else list(files or [])
+    if not files:
+        raise ConfigError("no photos given: set photos=[a.jpg, b.jpg] (or photo=PATH)")
+    with torch.no_grad():
+        return torch.cat([encoder(pipeline(f)[None]) for f in files]).numpy()
+
+
+def _open_or_create(config: dict, create: bool) -> tuple[Gallery, Embedder]:
+    path = Path(config["gallery"])
+    if path.exists():
+        gallery = Gallery.open(path)
+        encoder = api.encoder_for(gallery, config["weights"])
+        return gallery, encoder.model
+    if not create:
+        raise DataError(f"gallery not found: {path}; enrol someone first (convgen run faces-enrol ...)")
+    if not config["weights"]:
+        raise ConfigError("a new gallery needs weights=PATH (an encoder.safetensors from faces-train)")
+    encoder = api.Encoder(config["weights"])
+    gallery = Gallery.create(path, fingerprint=encoder.fingerprint, encoder=encoder.spec, dim=encoder.spec["embedding_dim"],
+                             weights=encoder.weights)  # fmt: skip
+    return gallery, encoder.model
+
+
+def enrol(config: dict, out_dir: Path) -> dict:
+    if not config["name"]:
+        raise ConfigError("name=PERSON is missing: who is in these photos?")
+    gallery, encoder = _open_or_create(config, create=True)
+    with gallery:
+        embeddings = _embed(encoder.eval(), _pipeline(config), config["photos"])
+        gallery.enrol(config["name"], embeddings, sources=[str(p) for p in _list(config["photos"])], append=config["append"])
+        people = len(gallery)
+    Console().print(f"enrolled {config['name']} from {len(embeddings)} photo(s); {config['gallery']} holds {people} people")
+    return {"name": config["name"], "photos": len(embeddings), "people": people}
+
+
+def verify(config: dict, out_dir: Path) -> dict:
+    gallery, encoder = _open_or_create(config, create=False)
+    with gallery:
+        embedding = _embed(encoder.eval(), _pipeline(config), config["photo"])[0]
+        result = api.verify(gallery, embedding, config["name"], config["threshold"])
+    word = "MATCH" if result["match"] else "no match"
+    Console().print(f"{word}: {config['photo']} vs {config['name']} (distance {result['distance']:.4f}, threshold {result['threshold']:.4f})")
+    return {**result, "match": bool(result["match"])}
+
+
+def identify(config: dict, out_dir: Path) -> dict:
+    gallery, encoder = _open_or_create(config, create=False)
+    photos = _list(config["photos"])
+    with gallery:
+        results = api.identify(gallery, _embed(encoder.eval(), _pipeline(config), photos), config["top_k"], config["threshold"])
+    table = Table(title=f"identify against {config['gallery']}")
+    for column in ("photo", "who", "distance", "threshold"):
+        table.add_column(column)
+    for photo, r in zip(photos, results):
+        table.add_row(str(photo), r["name"] or "unknown", f"{r['distance']:.4f}", f"{r['threshold']:.4f}")
+    Console().print(table)
+    return {"results": [{"photo": str(p), **r} for p, r in zip(photos, results)]}
+
+
+def _list(value) -> list:
+    return [value] if isinstance(value, str) else list(value or [])
+
+
+DEMO = _with(TRAIN, held_out={"enrolled": 10, "calibration": 5, "impostors": 5}, fpir=0.05, split={"val_fraction": 0.2})
+
+
+def split_people(classes: list[str], held_out: dict, seed: int) -> dict[str, list[str]]:
+    """Disjoint groups of people: train, enrolled (one photo each), calibration, impostors."""
+    wanted = {k: int(held_out[k]) for k in ("enrolled", "calibration", "impostors")}
+    if min(wanted.values()) < 1 or sum(wanted.values()) + 4 > len(classes):
+        raise ConfigError(f"held_out {wanted} leaves fewer than 4 of the {len(classes)} people for training")
+    order = [classes[i] for i in np.random.default_rng(seed).permutation(len(classes))]
+    groups, start = {}, 0
+    for key, n in wanted.items():
+        groups[key] = sorted(order[start : start + n])
+        start += n
+    groups["train"] = sorted(order[start:])
+    return groups
+
+
+def demo(config: dict, out_dir: Path) -> dict:
+    """Train on some people; enrol one photo of each of others; identify the rest, and strangers."""
+    from convgen import registry
+
+    everyone = registry.build("dataset", {**config["dataset"], "people": None})
+    groups = split_people(everyone.classes, config["held_out"], config["seed"])
+    atomic_write_text(out_dir / "people.json", json.dumps(groups, indent=1) + "\n")
+
+    train_config = _with(config, dataset={**config["dataset"], "people": groups["train"]})
+    for key in ("held_out", "fpir"):
+        train_config.pop(key)
+    train.run(train_config, out_dir / "train")
+    weights = out_dir / "train" / "encoder.safetensors"
+    model, spec, fp = load_encoder(weights)
+    encoder = Embedder(model).eval()
+
+    def embed(people):
+        data = registry.build("dataset", {**config["dataset"], "people": people})
+        with torch.no_grad():
+            vectors = torch.cat([encoder(data[i][0][None]) for i in range(len(data))]).numpy()
+        return vectors, np.array([data.classes[label] for label in data.labels]), [str(f) for f in data.files]
+
+    enrolled, enrolled_names, enrolled_files = embed(groups["enrolled"])
+    first = np.array([np.flatnonzero(enrolled_names == name)[0] for name in groups["enrolled"]])
+    db = out_dir / "people.db"
+    db.unlink(missing_ok=True)
+    with Gallery.create(db, fingerprint=fp, encoder=spec, dim=spec["embedding_dim"], weights=str(weights.resolve())) as gallery:
+        gallery.enrol_many({name: enrolled[[i]] for name, i in zip(groups["enrolled"], first)})
+        calibration, calibration_names, _ = embed(groups["calibration"])
+        calibrated = api.calibrate(gallery, calibration, calibration_names, mode="1:N", target=config["fpir"])
+        impostors, impostor_names, impostor_files = embed(groups["impostors"])
+        genuine = np.setdiff1d(np.arange(len(enrolled)), first)
+        probes = np.concatenate([enrolled[genuine], impostors])
+        truth = [str(n) for n in enrolled_names[genuine]] + [None] * len(impostors)
+        results = api.identify(gallery, probes, k=5)
+        nearest = [r["candidates"][0]["name"] for r in results]
+
+    answers = [r["name"] for r in results]
+    n_genuine = len(genuine)
+    held = np.concatenate([enrolled, impostors])
+    held_labels = np.concatenate([enrolled_names, impostor_names])
+    pairs = evaluation.pairs_from_labels(held, held_labels)
+    eer, eer_threshold = evaluation.eer(pairs.distances, pairs.same)
+    far, tar, _ = evaluation.roc(pairs.distances, pairs.same)
+    report = {
+        "people": {k: len(v) for k, v in groups.items()},
+        "encoder": spec["name"],
+        "encoder_fingerprint": fp,
+        "threshold": calibrated["threshold"],
+        "calibration": calibrated,
+        "rank_1_accuracy": float(np.mean([n == t for n, t in zip(nearest[:n_genuine], truth[:n_genuine])])),
+        "identified": float(np.mean([a == t for a, t in zip(answers[:n_genuine], truth[:n_genuine])])),
+        "impostors_rejected": float(np.mean([a is None for a in answers[n_genuine:]])),
+        "accuracy": float(np.mean([a == t for a, t in zip(answers, truth)])),
+        "eer": eer,
+        "eer_threshold": eer_threshold,
+        "searches": {"enrolled_people": n_genuine, "never_enrolled": len(impostors)},
+    }
+    atomic_write_text(out_dir / "report.json", json.dumps(evaluate._finite(report), indent=2) + "\n")
+    plot_roc(out_dir / "roc.png", far, tar, eer=eer, label=f"held-out people ({len(set(held_labels))})")
+    plot_distance_histograms(out_dir / "distances.png", pairs.distances, pairs.same, threshold=calibrated["threshold"])
+    _write_markdown(out_dir / "report.md", report, groups, [*zip([enrolled_files[i] for i in genuine] + impostor_files, truth, results)])
+    _print_demo(report)
+    return {k: report[k] for k in ("accuracy", "rank_1_accuracy", "identified", "impostors_rejected", "eer", "threshold")}
+
+
+def _print_demo(report: dict) -> None:
+    table = Table(title="faces demo: one photo enrolled per person, people never seen in training")
+    table.add_column("measure")
+    table.add_column("value", justify="right")
+    p, s = report["people"], report["searches"]
+    table.add_row("people: train / enrolled / calibration / never enrolled", f"{p['train']} / {p['enrolled']} / {p['calibration']} / {p['impostors']}")
+    table.add_row("searches: enrolled people / never enrolled", f"{s['enrolled_people']} / {s['never_enrolled']}")
+    table.add_row("rank-1 accuracy (nearest enrolled person)", f"{report['rank_1_accuracy']:.3f}")
+    table.add_row("enrolled people identified (within threshold)", f"{report['identified']:.3f}")
+    table.add_row("never-enrolled people rejected", f"{report['impostors_rejected']:.3f}")
+    table.add_row("open-set accuracy (right name, or 'unknown')", f"{report['accuracy']:.3f}")
+    table.add_row("verification EER (held-out people)", f"{report['eer']:.3f}")
+    c = report["calibration"]
+    table.add_row(f"calibrated threshold (FPIR {c['target']:g})", f"{report['threshold']:.4f}")
+    Console().print(table)
+
+
+def _write_markdown(path: Path, report: dict, groups: dict, searches) -> None:
+    """A short human-readable report: the numbers, then every search and its answer."""
+    lines = [
+        "# Face identification demo", "",
+        f"Trained on {len(groups['train'])} people; enrolled ONE photo of each of {len(groups['enrolled'])} others; "
+        f"threshold calibrated at FPIR {report['calibration']['target']:g} on {len(groups['calibration'])} more people; "
+        f"searched the other photos of the enrolled people and every photo of {len(groups['impostors'])} people never enrolled.", "",
+        "| measure | value |", "|---|---|",
+        f"| rank-1 accuracy (nearest enrolled person) | {report['rank_1_accuracy']:.3f} |",
+        f"| enrolled people identified (within threshold) | {report['identified']:.3f} |",
+        f"| never-enrolled people rejected | {report['impostors_rejected']:.3f} |",
+        f"| open-set accuracy | {report['accuracy']:.3f} |",
+        f"| verification EER | {report['eer']:.3f} |",
+        f"| calibrated threshold (squared distance) | {report['threshold']:.4f} |", "",
+        "![ROC](roc.png)", "",
+        "| photo | truth | answer | distance |", "|---|---|---|---|",
+    ]  # fmt: skip
+    for photo, truth, result in searches:
+        answer = result["name"] or "unknown"
+        mark = "" if answer == (truth or "unknown") else " ✗"
+        lines.append(f"| {Path(photo).parent.name}/{Path(photo).name} | {truth or 'never enrolled'} | {answer}{mark} | {result['distance']:.4f} |")
+    atomic_write_text(path, "\n".join(lines) + "\n")
+
+
+ENROL = _with(GALLERY, name=None, photos=[], append=False)
+VERIFY = _with(GALLERY, name=None, photo=None)
+IDENTIFY = _with(GALLERY, photos=[])
+
+
+def register(register_recipe) -> None:
+    """Every face recipe, registered through the plugin's ``register_recipes`` hook."""
+    core = {"dataset": "dataset", "encoder": "encoder"}
+    register_recipe("faces-train", train.run, defaults=TRAIN, components={**core, "loss": "loss"},
+                    description="Train a face encoder with the triplet loss (default: the bundled ORL sample).")
+    register_recipe("faces-train-pairs", train.run, defaults=TRAIN_PAIRS, components={**core, "loss": "loss"},
+                    description="Train a Siamese face verifier with the pair-classifier head.")
+    register_recipe("faces-evaluate", evaluate.run, defaults=EVALUATE, components=core,
+                    description="Face verification ROC/EER and one-shot identification on people unseen in training.")
+    register_recipe("faces-evaluate-dlib", evaluate.run, defaults=EVALUATE_DLIB, components=core,
+                    description="The same evaluation with dlib's pretrained face encoder (needs convgen-faces[dlib]).")
+    register_recipe("faces-enrol", enrol, defaults=ENROL,
+                    description="Enrol a person into an SQLite face gallery from one or more photos.")
+    register_recipe("faces-verify", verify, defaults=VERIFY, description="Is this photo the claimed person?")
+    register_recipe("faces-identify", identify, defaults=IDENTIFY, description="Who is in each photo, or 'unknown'?")
+    register_recipe("faces-stylize", stylize.run, defaults=STYLIZE, components={"encoder": "encoder", "style_cost": "style_cost"},
+                    description="Style transfer on photos (default: the bundled portrait styled with a brick texture), PNG out.")
+    register_recipe("faces-visualize", visualize.run, defaults=VISUALIZE, components=core,
+                    description="The face patches that most excite each unit of a face encoder.")
+    register_recipe("faces-demo", demo, defaults=DEMO, components={**core, "loss": "loss"},
+                    description="End to end: train, enrol one photo per person, calibrate, identify (bundled ORL sample).")
