@@ -250,3 +250,14 @@ def test_a_plugin_style_cost_drives_the_recipe(tmp_path):
                          "encoder.channels=[4,8,8,8]", "-o", out, pythonpath=[tmp_path / "site"])  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert np.load(out / "stylized.npy").shape == (1, 256)
+
+
+def test_gram_gradient_matches_autograd_of_the_plain_product():
+    a = torch.rand(2, 3, 5, 4, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(gram, (a,))
+    weights = torch.rand(2, 3, 3, dtype=torch.float64)
+    (gram(a) * weights).sum().backward()
+    plain = a.detach().clone().requires_grad_(True)
+    f = plain.flatten(2)
+    ((f @ f.transpose(1, 2)) * weights).sum().backward()
+    assert torch.allclose(a.grad, plain.grad)

@@ -21,12 +21,29 @@ from __future__ import annotations
 import torch
 
 
+class _Gram(torch.autograd.Function):
+    """``F Fᵀ`` per sample, with the backward ``(dG + dGᵀ) F`` in one contiguous product.
+
+    Autograd's own backward of ``F @ F.transpose`` adds two gradient halves, one of them
+    in a transposed (strided) layout, which costs as much as the product itself.
+    """
+
+    @staticmethod
+    def forward(ctx, features):
+        ctx.save_for_backward(features)
+        return torch.bmm(features, features.transpose(1, 2))
+
+    @staticmethod
+    def backward(ctx, grad):
+        (features,) = ctx.saved_tensors
+        return torch.bmm(grad + grad.transpose(1, 2), features)
+
+
 def gram(activation: torch.Tensor) -> torch.Tensor:
     """Gram matrices ``(N, C, C)`` of ``(N, C, *spatial)`` activations: sums over positions."""
     if activation.ndim < 3:
         raise ValueError(f"expected activations (N, C, *spatial), got shape {tuple(activation.shape)}")
-    features = activation.flatten(2)
-    return features @ features.transpose(1, 2)
+    return _Gram.apply(activation.flatten(2))
 
 
 def content_cost(generated: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,300 @@
+"""Style transfer: convgen's engine against a tutorial-style reference, same encoder and costs.
+
+Both minimise the same cost, ``alpha * J_content + beta * J_style`` with each layer's cost
+divided by its value at zero activation (`convgen.style.transfer`), on the same random-weight
+encoder, from the same start (content + noise, same seed), with the same L-BFGS (chunks of 10
+iterations, strong-Wolfe line search, clamped to the input range between chunks):
+
+- convgen: `StyleTransfer.run`. Its taps stop at the deepest layer used, and the target
+  Grams are computed once.
+- reference: the PyTorch tutorial "Neural Transfer Using PyTorch". It is an ``nn.Sequential``
+  of the encoder's layers with ContentLoss / StyleLoss modules after the chosen layers. As
+  the issue specifies, it runs the whole network (body and head) and recomputes the target
+  Grams from the style input (one no-grad forward) at every cost evaluation.
+
+Each (implementation, case) runs in a fresh subprocess. How to read the table: ms/iter is the
+optimisation's wall time divided by the iterations. One L-BFGS iteration is one or more cost
+evaluations ("evals"). Peak RSS is the growth of ru_maxrss from after imports and setup to
+the end, in MiB. loss@0 and loss@N are the total cost at the start and after N iterations.
+speed-up is reference ms/iter / convgen ms/iter. Δ loss@0 must be below 1e-4, because the
+two costs are the same function. With these encoders it is exactly 0: every channel count is a
+power of two, so the two normalisations round the same way. Δ loss@N is the reference's final loss relative to
+convgen's: L-BFGS paths in float32 drift apart, so expect a small difference.
+
+    python benchmarks/bench_style.py [--quick] [--iterations 50] [--cases 1d,2d,3d] [--encoder vgg19] [--json out.json]
+
+On a shared machine, ``--threads 1 --repeats 3`` gives steadier times: with more threads than
+free cores, OpenMP barriers can make a run many times slower.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import resource
+import subprocess
+import sys
+import time
+
+import torch
+import torch.nn.functional as F
+from rich.console import Console
+from rich.table import Table
+from torch import nn
+
+from convgen.nets import VGGEncoder
+from convgen.style.transfer import LBFGS_CHUNK, StyleTransfer
+
+ALPHA, BETA, SEED, NOISE_RATIO = 1.0, 100.0, 0, 0.5
+ENCODERS = {  # name: (VGGEncoder layout, style layers, content layers)
+    "random": (dict(channels=(32, 64, 128, 128), convs=(1, 1, 1, 1), pool="avg"),
+               ["relu1_1", "relu2_1", "relu3_1", "relu4_1"], ["relu3_1"]),
+    "vgg19": (dict(channels=(64, 128, 256, 512, 512), convs=(2, 2, 4, 4, 4), pool="avg"),
+              ["relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1"], ["relu4_2"]),
+}  # fmt: skip
+CASES = {"1d": (1, 2**14, 2**12), "2d": (2, 256, 64), "3d": (3, 48, 16)}  # name: (spatial_dims, size, --quick size)
+
+
+def synthetic(dims: int, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """A content (smooth Gaussian blobs) and a style (oriented stripes, period 16, plus noise), ``(1, *spatial)`` in [0, 1]."""
+    g = torch.Generator().manual_seed(SEED)
+    x = torch.stack(torch.meshgrid(*[torch.linspace(0, 1, size)] * dims, indexing="ij"), -1)  # (*spatial, dims)
+    centres, widths, heights = torch.rand(8, dims, generator=g), 0.05 + 0.15 * torch.rand(8, generator=g), 0.5 + torch.rand(8, generator=g)
+    content = sum(h * torch.exp(-((x - c) ** 2).sum(-1) / (2 * w**2)) for c, w, h in zip(centres, widths, heights))
+    direction = torch.randn(dims, generator=g)
+    style = torch.sin(2 * math.pi * (size - 1) / 16 * (x @ (direction / direction.norm())))
+    style = style + 0.3 * torch.randn(style.shape, generator=g)
+    unit = lambda t: ((t - t.min()) / (t.max() - t.min()))[None]  # noqa: E731
+    return unit(content), unit(style)
+
+
+def run_convgen(encoder, content, style, style_layers, content_layers, iterations) -> dict:
+    transfer = StyleTransfer(encoder, content_layers, style_layers, alpha=ALPHA, beta=BETA)
+    calls, loss = [], transfer.loss
+
+    def counted(g):  # log each cost evaluation: those with grad are the closure's
+        calls.append((time.perf_counter(), torch.is_grad_enabled()))
+        return loss(g)
+
+    transfer.loss = counted
+    result = transfer.run(content, [style], iterations=iterations, optimizer="lbfgs", seed=SEED, show_progress=False)
+    evals = [t for t, grad in calls if grad]
+    # The optimisation runs from the first closure call to the final no-grad evaluation after the loop.
+    return {"seconds": calls[-1][0] - evals[0], "evals": len(evals), "start": result.start["loss"], "final": result.final["loss"]}
+
+
+# -- the reference (baseline), written as the PyTorch tutorial "Neural Transfer Using PyTorch" --------------------
+# The tutorial's Gram divides by every element (n_C * M) and its losses are F.mse_loss. Dividing each loss by its
+# value at zero activation (convgen's normaliser) cancels those constants, so the numbers are convgen's costs.
+
+
+class ContentLoss(nn.Module):
+    def __init__(self, target):
+        super().__init__()
+        self.target = target.detach()
+        self.scale = F.mse_loss(torch.zeros_like(self.target), self.target)  # the cost at zero activation
+
+    def forward(self, input):
+        self.loss = F.mse_loss(input, self.target) / self.scale
+        return input
+
+
+def gram_matrix(input):
+    a, b = input.shape[:2]  # batch, channels; any number of spatial axes
+    features = input.view(a * b, -1)
+    G = torch.mm(features, features.t())
+    return G.div(input.numel())
+
+
+class StyleLoss(nn.Module):
+    def __init__(self, target_feature):
+        super().__init__()
+        self.target = gram_matrix(target_feature).detach()
+        self.scale = F.mse_loss(torch.zeros_like(self.target), self.target)
+        self.capture = False
+
+    def forward(self, input):
+        if self.capture:  # the style input's pass: refresh the target Gram
+            self.target = gram_matrix(input).detach()
+        else:
+            self.loss = F.mse_loss(gram_matrix(input), self.target) / self.scale
+        return input
+
+
+@torch.no_grad()
+def get_style_model_and_losses(encoder, style_img, content_img, content_layers, style_layers):
+    model, content_losses, style_losses = nn.Sequential(), [], []
+    for name, layer in encoder.body.named_children():
+        model.add_module(name, layer)
+        if name in content_layers:
+            content_loss = ContentLoss(model(content_img))
+            model.add_module(f"content_loss_{name}", content_loss)
+            content_losses.append(content_loss)
+        if name in style_layers:
+            style_loss = StyleLoss(model(style_img))
+            model.add_module(f"style_loss_{name}", style_loss)
+            style_losses.append(style_loss)
+    model.add_module("head", encoder.head)  # the issue's baseline keeps the whole network (the tutorial trims it here)
+    return model, style_losses, content_losses
+
+
+def run_reference(encoder, content, style, style_layers, content_layers, iterations) -> dict:
+    content_img, style_img = content[None], style[None]
+    model, style_losses, content_losses = get_style_model_and_losses(encoder, style_img, content_img, content_layers, style_layers)
+    model.eval().requires_grad_(False)
+
+    def cost(input_img):
+        with torch.no_grad():  # recompute the target Grams from the style input
+            for sl in style_losses:
+                sl.capture = True
+            model(style_img)
+            for sl in style_losses:
+                sl.capture = False
+        model(input_img)
+        content_score = sum(cl.loss for cl in content_losses) / len(content_losses)
+        style_score = sum(sl.loss for sl in style_losses) / len(style_losses)
+        return ALPHA * content_score + BETA * style_score
+
+    low, high = min(content.min(), style.min()).item(), max(content.max(), style.max()).item()
+    noise = low + (high - low) * torch.rand(content_img.shape, generator=torch.Generator().manual_seed(SEED))
+    input_img = ((1 - NOISE_RATIO) * content_img + NOISE_RATIO * noise).requires_grad_(True)
+    with torch.no_grad():
+        start = float(cost(input_img))
+    optimizer = torch.optim.LBFGS([input_img], lr=1.0, history_size=50, line_search_fn="strong_wolfe",
+                                  tolerance_grad=0.0, tolerance_change=0.0)  # fmt: skip
+    evals = 0
+
+    def closure():
+        nonlocal evals
+        evals += 1
+        optimizer.zero_grad()
+        loss = cost(input_img)
+        loss.backward()
+        return loss
+
+    began, done = time.perf_counter(), 0
+    while done < iterations:  # convgen's chunking and clamping
+        steps = min(LBFGS_CHUNK, iterations - done)
+        optimizer.param_groups[0].update(max_iter=steps, max_eval=steps * 5 // 4 + 5)
+        optimizer.step(closure)
+        done += steps
+        with torch.no_grad():
+            input_img.clamp_(low, high)
+    seconds = time.perf_counter() - began
+    with torch.no_grad():
+        final = float(cost(input_img))
+    return {"seconds": seconds, "evals": evals, "start": start, "final": final}
+
+
+# -- harness -------------------------------------------------------------------------------------------------------
+
+
+def run_case(impl: str, encoder_name: str, dims: int, size: int, iterations: int, threads: int) -> dict:
+    """Child process: one implementation on one case, with its peak RSS growth (MiB)."""
+    if threads:
+        torch.set_num_threads(threads)
+    layout, style_layers, content_layers = ENCODERS[encoder_name]
+    torch.manual_seed(SEED)
+    encoder = VGGEncoder(dims, in_channels=1, **layout).eval().requires_grad_(False)
+    content, style = synthetic(dims, size)
+    # Lazy one-time costs before the baseline: a first optimizer step imports torch._dynamo (~80 MiB of RSS).
+    tiny = torch.rand(1, 1, *[2 ** len(layout["channels"])] * dims, requires_grad=True)  # the smallest input it takes
+
+    def tiny_cost():
+        loss = encoder.body(tiny).sum()
+        loss.backward()
+        return loss
+
+    torch.optim.LBFGS([tiny], max_iter=1).step(tiny_cost)
+    baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with torch.no_grad():
+        encoder(content[None])  # warm-up at the case's size
+    run = run_convgen if impl == "convgen" else run_reference
+    out = run(encoder, content, style, style_layers, content_layers, iterations)
+    out["peak_mib"] = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - baseline) / 1024  # KiB on Linux
+    out["weights"] = sum(float(p.double().sum()) for p in encoder.parameters())  # same encoder in every child
+    return out
+
+
+def measure(impl: str, *case) -> dict:
+    """Run one case in a fresh interpreter, so that its peak memory is its own."""
+    done = subprocess.run([sys.executable, __file__, "--child", json.dumps([impl, *case])], capture_output=True, text=True)
+    if done.returncode != 0:
+        raise SystemExit(f"{impl} {case} failed:\n{done.stderr.strip()[-2000:]}")
+    return json.loads(done.stdout.splitlines()[-1])
+
+
+def relative(a: float, b: float) -> float:
+    return (a - b) / abs(b)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--iterations", type=int, help="L-BFGS iterations (default 50; --quick: 10)")
+    parser.add_argument("--quick", action="store_true", help="small inputs (64², 2¹², 16³) and 10 iterations")
+    parser.add_argument("--cases", help=f"comma-separated, from {', '.join(CASES)} (default: all; vgg19: 2d)")
+    parser.add_argument("--encoder", choices=list(ENCODERS), default="random",
+                        help="random: VGGEncoder(channels=(32, 64, 128, 128), convs=(1, 1, 1, 1)); vgg19: the VGG-19 layout")  # fmt: skip
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's default)")
+    parser.add_argument("--repeats", type=int, default=1, help="run each pair this many times, interleaved, and keep the fastest")
+    parser.add_argument("--json", help="also write the results to this file")
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        print(json.dumps(run_case(*json.loads(args.child))))
+        return
+
+    console = Console(width=max(Console().width, 150))
+    threads = args.threads or torch.get_num_threads()
+    _, style_layers, content_layers = ENCODERS[args.encoder]
+    table = Table(title=f"Style transfer, L-BFGS, {args.encoder} encoder, CPU ({threads} thread{'s' * (threads > 1)}): convgen vs tutorial-style reference")
+    for column in ("case", "implementation", "iterations", "evals", "ms/iter", "ms/eval", "peak RSS MiB", "loss@0", "loss@N",
+                   "speed-up", "Δ loss@0", "Δ loss@N"):  # fmt: skip
+        table.add_column(column, justify="left" if column in ("case", "implementation") else "right")
+    results, failed, began = [], False, time.perf_counter()
+    cases = (args.cases or ("2d" if args.encoder == "vgg19" else ",".join(CASES))).split(",")
+    for name in cases:
+        dims, size, quick = CASES[name]
+        size = quick if args.quick else size
+        iterations = args.iterations or (10 if args.quick else 50)
+        case = (args.encoder, dims, size, iterations, args.threads)
+        runs = [(measure("convgen", *case), measure("reference", *case)) for _ in range(args.repeats)]
+        ours, ref = (min((run[i] for run in runs), key=lambda r: r["seconds"]) for i in (0, 1))
+        assert ours["weights"] == ref["weights"], "the two children built different encoders"
+        speedup = ref["seconds"] / ours["seconds"]
+        start_diff, final_diff = relative(ref["start"], ours["start"]), relative(ref["final"], ours["final"])
+        failed |= abs(start_diff) > 1e-4
+        shape = "×".join([str(size)] * dims)
+        for impl, r in (("convgen", ours), ("reference", ref)):
+            extra = (f"{speedup:.2f}×", f"{start_diff:.1e}" + (" ✓" if abs(start_diff) <= 1e-4 else " ✗"), f"{final_diff:+.2%}")
+            table.add_row(shape if impl == "convgen" else "", impl, str(iterations), str(r["evals"]), f"{r['seconds'] / iterations * 1e3:,.1f}",
+                          f"{r['seconds'] / r['evals'] * 1e3:,.1f}", f"{r['peak_mib']:,.0f}", f"{r['start']:.5g}", f"{r['final']:.5g}",
+                          *(extra if impl == "reference" else ("", "", "")))  # fmt: skip
+        table.add_section()
+        results.append({"case": name, "spatial_dims": dims, "size": size, "iterations": iterations, "convgen": ours, "reference": ref,
+                        "speedup": speedup, "start_rel_diff": start_diff, "final_rel_diff": final_diff})  # fmt: skip
+        console.print(f"done: {name} {shape}, {iterations} iterations: {speedup:.2f}×", style="dim")
+    table.caption = (
+        f"Style layers {', '.join(style_layers)} (equal weights), content {', '.join(content_layers)}; alpha={ALPHA:g}, beta={BETA:g}; "
+        f"every layer's cost normalised by its value at zero activation. L-BFGS(lr=1, history 50, strong Wolfe), chunks of "
+        f"{LBFGS_CHUNK} iterations, clamped to [0, 1] between chunks. Speed-up: reference ms/iter ÷ convgen ms/iter. "
+        f"Δ: (reference − convgen) / convgen. Peak RSS: ru_maxrss growth after setup, one fresh subprocess per row."
+        + (f" Fastest of {args.repeats} interleaved runs." if args.repeats > 1 else "")
+    )
+    console.print(table)
+    for r in results:
+        mark = "[green]met[/green]" if r["speedup"] >= 1.5 and abs(r["final_rel_diff"]) <= 0.01 else "[red]MISSED[/red]"
+        console.print(f"{r['case']}: convgen {r['speedup']:.2f}× faster per iteration, final loss {r['final_rel_diff']:+.2%} "
+                      f"(target: ≥ 1.5× at equal loss, |Δ loss@N| ≤ 1%) {mark}")  # fmt: skip
+    console.print(f"total {time.perf_counter() - began:.0f} s", style="dim")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"encoder": args.encoder, "threads": threads, "alpha": ALPHA, "beta": BETA, "style_layers": style_layers,
+                       "content_layers": content_layers, "cases": results}, f, indent=2)  # fmt: skip
+    if failed:
+        raise SystemExit("loss@0 differs by more than 1e-4 (relative): the two implementations do not compute the same cost")
+
+
+if __name__ == "__main__":
+    main()
