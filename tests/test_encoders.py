@@ -154,3 +154,13 @@ def test_bad_encoder_arguments_are_config_errors():
         build("resnet", 2, strides=(1, 2))
     with pytest.raises(ConfigError, match="pool must be 'max' or 'avg'"):
         build("vgg", 2, pool="min")
+
+
+@pytest.mark.parametrize("dims", [1, 2, 3])
+def test_a_head_grid_pools_to_a_grid_before_the_projection(dims):
+    encoder = build("resnet", dims, embedding_dim=8, head_grid=2).eval()
+    assert encoder.head[-1].in_features == SMALL["resnet"]["channels"][-1] * 2**dims
+    for size in (32, 24):  # any input size still works
+        assert encoder(torch.randn(1, 2, *(size,) * dims)).shape == (1, 8)
+    with pytest.raises(ConfigError, match="head_grid"):
+        build("vgg", dims, head_grid=0)

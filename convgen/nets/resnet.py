@@ -13,12 +13,19 @@ from convgen.errors import ConfigError
 from convgen.nets.tapped import TappedEncoder, check_dims
 
 
-def embedding_head(spatial_dims: int, channels: int, embedding_dim: int) -> nn.Module:
-    """Global average pooling then a linear projection to the embedding."""
+def embedding_head(spatial_dims: int, channels: int, embedding_dim: int, head_grid: int = 1) -> nn.Module:
+    """Average pooling to a ``head_grid``-per-axis grid, then a linear projection to the embedding.
+
+    ``head_grid: 1`` (global pooling) ignores where a feature is; a grid of 2-4 keeps the
+    coarse layout, which matters for aligned inputs (faces, centred beats) when there are
+    too few identities to learn it otherwise. Any input size still works.
+    """
+    if not isinstance(head_grid, int) or isinstance(head_grid, bool) or head_grid < 1:
+        raise ConfigError(f"head_grid must be a positive integer, got {head_grid!r}")
     return nn.Sequential(
-        Pool[Pool.ADAPTIVEAVG, spatial_dims](1),
+        Pool[Pool.ADAPTIVEAVG, spatial_dims](head_grid),
         nn.Flatten(1),
-        nn.Linear(channels, embedding_dim),
+        nn.Linear(channels * head_grid**spatial_dims, embedding_dim),
     )
 
 
@@ -27,7 +34,8 @@ class ResNetEncoder(TappedEncoder):
 
     Taps: ``stem``, ``stage1`` ... ``stageN``. Each stage is a MONAI ``ResidualUnit``
     (``subunits`` convolutions of ``kernel_size`` on the main path, a projection on the
-    shortcut) whose first convolution has the stage's stride.
+    shortcut) whose first convolution has the stage's stride. The head pools to a
+    ``head_grid`` grid (see `embedding_head`) and projects to ``embedding_dim``.
     """
 
     def __init__(
@@ -44,6 +52,7 @@ class ResNetEncoder(TappedEncoder):
         norm: str = "batch",
         act: str = "relu",
         dropout: float = 0.0,
+        head_grid: int = 1,
     ):
         check_dims(spatial_dims, in_channels)
         if len(channels) != len(strides) or not channels:
@@ -59,4 +68,4 @@ class ResNetEncoder(TappedEncoder):
                 spatial_dims, previous, width, strides=stride, kernel_size=kernel_size, subunits=subunits, **common
             )
             previous = width
-        super().__init__(spatial_dims, in_channels, body, embedding_head(spatial_dims, previous, embedding_dim))
+        super().__init__(spatial_dims, in_channels, body, embedding_head(spatial_dims, previous, embedding_dim, head_grid))

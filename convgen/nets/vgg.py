@@ -31,6 +31,7 @@ class VGGEncoder(TappedEncoder):
         convs: Sequence[int] = (2, 2, 4, 4, 4),
         kernel_size: int = 3,
         pool: str = "max",
+        head_grid: int = 1,
     ):
         check_dims(spatial_dims, in_channels)
         if len(channels) != len(convs) or not channels:
@@ -47,4 +48,4 @@ class VGGEncoder(TappedEncoder):
                 body[f"relu{block}_{i}"] = nn.ReLU()
                 previous = width
             body[f"pool{block}"] = pool_type(kernel_size=2, stride=2)
-        super().__init__(spatial_dims, in_channels, body, embedding_head(spatial_dims, previous, embedding_dim))
+        super().__init__(spatial_dims, in_channels, body, embedding_head(spatial_dims, previous, embedding_dim, head_grid))

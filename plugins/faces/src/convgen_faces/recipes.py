@@ -35,7 +35,7 @@ from convgen_faces.preprocess import FacePipeline
 
 # The bundled ORL sample: face crops, 92 × 112 grey, used at half size.
 FACES = {"name": "faces", "root": None, "size": [56, 46], "channels": 1, "detect": False, "people": None}
-ENCODER = {"name": "resnet", "channels": [32, 64, 128, 256], "strides": [1, 2, 2, 2], "stem_stride": 2, "embedding_dim": 128}
+ENCODER = {"name": "resnet", "channels": [16, 32, 64, 128], "strides": [1, 2, 2, 2], "stem_stride": 2, "embedding_dim": 128}
 # A mirror image, a slightly different framing, head tilt or lighting is the same person.
 AUGMENT = {"flip": [2], "shift": 0.06, "rotate": 8.0, "scale": 0.08, "contrast": 0.3, "noise": 0.02}
 
@@ -47,15 +47,22 @@ def _with(defaults: dict, **changes) -> dict:
 
 
 TRAIN = _with(
-    train.DEFAULTS, dataset=FACES, encoder=ENCODER, augment=AUGMENT, epochs=25, sampler={"p": 8, "k": 4},
+    train.DEFAULTS, dataset=FACES, encoder=ENCODER, augment=AUGMENT, epochs=150, sampler={"p": 8, "k": 4},
     optimizer={"name": "adamw", "lr": 0.002, "weight_decay": 0.0005, "momentum": 0.9},
-    loss={"name": "triplet", "margin": 0.2, "mining": "semi-hard"}, batch_size=64,
+    loss={"name": "triplet", "margin": 0.2, "mining": "all"}, batch_size=64,
 )  # fmt: skip
 TRAIN_PAIRS = _with(TRAIN, loss={"name": "pair-classifier"})
 EVALUATE = _with(evaluate.DEFAULTS, dataset=FACES, encoder=None, open_set_fraction=0.5)
 # dlib's pretrained encoder on its own aligned 150 × 150 RGB chips (Haar box, then 5 landmarks).
 DLIB_FACES = {**FACES, "size": [150, 150], "channels": 3, "detect": True, "align": "dlib", "if_no_face": "whole"}
 EVALUATE_DLIB = _with(EVALUATE, dataset=DLIB_FACES, encoder={"name": "dlib-resnet"}, batch_size=16)
+# Fine-tuning dlib's encoder on your people: small steps, so it keeps what it knows.
+FINE_TUNE_DLIB = {
+    "dataset": DLIB_FACES, "encoder": {"name": "dlib-resnet"}, "epochs": 5, "batch_size": 16,
+    "augment": {**AUGMENT, "rotate": 0.0, "scale": 0.0, "shift": 0.02},
+    "optimizer": {"name": "adamw", "lr": 0.00001, "weight_decay": 0.0001, "momentum": 0.9},
+}  # fmt: skip
+TRAIN_DLIB = _with(TRAIN, **FINE_TUNE_DLIB)
 STYLIZE = _with(
     stylize.DEFAULTS, content=str(sample_dir("photos") / "astronaut.png"), style=str(sample_dir("photos") / "brick.png"),
     channels=3, size=[192, 192], style_size=[192, 192], output="stylized.png", iterations=150,
@@ -268,6 +275,8 @@ def register(register_recipe) -> None:
     core = {"dataset": "dataset", "encoder": "encoder"}
     register_recipe("faces-train", train.run, defaults=TRAIN, components={**core, "loss": "loss"},
                     description="Train a face encoder with the triplet loss (default: the bundled ORL sample).")
+    register_recipe("faces-train-dlib", train.run, defaults=TRAIN_DLIB, components={**core, "loss": "loss"},
+                    description="Fine-tune dlib's pretrained face encoder with the triplet loss (needs convgen-faces[dlib]).")
     register_recipe("faces-train-pairs", train.run, defaults=TRAIN_PAIRS, components={**core, "loss": "loss"},
                     description="Train a Siamese face verifier with the pair-classifier head.")
     register_recipe("faces-evaluate", evaluate.run, defaults=EVALUATE, components=core,
