@@ -25,7 +25,7 @@ def test_failed_atomic_write_keeps_the_old_file(tmp_path):
 
 
 def test_bad_files_are_data_errors(tmp_path):
-    with pytest.raises(DataError, match=r"no plugin can read 'x.foo' \(file type '.foo'\); known file types: .npy"):
+    with pytest.raises(DataError, match=r"no plugin can read 'x.foo' \(file type '.foo'\); known file types: .*\.npy"):
         io.read(tmp_path / "x.foo")
     with pytest.raises(DataError, match="file not found"):
         io.read(tmp_path / "missing.npy")
