@@ -21,6 +21,7 @@ from typing import Callable, Mapping, Sequence
 import torch
 
 from convgen.errors import ConfigError, DataError
+from convgen.nets.tapped import TappedEncoder
 from convgen.progress import bar
 from convgen.style.costs import GramCost, content_cost, total_variation
 
@@ -100,21 +101,22 @@ class StyleTransfer:
     """Costs of a generated input against fixed content and style targets.
 
     Args:
-        encoder: a `TappedEncoder` (any registered encoder); it is frozen (``eval()``,
-            no parameter gradients).
-        content_layers / style_layers: a list of tap names (equal weights summing to 1)
-            or ``{name: weight}`` (the per-layer weights lambda).
+        encoder: any registered encoder; it is frozen (``eval()``, no parameter gradients).
+        content_layers: tap names (equal weights summing to 1) or ``{name: weight}``.
+        style_layers: the same, for style (the per-layer weights lambda).
         style_cost: a registered style cost (default `GramCost`).
-        alpha, beta, tv: weights of the content, style and total-variation terms.
+        alpha: weight of the content term.
+        beta: weight of the style term.
+        tv: weight of the total-variation term.
         normalize_layers: divide each layer's cost by its value at zero activation.
     """
 
     def __init__(
         self,
-        encoder,
-        content_layers=(),
-        style_layers=(),
-        style_cost=None,
+        encoder: TappedEncoder,
+        content_layers: Sequence[str] | Mapping[str, float] = (),
+        style_layers: Sequence[str] | Mapping[str, float] = (),
+        style_cost: Callable | None = None,
         alpha: float = 1.0,
         beta: float = 1.0,
         tv: float = 0.0,

@@ -69,7 +69,7 @@ STYLIZE = _with(
 )  # fmt: skip
 VISUALIZE = _with(visualize.DEFAULTS, dataset=FACES, encoder=ENCODER, top_k=9)
 
-PIPELINE = {"size": [56, 46], "channels": 1, "detect": True, "margin": 0.2}
+PIPELINE = {"size": [56, 46], "channels": 1, "detect": True, "margin": 0.2, "align": "none", "if_no_face": "error"}
 GALLERY = {"gallery": "people.db", "weights": None, "face": PIPELINE, "threshold": None, "top_k": 5}
 
 
