@@ -116,8 +116,9 @@ def inputs(config: dict) -> tuple[torch.Tensor | None, list[torch.Tensor]]:
         size = config["size"] if isinstance(config["size"], int) else DEMO_SIZE.get(config["spatial_dims"], 64)
         content, style = demo_pair(config["spatial_dims"], size, config["seed"])
         return content, [style]
-    if not styles and config["content_layers"] and config["beta"]:
+    if not styles and config["style_layers"]:
         raise ConfigError("style=PATH is missing (content alone has no style to transfer)")
+
     def load(path, size, what):
         return resize(convert_channels(io.read(path), config["channels"], str(path)), size, what)
 
