@@ -19,8 +19,9 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from convgen.errors import ConfigError, DataError
+from convgen.errors import ConfigError
 from convgen.gallery import api
+from convgen.gallery.recipes import register_gallery_recipes
 from convgen.gallery.store import Gallery
 from convgen.io import atomic_write_text
 from convgen.metric import evaluate, evaluation, train
@@ -69,75 +70,12 @@ STYLIZE = _with(
 VISUALIZE = _with(visualize.DEFAULTS, dataset=FACES, encoder=ENCODER, top_k=9)
 
 PIPELINE = {"size": [56, 46], "channels": 1, "detect": True, "margin": 0.2, "align": "none", "if_no_face": "error"}
-GALLERY = {"gallery": "people.db", "weights": None, "face": PIPELINE, "threshold": None, "top_k": 5}
 
 
-def _pipeline(config: dict) -> FacePipeline:
-    return FacePipeline.of(**config["face"])
 
-
-def _embed(encoder: Embedder, pipeline: FacePipeline, files) -> np.ndarray:
-    files = [files] if isinstance(files, str) else list(files or [])
-    if not files:
-        raise ConfigError("no photos given: set photos=[a.jpg, b.jpg] (or photo=PATH)")
-    with torch.no_grad():
-        return torch.cat([encoder(pipeline(f)[None]) for f in files]).numpy()
-
-
-def _open_or_create(config: dict, create: bool) -> tuple[Gallery, Embedder]:
-    path = Path(config["gallery"])
-    if path.exists():
-        gallery = Gallery.open(path)
-        encoder = api.encoder_for(gallery, config["weights"])
-        return gallery, encoder.model
-    if not create:
-        raise DataError(f"gallery not found: {path}; enrol someone first (convgen run faces-enrol ...)")
-    if not config["weights"]:
-        raise ConfigError("a new gallery needs weights=PATH (an encoder.safetensors from faces-train)")
-    encoder = api.Encoder(config["weights"])
-    gallery = Gallery.create(path, fingerprint=encoder.fingerprint, encoder=encoder.spec, dim=encoder.spec["embedding_dim"],
-                             weights=encoder.weights)  # fmt: skip
-    return gallery, encoder.model
-
-
-def enrol(config: dict, out_dir: Path) -> dict:
-    if not config["name"]:
-        raise ConfigError("name=PERSON is missing: who is in these photos?")
-    gallery, encoder = _open_or_create(config, create=True)
-    with gallery:
-        embeddings = _embed(encoder.eval(), _pipeline(config), config["photos"])
-        gallery.enrol(config["name"], embeddings, sources=[str(p) for p in _list(config["photos"])], append=config["append"])
-        people = len(gallery)
-    Console().print(f"enrolled {config['name']} from {len(embeddings)} photo(s); {config['gallery']} holds {people} people")
-    return {"name": config["name"], "photos": len(embeddings), "people": people}
-
-
-def verify(config: dict, out_dir: Path) -> dict:
-    gallery, encoder = _open_or_create(config, create=False)
-    with gallery:
-        embedding = _embed(encoder.eval(), _pipeline(config), config["photo"])[0]
-        result = api.verify(gallery, embedding, config["name"], config["threshold"])
-    word = "MATCH" if result["match"] else "no match"
-    Console().print(f"{word}: {config['photo']} vs {config['name']} (distance {result['distance']:.4f}, threshold {result['threshold']:.4f})")
-    return {**result, "match": bool(result["match"])}
-
-
-def identify(config: dict, out_dir: Path) -> dict:
-    gallery, encoder = _open_or_create(config, create=False)
-    photos = _list(config["photos"])
-    with gallery:
-        results = api.identify(gallery, _embed(encoder.eval(), _pipeline(config), photos), config["top_k"], config["threshold"])
-    table = Table(title=f"identify against {config['gallery']}")
-    for column in ("photo", "who", "distance", "threshold"):
-        table.add_column(column)
-    for photo, r in zip(photos, results):
-        table.add_row(str(photo), r["name"] or "unknown", f"{r['distance']:.4f}", f"{r['threshold']:.4f}")
-    Console().print(table)
-    return {"results": [{"photo": str(p), **r} for p, r in zip(photos, results)]}
-
-
-def _list(value) -> list:
-    return [value] if isinstance(value, str) else list(value or [])
+def _prepare(path: Path, config: dict) -> torch.Tensor:
+    """One photo through the face pipeline: a batch of one face crop."""
+    return FacePipeline.of(**config["face"])(path)[None]
 
 
 DEMO = _with(TRAIN, held_out={"enrolled": 10, "calibration": 5, "impostors": 5}, fpir=0.05, split={"val_fraction": 0.2})
@@ -264,11 +202,6 @@ def _write_markdown(path: Path, report: dict, groups: dict, searches) -> None:
     atomic_write_text(path, "\n".join(lines) + "\n")
 
 
-ENROL = _with(GALLERY, name=None, photos=[], append=False)
-VERIFY = _with(GALLERY, name=None, photo=None)
-IDENTIFY = _with(GALLERY, photos=[])
-
-
 def register(register_recipe) -> None:
     """Every face recipe, registered through the plugin's ``register_recipes`` hook."""
     core = {"dataset": "dataset", "encoder": "encoder"}
@@ -282,10 +215,7 @@ def register(register_recipe) -> None:
                     description="Face verification ROC/EER and one-shot identification on people unseen in training.")
     register_recipe("faces-evaluate-dlib", evaluate.run, defaults=EVALUATE_DLIB, components=core,
                     description="The same evaluation with dlib's pretrained face encoder (needs convgen-faces[dlib]).")
-    register_recipe("faces-enrol", enrol, defaults=ENROL,
-                    description="Enrol a person into an SQLite face gallery from one or more photos.")
-    register_recipe("faces-verify", verify, defaults=VERIFY, description="Is this photo the claimed person?")
-    register_recipe("faces-identify", identify, defaults=IDENTIFY, description="Who is in each photo, or 'unknown'?")
+    register_gallery_recipes(register_recipe, "faces", _prepare, {"face": PIPELINE}, noun="photo", what="face photos")
     register_recipe("faces-stylize", stylize.run, defaults=STYLIZE, components={"encoder": "encoder", "style_cost": "style_cost"},
                     description="Style transfer on photos (default: the bundled portrait styled with a brick texture), PNG out.")
     register_recipe("faces-visualize", visualize.run, defaults=VISUALIZE, components=core,
