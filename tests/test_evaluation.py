@@ -356,3 +356,62 @@ def test_plots_write_png_files_atomically(tmp_path):
     with pytest.raises(DataError, match="none of the rows has a number"):
         plots.plot_curves(tmp_path / "x.png", rows, keys=("accuracy",))
     assert not (tmp_path / "x.png").exists()
+
+
+# --------------------------------------------------------------------------- across sessions
+
+
+def _recordings(seed=0, people=8, dim=12, spread=0.9):
+    """People with 1 to 3 recordings of 4 samples each; labels, recording names, unit embeddings."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(people, dim))
+    emb, labels, sessions = [], [], []
+    for person in range(people):
+        for recording in range(1 + person % 3):
+            for _ in range(4):
+                v = centres[person] + spread * rng.normal(size=dim)
+                emb.append(v / np.linalg.norm(v))
+                labels.append(person)
+                sessions.append(f"p{person}/r{recording}")
+    return np.array(emb), np.array(labels), sessions
+
+
+def test_session_templates_are_normalised_means():
+    emb, labels, sessions = _recordings()
+    templates, t_labels, names = ev.session_templates(emb, labels, sessions)
+    rows = [i for i, s in enumerate(sessions) if s == "p2/r1"]
+    mean = emb[rows].mean(0)
+    k = names.index("p2/r1")
+    np.testing.assert_allclose(templates[k], mean / np.linalg.norm(mean))
+    assert t_labels[k] == 2 and len(names) == len(set(sessions))
+
+
+def test_cross_session_matches_a_brute_force_search():
+    emb, labels, sessions = _recordings(spread=1.5)
+    result = ev.cross_session(emb, labels, sessions, ranks=(1,))
+    templates, t_labels, names = ev.session_templates(emb, labels, sessions)
+    enrolled = {}  # each person with 2+ recordings, enrolled from their first
+    for template, label, name in zip(templates, t_labels, names):
+        if sum(t_labels == label) >= 2 and label not in enrolled:
+            enrolled[label] = template
+    people = np.array(list(enrolled))
+    gallery = np.stack(list(enrolled.values()))
+    correct = []
+    for template, label, name in zip(templates, t_labels, names):
+        if label in enrolled and not np.array_equal(template, enrolled[label]):
+            correct.append(people[((gallery - template) ** 2).sum(1).argmin()] == label)
+    closed = result["closed_set"]["sessions"]
+    assert closed["probes"] == len(correct) and closed["rank_1"] == pytest.approx(np.mean(correct))
+    assert result["people_with_2_sessions"] == len(enrolled) and result["sessions"] == len(names)
+    assert result["open_set"]["gallery_identities"] == round(0.5 * len(enrolled))
+
+
+def test_cross_session_refuses_a_recording_of_two_people_and_too_few_repeats():
+    emb, labels, sessions = _recordings()
+    mixed = list(sessions)
+    mixed[0] = sessions[-1]
+    with pytest.raises(DataError, match="several identities"):
+        ev.cross_session(emb, labels, mixed)
+    single = [f"p{label}" for label in labels]  # one recording per person: nobody to identify later
+    with pytest.raises(DataError, match="at least 2 people with 2 or more sessions"):
+        ev.cross_session(emb, labels, single)

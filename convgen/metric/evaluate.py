@@ -1,9 +1,11 @@
 """The ``evaluate`` recipe: how well does an encoder verify and identify people it never saw?
 
 It embeds a labelled dataset and reports verification (ROC, AUC, EER, TAR@FAR, LFW-style
-k-fold accuracy on balanced same/different pairs, or on the dataset's own ``pairs``), one-shot closed-set identification (rank-k, one enrolled sample per
-identity), open-set identification (half the identities enrolled, thresholds calibrated
-on searches for the others, DIR@FPIR) and N-way k-shot episodes, as ``report.json`` plus
+k-fold accuracy on balanced same/different pairs, or on the dataset's own ``pairs``),
+one-shot closed-set identification (rank-k, one enrolled sample per identity), open-set
+identification (half the identities enrolled, thresholds calibrated on searches for the
+others, DIR@FPIR), N-way k-shot episodes and, for a dataset of recordings (``sessions``),
+enrol-from-one-recording identification across recordings, as ``report.json`` plus
 ``roc.png`` and ``distances.png``.
 """
 
@@ -78,11 +80,14 @@ def validation_metrics(embeddings: np.ndarray, labels, max_pairs: int = 50000) -
     }
 
 
-def report(embeddings: np.ndarray, labels, config: dict, given_pairs=None) -> tuple[dict, evaluation.Pairs]:
+def report(embeddings: np.ndarray, labels, config: dict, given_pairs=None, sessions=None) -> tuple[dict, evaluation.Pairs]:
     """Every metric of the recipe, as a JSON-ready dict (plus the pairs, for the plots).
 
     ``given_pairs`` (``[(i, j, same), ...]``, from a dataset with a ``pairs`` attribute such
     as an LFW pairs file) replaces the pairs drawn from the labels for verification.
+    ``sessions`` (one recording name per sample, from a dataset with a ``sessions``
+    attribute) adds ``cross_session``: enrol from one recording, identify from the others
+    (see `convgen.metric.evaluation.cross_session`).
     """
     labels = np.asarray(labels)
     if len(np.unique(labels)) < 2:
@@ -126,6 +131,9 @@ def report(embeddings: np.ndarray, labels, config: dict, given_pairs=None) -> tu
                                        labels[searches], config["fpir_targets"])  # fmt: skip
         out["identification_open_set"] = {**open_set, "fpir": {str(k): v for k, v in open_set["fpir"].items()}}
 
+    if sessions is not None:
+        out["cross_session"] = evaluation.cross_session(embeddings, labels, sessions, config["open_set_fraction"],
+                                                        config["fpir_targets"], config["ranks"], config["seed"])  # fmt: skip
     try:
         out["episodes"] = evaluation.few_shot_episodes(embeddings, labels, seed=config["seed"], **config["episodes"])
     except DataError as exc:
@@ -137,7 +145,7 @@ def run(config: dict, out_dir: Path) -> dict:
     dataset, encoder, spec, fp = dataset_and_encoder(config)
     device = resolve_device(config["device"])
     embeddings = embed_dataset(Embedder(encoder).to(device), dataset, config["batch_size"], device, show_progress=True)
-    result, pairs = report(embeddings, dataset.labels, config, getattr(dataset, "pairs", None))
+    result, pairs = report(embeddings, dataset.labels, config, getattr(dataset, "pairs", None), getattr(dataset, "sessions", None))
     result = {"encoder": spec["name"], "encoder_fingerprint": fp, **result}
     atomic_write_text(out_dir / "report.json", json.dumps(_finite(result), indent=2) + "\n")
 
@@ -146,7 +154,7 @@ def run(config: dict, out_dir: Path) -> dict:
     plot_roc(out_dir / "roc.png", far, tar, eer=v["eer"], label=spec["name"])
     plot_distance_histograms(out_dir / "distances.png", pairs.distances, pairs.same, threshold=v["eer_threshold"])
     _print(result)
-    return {
+    summary = {
         "auc": v["auc"],
         "eer": v["eer"],
         "eer_threshold": v["eer_threshold"],
@@ -154,6 +162,10 @@ def run(config: dict, out_dir: Path) -> dict:
         "rank_1": result["identification_one_shot"]["rank_1"],
         "episode_accuracy": result["episodes"].get("accuracy"),
     }
+    if "cross_session" in result:
+        c = result["cross_session"]
+        summary.update(cross_session_rank_1=c["closed_set"]["sessions"]["rank_1"], cross_session_eer=c["verification"]["eer"])
+    return summary
 
 
 def _finite(value):
@@ -183,6 +195,16 @@ def _print(result: dict) -> None:
     if "identification_open_set" in result:
         for fpir, entry in result["identification_open_set"]["fpir"].items():
             table.add_row(f"open-set DIR @ FPIR {fpir}", f"{entry['dir']:.4f}" if entry["dir"] is not None else "n/a: too few searches")
+    if "cross_session" in result:
+        c = result["cross_session"]
+        where = f"{c['people_with_2_sessions']} people with 2+ of {c['sessions']} sessions"
+        for unit in ("sessions", "samples"):
+            table.add_row(f"enrol 1 session, identify other {unit}: rank-1", f"{c['closed_set'][unit]['rank_1']:.4f}")
+        table.add_row("cross-session EER (session templates)", f"{c['verification']['eer']:.4f}")
+        for fpir, entry in c["open_set"]["fpir"].items():
+            value = f"{entry['dir']:.4f}" if entry["dir"] is not None else "n/a: too few strangers"
+            table.add_row(f"cross-session DIR @ FPIR {fpir}", value)
+        table.caption = f"cross-session: {where}"
     e = result["episodes"]
     if "accuracy" in e:
         table.add_row(f"{e['n_way']}-way {e['k_shot']}-shot", f"{e['accuracy']:.4f} ± {e['ci95']:.4f} (chance {e['chance']:.2f})")

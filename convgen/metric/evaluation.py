@@ -574,3 +574,82 @@ def few_shot_episodes(
         "queries": queries,
         "chance": 1.0 / n_way,
     }
+
+
+# --------------------------------------------------------------------------- across sessions
+
+
+def session_templates(embeddings, labels, sessions) -> tuple[np.ndarray, np.ndarray, list]:
+    """One template per session: the mean of its samples' embeddings, L2-normalised again.
+
+    A *session* is one recording (an ECG record, a 20-second take, one day's photos): its
+    samples (heartbeats, windows) share its conditions. Returns ``(templates, labels,
+    names)`` in order of first appearance; every sample of a session must share its label.
+    """
+    e, y = _check_embeddings(embeddings, labels, "session")
+    s = _as_numpy(sessions, "sessions").astype(str)
+    if s.shape != y.shape:
+        raise DataError(f"sessions has {len(s)} entries but there are {len(y)} samples; pass one session name per sample")
+    names, first, code = np.unique(s, return_index=True, return_inverse=True)
+    order = np.argsort(first)
+    templates, out_labels = [], []
+    for k in order:
+        rows = code.reshape(-1) == k
+        if len(np.unique(y[rows])) > 1:
+            raise DataError(f"session {names[k]!r} holds samples of several identities; a session is one person's recording")
+        mean = e[rows].mean(0)
+        templates.append(mean / max(np.linalg.norm(mean), 1e-12))
+        out_labels.append(y[rows][0])
+    return np.stack(templates), np.asarray(out_labels), [str(names[k]) for k in order]
+
+
+def cross_session(embeddings, labels, sessions, enrolled_fraction: float = 0.5, fpir_targets=(0.1, 0.01),
+                  ranks: Sequence[int] = (1, 5), seed: int = 0) -> dict:  # fmt: skip
+    """Enrol a person from ONE session, identify them from their other sessions, reject strangers.
+
+    The realistic protocol for biometrics recorded over days (ECG-ID, speakers): the
+    gallery holds the first session of each person (its template, see
+    `session_templates`); every later session of an enrolled person is a mated search.
+    ``closed_set``: all people with two or more sessions are enrolled; searches are whole
+    sessions (``sessions``) and single samples (``samples``, e.g. one heartbeat).
+    ``open_set``: only ``enrolled_fraction`` of them (seeded) are enrolled; every session of
+    everyone else (people with one session included) is a search that must be rejected,
+    so DIR is reported at each FPIR.
+    ``verification``: EER and AUC over all pairs of session templates.
+    """
+    e, y = _check_embeddings(embeddings, labels, "session")
+    templates, t_labels, names = session_templates(e, y, sessions)
+    s = _as_numpy(sessions, "sessions").astype(str)
+    people, counts = np.unique(t_labels, return_counts=True)
+    repeat = people[counts >= 2]
+    if len(repeat) < 2:
+        raise DataError(
+            f"cross-session evaluation needs at least 2 people with 2 or more sessions, got {len(repeat)}; "
+            "add recordings from other days"
+        )
+    first = np.array([np.flatnonzero(t_labels == p)[0] for p in repeat])
+    later = np.setdiff1d(np.flatnonzero(np.isin(t_labels, repeat)), first)
+    later_samples = np.flatnonzero(np.isin(s, [names[i] for i in later]))
+    out = {
+        "people": int(len(people)),
+        "people_with_2_sessions": int(len(repeat)),
+        "sessions": len(names),
+        "closed_set": {
+            "sessions": identification(templates[first], t_labels[first], templates[later], t_labels[later], ranks),
+            "samples": identification(templates[first], t_labels[first], e[later_samples], y[later_samples], ranks),
+        },
+    }
+    for entry in out["closed_set"].values():
+        entry.pop("cmc")
+    rng = np.random.default_rng(seed)
+    n_enrolled = min(len(repeat) - 1, max(1, round(enrolled_fraction * len(repeat))))
+    enrolled = np.sort(rng.choice(repeat, size=n_enrolled, replace=False))
+    gallery = first[np.isin(t_labels[first], enrolled)]
+    searches = np.setdiff1d(np.arange(len(templates)), gallery)
+    result = open_set(templates[gallery], t_labels[gallery], templates[searches], t_labels[searches], fpir_targets)
+    out["open_set"] = {**result, "fpir": {str(k): v for k, v in result["fpir"].items()}}
+    pairs = pairs_from_labels(templates, t_labels)
+    far, tar, _ = roc(pairs.distances, pairs.same)
+    out["verification"] = {"eer": eer(pairs.distances, pairs.same)[0], "auc": auc(far, tar),
+                           "same_pairs": int(pairs.same.sum()), "different_pairs": int((~pairs.same).sum())}  # fmt: skip
+    return out
