@@ -1,0 +1,1 @@
+"""convgen's ECG plugin: identify people by their heartbeat (WFDB and CSV records)."""

@@ -1,0 +1,129 @@
+"""ECG recipes: the core's engines with heartbeat defaults, gallery recipes on records, peak plots.
+
+``ecg-train``, ``ecg-evaluate`` and ``ecg-visualize`` are the core recipes with an ECG
+dataset (one window per heartbeat, the recording as session) and a 1D encoder.
+``ecg-enrol`` / ``ecg-verify`` / ``ecg-identify`` embed a whole record as the mean of its
+beats. ``ecg-peaks`` shows what the pipeline detected; ``ecg-stylize`` is 1D Gram style
+transfer between two cleaned traces.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import numpy as np
+import torch
+from rich.console import Console
+
+from convgen.errors import ConfigError
+from convgen.gallery.recipes import register_gallery_recipes
+from convgen.io import atomic_write_text
+from convgen.metric import evaluate, train
+from convgen.style import stylize
+from convgen.visualize import recipe as visualize
+from convgen_ecg.datasets import sample_dir
+from convgen_ecg.plots import plot_peaks
+from convgen_ecg.preprocess import EcgPipeline
+from convgen_ecg.signals import read_record, write_csv
+
+# One window per heartbeat: 0.25 s before the R peak to 0.45 s after (P wave to T wave), at 250 Hz.
+PIPELINE = {"fs": 250.0, "resample": True, "lead": 0, "band": [0.5, 40.0], "windows": "beats", "before": 0.25, "after": 0.45,
+            "window_seconds": 2.0, "hop_seconds": 1.0, "max_windows": None}  # fmt: skip
+ECG = {"name": "ecg", "root": None, "person_from": "auto", "people": None, "max_records_per_person": None, "max_seconds": None,
+       "session_seconds": None, "fs_csv": None, **PIPELINE}  # fmt: skip
+ENCODER = {"name": "resnet", "channels": [16, 32, 64, 128], "strides": [1, 2, 2, 2], "stem_kernel": 7, "stem_stride": 1,
+           "embedding_dim": 64}  # fmt: skip
+# Beats of one person differ by a few milliseconds of alignment, amplitude and noise.
+AUGMENT = {"flip": [], "shift": 0.03, "rotate": 0.0, "scale": 0.05, "contrast": 0.15, "noise": 0.03}
+
+
+def _with(defaults: dict, **changes) -> dict:
+    out = copy.deepcopy(defaults)
+    out.update(copy.deepcopy(changes))
+    return out
+
+
+TRAIN = _with(
+    train.DEFAULTS, spatial_dims=1, dataset=ECG, encoder=ENCODER, augment=AUGMENT, epochs=30, sampler={"p": 8, "k": 8},
+    batch_size=64, optimizer={"name": "adamw", "lr": 0.002, "weight_decay": 0.0005, "momentum": 0.9},
+    loss={"name": "triplet", "margin": 0.2, "mining": "semi-hard"},
+)  # fmt: skip
+EVALUATE = _with(evaluate.DEFAULTS, spatial_dims=1, dataset=ECG, encoder=None, batch_size=256)
+VISUALIZE = _with(visualize.DEFAULTS, spatial_dims=1, dataset=ECG, encoder=ENCODER, top_k=9)
+PEAKS = {"record": str(sample_dir("mitdb") / "100.hea"), "fs_csv": None, "seconds": 10.0, "ecg": PIPELINE}
+# Person 1's heartbeat drawn with the texture of person 4's (ECG-ID, bundled).
+STYLIZE = _with(
+    stylize.DEFAULTS, spatial_dims=1, content=str(sample_dir("ecgid") / "Person_01" / "rec_1.hea"),
+    style=str(sample_dir("ecgid") / "Person_04" / "rec_1.hea"), seconds=8.0, ecg=PIPELINE, fs_csv=None,
+    encoder={"name": "vgg", "channels": [32, 64, 128, 128], "convs": [1, 1, 1, 1], "pool": "avg", "embedding_dim": 64},
+    iterations=150, output="stylized.csv",
+)  # fmt: skip
+
+
+def _record(path, config: dict):
+    return read_record(path, fs=config.get("fs_csv"))
+
+
+def _prepare(path: Path, config: dict) -> torch.Tensor:
+    """A record's heartbeat windows, the encoder inputs a gallery enrols or searches with."""
+    return EcgPipeline.of(**config["ecg"])(_record(path, config)).windows
+
+
+def peaks(config: dict, out_dir: Path) -> dict:
+    """The cleaned lead with its detected R peaks (``peaks.png``) and their times (``peaks.csv``)."""
+    if not config["record"]:
+        raise ConfigError("record=PATH is missing (a WFDB .hea or a CSV file)")
+    record = _record(config["record"], config)
+    prepared = EcgPipeline.of(**config["ecg"])(record)
+    lead = config["ecg"]["lead"]
+    lead = lead if isinstance(lead, str) else record.leads[lead]
+    plot_peaks(out_dir / "peaks.png", prepared, f"{Path(config['record']).name}: {record.seconds:.1f} s, lead {lead}", seconds=config["seconds"])
+    times = prepared.peaks / prepared.fs
+    atomic_write_text(out_dir / "peaks.csv", "r_peak_seconds\n" + "".join(f"{t:.4f}\n" for t in times))
+    rr = np.diff(times)
+    rate = float(60.0 / np.median(rr)) if len(rr) else None
+    Console().print(f"{len(times)} R peaks in {record.seconds:.1f} s" + (f", heart rate {rate:.0f} bpm" if rate else "") +
+                    f"; wrote {out_dir / 'peaks.png'}")  # fmt: skip
+    return {"record": str(config["record"]), "seconds": record.seconds, "beats": len(times), "windows": len(prepared.windows),
+            "heart_rate_bpm": rate}  # fmt: skip
+
+
+def stylize_traces(config: dict, out_dir: Path) -> dict:
+    """1D Gram style transfer between two cleaned traces (the first ``seconds`` of each record).
+
+    The traces go through the ECG pipeline's cleaning (band-pass, rate, scale) and on to the
+    core ``stylize`` recipe; the result is written as CSV with a time column, plus the
+    core's preview and cost plots.
+    """
+    pipeline = EcgPipeline.of(**config["ecg"])
+    inputs = {}
+    for key in ("content", "style"):
+        if not config[key]:
+            raise ConfigError(f"{key}=PATH is missing (a WFDB .hea or a CSV record)")
+        trace = pipeline.clean(_record(config[key], config))[: int(round(config["seconds"] * pipeline.fs))]
+        inputs[key] = out_dir / f"{key}.npy"
+        np.save(inputs[key], trace[None].astype(np.float32))
+    output = Path(config["output"])
+    core = {k: v for k, v in config.items() if k in stylize.DEFAULTS}
+    summary = stylize.run({**core, "content": str(inputs["content"]), "style": str(inputs["style"]), "output": "stylized.npy"}, out_dir)
+    result = np.load(out_dir / "stylized.npy")
+    if output.suffix.lower() == ".csv":
+        write_csv(out_dir / output, result, pipeline.fs, ["ECG (stylized)"])
+        summary["output"] = str(out_dir / output)
+    return {**summary, "fs": pipeline.fs}
+
+
+def register(register_recipe) -> None:
+    """Every ECG recipe, registered through the plugin's ``register_recipes`` hook."""
+    core = {"dataset": "dataset", "encoder": "encoder"}
+    register_recipe("ecg-train", train.run, defaults=TRAIN, components={**core, "loss": "loss"},
+                    description="Train a heartbeat encoder with the triplet loss (default: the bundled ECG-ID sample).")
+    register_recipe("ecg-evaluate", evaluate.run, defaults=EVALUATE, components=core,
+                    description="Enrol each person from ONE record, identify them from their others, reject strangers.")
+    register_gallery_recipes(register_recipe, "ecg", _prepare, {"ecg": PIPELINE, "fs_csv": None}, noun="record", what="ECG records")
+    register_recipe("ecg-peaks", peaks, defaults=PEAKS, description="Plot a record's cleaned trace with its detected R peaks.")
+    register_recipe("ecg-stylize", stylize_traces, defaults=STYLIZE, components={"encoder": "encoder", "style_cost": "style_cost"},
+                    description="1D Gram style transfer between two ECG traces (CSV out, with plots).")
+    register_recipe("ecg-visualize", visualize.run, defaults=VISUALIZE, components=core,
+                    description="The heartbeat segments that most excite each unit of an ECG encoder.")
