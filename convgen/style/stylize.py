@@ -21,7 +21,7 @@ from convgen.errors import ConfigError
 from convgen.io import atomic_write_text
 from convgen.metric.embed import prepare_encoder
 from convgen.recipes import resolve_device
-from convgen.style.transfer import StyleTransfer, check_inputs, check_memory, layer_weights
+from convgen.style.transfer import Result, StyleTransfer, check_inputs, check_memory, layer_weights
 
 DEFAULTS = {
     "seed": 0,
@@ -126,41 +126,39 @@ def inputs(config: dict) -> tuple[torch.Tensor | None, list[torch.Tensor]]:
     return content, [load(p, config["style_size"], "style_size") for p in styles]
 
 
-def run(config: dict, out_dir: Path) -> dict:
-    content, styles = inputs(config)
+def transfer(config: dict, content: torch.Tensor | None, styles: list[torch.Tensor], shape=None,
+             on_snapshot=None) -> tuple[Result, dict, StyleTransfer]:  # fmt: skip
+    """The configured style transfer on inputs already in hand: the result, a summary and the engine.
+
+    `run` reads its inputs through the plugins' readers; a plugin whose inputs need
+    their own preparation (a recording's spectrogram) prepares them and calls this.
+    ``shape`` sets the generated input's shape when there is no content (texture synthesis).
+    The engine keeps its targets, so that the caller can score other inputs with
+    ``engine.loss`` (e.g. the result after a lossy conversion back to the domain).
+    """
     first, *_ = check_inputs(content, styles)
     encoder, spec, fp = prepare_encoder(config, first.ndim - 1, first.shape[0])
     content_layers = _weights(config["content_layers"] if content is not None else [], config["content_layer_weights"], "content_layer")
     style_layers = _weights(config["style_layers"], config["style_layer_weights"], "style_layer")
     cost = registry.build("style_cost", config["style_cost"])
-    transfer = StyleTransfer(
+    engine = StyleTransfer(
         encoder, content_layers, style_layers, cost, alpha=config["alpha"], beta=config["beta"], tv=config["tv"],
         normalize_layers=config["normalize_layers"],
     )  # fmt: skip
     largest = max([first, *styles], key=lambda t: t.numel())
-    memory = check_memory(encoder, tuple(largest.shape), transfer.layers, config["memory_budget_gb"])
-
-    output = out_dir / config["output"]
-    suffix = "".join(Path(config["output"]).suffixes) or ".npy"
-    snapshots = out_dir / "snapshots"
-
-    def snapshot(step: int, sample: torch.Tensor) -> None:
-        io.write(snapshots / f"iter_{step:05d}{suffix}", sample)
+    largest = tuple(shape) if shape is not None and math.prod(shape) > largest.numel() else tuple(largest.shape)
+    memory = check_memory(encoder, largest, engine.layers, config["memory_budget_gb"])
 
     value_range = tuple(config["range"]) if config["range"] is not None else None
     if value_range is not None and len(value_range) != 2:
         raise ConfigError(f"range must be [low, high], got {config['range']!r}")
-    result = transfer.run(
-        content, styles, blend=config["style_weights"], init=config["init"], noise_ratio=config["noise_ratio"],
+    result = engine.run(
+        content, styles, blend=config["style_weights"], shape=shape, init=config["init"], noise_ratio=config["noise_ratio"],
         optimizer=config["optimizer"], lr=config["lr"], iterations=config["iterations"], value_range=value_range,
-        seed=config["seed"], device=resolve_device(config["device"]), snapshot_every=config["snapshot_every"],
-        on_snapshot=snapshot,
+        seed=config["seed"], device=resolve_device(config["device"]), snapshot_every=config["snapshot_every"] if on_snapshot else 0,
+        on_snapshot=on_snapshot,
     )  # fmt: skip
-    io.write(output, result.generated)
-    write_report(out_dir, content, styles, result)
-
     summary = {
-        "output": str(output),
         "shape": list(result.generated.shape),
         "encoder": spec["name"],
         "encoder_fingerprint": fp,
@@ -170,24 +168,47 @@ def run(config: dict, out_dir: Path) -> dict:
         "final": result.final,
         "style_reduction": 1 - result.final["style"] / result.start["style"] if result.start["style"] else None,
     }
-    table = Table(title=f"stylize: {spec['name']} on input {tuple(first.shape)}")
+    return result, summary, engine
+
+
+def print_costs(result: Result, title: str) -> None:
+    """The cost terms at the start and the end, as a table."""
+    table = Table(title=title)
     for column in ("term", "start", "final"):
         table.add_column(column)
     for term in result.start:
         table.add_row(term, f"{result.start[term]:.4g}", f"{result.final[term]:.4g}")
     Console().print(table)
+
+
+def run(config: dict, out_dir: Path) -> dict:
+    content, styles = inputs(config)
+    output = out_dir / config["output"]
+    suffix = "".join(Path(config["output"]).suffixes) or ".npy"
+    snapshots = out_dir / "snapshots"
+
+    def snapshot(step: int, sample: torch.Tensor) -> None:
+        io.write(snapshots / f"iter_{step:05d}{suffix}", sample)
+
+    result, summary, _ = transfer(config, content, styles, on_snapshot=snapshot)
+    io.write(output, result.generated)
+    write_report(out_dir, content, styles, result)
+    first = content if content is not None else styles[0]
+    print_costs(result, f"stylize: {summary['encoder']} on input {tuple(first.shape)}")
     Console().print(f"wrote {output}")
-    return summary
+    return {"output": str(output), **summary}
 
 
-def write_report(out_dir: Path, content, styles, result) -> None:
-    """The cost history (JSON and a plot) and a side-by-side preview of the inputs and the result."""
+def write_report(out_dir: Path, content, styles, result, preview: bool = True) -> None:
+    """The cost history (JSON and a plot) and (``preview``) a side-by-side preview of the inputs and the result."""
     from convgen.metric.plots import plot_curves
     from convgen.visualize.figures import plot_row
 
     atomic_write_text(out_dir / "history.json", json.dumps(result.history, indent=1) + "\n")
     terms = [t for t in ("content", "style", "tv") if any(row[t] for row in result.history)]
     plot_curves(out_dir / "costs.png", result.history, keys=terms, x="iteration", title="Style transfer costs (weighted sums of normalised layer costs)")
+    if not preview:
+        return
     samples = {"content": content} if content is not None else {}
     samples.update({f"style {i + 1}" if len(styles) > 1 else "style": s for i, s in enumerate(styles)})
     samples["result"] = result.generated

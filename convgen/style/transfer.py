@@ -250,7 +250,7 @@ class StyleTransfer:
         low, high = value_range
         if not low < high:
             raise DataError(f"the inputs are constant (all values {low}); nothing to transfer")
-        on = lambda t: None if t is None else t.to(device=device, dtype=torch.float32)  # noqa: E731
+        on = lambda t: None if t is None else t.to(device=device, dtype=torch.float32).contiguous()  # noqa: E731
         content, styles = on(content), [on(s) for s in styles]
         self.set_targets(content, styles, blend)
 
@@ -276,7 +276,8 @@ class StyleTransfer:
             return total
 
         # L-BFGS runs in chunks of several iterations (its line search needs its curvature
-        # history intact); G is clamped to the valid range between chunks, Adam every step.
+        # history intact); G is clamped to the valid range between chunks (and L-BFGS
+        # restarts when the clamp moved G), Adam every step.
         chunk = LBFGS_CHUNK if optimizer == "lbfgs" else 1
         done = 0
         with bar("stylize", show=show_progress) as progress:
@@ -290,7 +291,10 @@ class StyleTransfer:
                 opt.step(closure)
                 done += steps
                 with torch.no_grad():
+                    outside = bool(((g < low) | (g > high)).any())
                     g.clamp_(low, high)
+                if outside and optimizer == "lbfgs":
+                    opt.state.clear()  # its curvature pairs describe the unclamped path: start afresh
                 if not math.isfinite(last["loss"]):
                     raise DataError(f"the cost became {last['loss']} at iteration {done}; lower lr or the term weights")
                 history.append({"iteration": done, **last})
