@@ -38,7 +38,8 @@ class EcgRecords(LabelledDataset):
     """Heartbeat windows ``(1, length)`` of every record under ``root``, labelled by person.
 
     Args:
-        root: the folder (default: the bundled ECG-ID sample, 10 people).
+        root: the folder (default: the bundled ECG-ID sample, 10 people), or a list of
+            folders whose people are pooled (named ``FOLDER/PERSON``).
         person_from: ``folder`` (a sub-folder per person), ``record`` (one person per
             record) or ``auto`` (``folder`` when records sit in sub-folders).
         people: only these people (e.g. one side of a split).
@@ -50,30 +51,24 @@ class EcgRecords(LabelledDataset):
         fs_csv: the sampling rate of CSV files without a time column.
     """
 
-    def __init__(self, root: str | None = None, person_from: str = "auto", people: list[str] | None = None,
+    def __init__(self, root: str | list[str] | None = None, person_from: str = "auto", people: list[str] | None = None,
                  max_records_per_person: int | None = None, max_seconds: float | None = None,
                  session_seconds: float | None = None, fs_csv: float | None = None, fs: float = 250.0, resample: bool = True,
                  lead: int | str = 0, band=(0.5, 40.0), windows: str = "beats", before: float = 0.25, after: float = 0.45,
                  window_seconds: float = 2.0, hop_seconds: float = 1.0, max_windows: int | None = None):  # fmt: skip
-        self.root = Path(root) if root else sample_dir("ecgid")
-        if not self.root.is_dir():
-            raise DataError(f"ECG folder not found: {self.root}")
+        roots = [Path(r) for r in ([root] if isinstance(root, (str, Path)) else root or [sample_dir("ecgid")])]
+        self.root = roots[0]
         self.pipeline = EcgPipeline.of(fs=fs, resample=resample, lead=lead, band=band, windows=windows, before=before, after=after,
                                        window_seconds=window_seconds, hop_seconds=hop_seconds, max_windows=max_windows)  # fmt: skip
-        records = find_records(self.root)
-        if not records:
-            raise DataError(f"no ECG records under {self.root}: expected WFDB records (.hea + .dat) or CSV files")
-        if person_from == "auto":
-            person_from = "folder" if any(r.parent != self.root for r in records) else "record"
-        if person_from not in ("folder", "record"):
-            raise DataError(f"person_from must be folder, record or auto, got {person_from!r}")
-        by_person: dict[str, list[Path]] = {}
-        for record in records:
-            by_person.setdefault(record.parent.name if person_from == "folder" else record.stem, []).append(record)
+        by_person: dict[str, list[tuple[Path, Path]]] = {}
+        for folder in roots:
+            prefix = f"{folder.name}/" if len(roots) > 1 else ""
+            for person, files in _people(folder, person_from).items():
+                by_person[prefix + person] = [(folder, f) for f in files]
         if people is not None:
             missing = sorted(set(map(str, people)) - set(by_person))
             if missing:
-                raise DataError(f"no records of {', '.join(missing[:5])} under {self.root}")
+                raise DataError(f"no records of {', '.join(missing[:5])} under {', '.join(map(str, roots))}")
             by_person = {p: r for p, r in by_person.items() if p in set(map(str, people))}
 
         self.classes, self.labels, self.sessions, self.records = [], [], [], []
@@ -81,10 +76,10 @@ class EcgRecords(LabelledDataset):
         for person, files in by_person.items():
             label = len(self.classes)
             self.classes.append(person)
-            for path in files[:max_records_per_person]:
+            for folder, path in files[:max_records_per_person]:
                 record = read_record(path, fs=fs_csv, max_seconds=max_seconds)
                 self.records.append(path)
-                name = str(path.relative_to(self.root).with_suffix(""))
+                name = (f"{folder.name}/" if len(roots) > 1 else "") + str(path.relative_to(folder).with_suffix(""))
                 for session, part in _sessions(record, session_seconds):
                     prepared = self.pipeline(part)
                     windows.append(prepared.windows)
@@ -97,6 +92,23 @@ class EcgRecords(LabelledDataset):
 
     def __getitem__(self, index: int):
         return self.windows[index], self.labels[index]
+
+
+def _people(root: Path, person_from: str) -> dict[str, list[Path]]:
+    """Each person's records under one folder."""
+    if not root.is_dir():
+        raise DataError(f"ECG folder not found: {root}")
+    records = find_records(root)
+    if not records:
+        raise DataError(f"no ECG records under {root}: expected WFDB records (.hea + .dat) or CSV files")
+    if person_from == "auto":
+        person_from = "folder" if any(r.parent != root for r in records) else "record"
+    if person_from not in ("folder", "record"):
+        raise DataError(f"person_from must be folder, record or auto, got {person_from!r}")
+    by_person: dict[str, list[Path]] = {}
+    for record in records:
+        by_person.setdefault(record.parent.name if person_from == "folder" else record.stem, []).append(record)
+    return by_person
 
 
 def _sessions(record, seconds: float | None):

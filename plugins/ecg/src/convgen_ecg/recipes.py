@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from rich.console import Console
 
+from convgen import io
 from convgen.errors import ConfigError
 from convgen.gallery.recipes import register_gallery_recipes
 from convgen.io import atomic_write_text
@@ -92,26 +93,32 @@ def peaks(config: dict, out_dir: Path) -> dict:
 def stylize_traces(config: dict, out_dir: Path) -> dict:
     """1D Gram style transfer between two cleaned traces (the first ``seconds`` of each record).
 
-    The traces go through the ECG pipeline's cleaning (band-pass, rate, scale) and on to the
-    core ``stylize`` recipe; the result is written as CSV with a time column, plus the
-    core's preview and cost plots.
+    The traces go through the ECG pipeline's cleaning (band-pass, rate, scale), then the
+    core's style transfer; the result is written as CSV with a time column (or any file
+    type a plugin writes), with the core's preview and cost plots.
     """
     pipeline = EcgPipeline.of(**config["ecg"])
-    inputs = {}
+    traces = {}
     for key in ("content", "style"):
         if not config[key]:
             raise ConfigError(f"{key}=PATH is missing (a WFDB .hea or a CSV record)")
         trace = pipeline.clean(_record(config[key], config))[: int(round(config["seconds"] * pipeline.fs))]
-        inputs[key] = out_dir / f"{key}.npy"
-        np.save(inputs[key], trace[None].astype(np.float32))
-    output = Path(config["output"])
-    core = {k: v for k, v in config.items() if k in stylize.DEFAULTS}
-    summary = stylize.run({**core, "content": str(inputs["content"]), "style": str(inputs["style"]), "output": "stylized.npy"}, out_dir)
-    result = np.load(out_dir / "stylized.npy")
-    if output.suffix.lower() == ".csv":
-        write_csv(out_dir / output, result, pipeline.fs, ["ECG (stylized)"])
-        summary["output"] = str(out_dir / output)
-    return {**summary, "fs": pipeline.fs}
+        traces[key] = torch.as_tensor(trace[None].copy(), dtype=torch.float32)
+
+    def write(path: Path, sample: torch.Tensor) -> None:
+        if path.suffix.lower() == ".csv":
+            write_csv(path, sample.numpy(), pipeline.fs, ["ECG (stylized)"])
+        else:
+            io.write(path, sample)
+
+    output = out_dir / config["output"]
+    snapshot = lambda step, sample: write(out_dir / "snapshots" / f"iter_{step:05d}{output.suffix}", sample)  # noqa: E731
+    result, summary, _ = stylize.transfer(config, traces["content"], [traces["style"]], on_snapshot=snapshot)
+    write(output, result.generated)
+    stylize.write_report(out_dir, traces["content"], [traces["style"]], result)
+    stylize.print_costs(result, f"ecg-stylize: {summary['encoder']} on {config['seconds']:g} s at {pipeline.fs:g} Hz")
+    Console().print(f"wrote {output}")
+    return {"output": str(output), **summary, "fs": pipeline.fs}
 
 
 def register(register_recipe) -> None:
