@@ -1,0 +1,1 @@
+"""convgen's audio plugin: recordings, spectrogram representations, speaker recipes, audio style transfer."""
