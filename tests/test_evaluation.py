@@ -415,3 +415,19 @@ def test_cross_session_refuses_a_recording_of_two_people_and_too_few_repeats():
     single = [f"p{label}" for label in labels]  # one recording per person: nobody to identify later
     with pytest.raises(DataError, match="at least 2 people with 2 or more sessions"):
         ev.cross_session(emb, labels, single)
+
+
+def test_knn_accuracy_matches_a_brute_force_vote():
+    rng = np.random.default_rng(3)
+    train, test = rng.normal(size=(60, 5)), rng.normal(size=(25, 5))
+    y_train, y_test = rng.integers(0, 3, 60), rng.integers(0, 3, 25)
+    for k in (1, 4, 7):
+        right = 0
+        for x, y in zip(test, y_test):
+            order = np.argsort(((train - x) ** 2).sum(1), kind="stable")[:k]
+            votes = {c: (int((y_train[order] == c).sum()), -int(np.flatnonzero(y_train[order] == c)[0]) if (y_train[order] == c).any() else 0)
+                     for c in np.unique(y_train)}  # fmt: skip
+            right += max(votes, key=votes.get) == y
+        assert ev.knn_accuracy(train, y_train, test, y_test, k=k) == pytest.approx(right / len(test))
+    with pytest.raises(DataError, match="k must be"):
+        ev.knn_accuracy(train, y_train, test, y_test, k=0)

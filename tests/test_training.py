@@ -16,7 +16,7 @@ from convgen.metric.embedder import Embedder
 from convgen.metric.embedder import embed_dataset
 from convgen.metric.evaluate import validation_metrics
 from convgen.metric.losses import TripletLoss
-from convgen.metric.sampling import PKSampler, identity_split
+from convgen.metric.sampling import PKSampler, identity_split, stratified_split
 from convgen.nets import ResNetEncoder
 
 TINY = ["encoder.channels=[4, 8]", "encoder.strides=[1, 2]", "encoder.embedding_dim=16", "device=cpu"]
@@ -56,6 +56,16 @@ def test_identity_split_is_disjoint_and_seeded():
     assert identity_split(labels, 0.3, seed=0) == (train, val)
     with pytest.raises(DataError, match="cannot hold out"):
         identity_split([0, 0, 1, 1], 0.5)
+
+
+def test_stratified_split_keeps_every_class_on_both_sides():
+    labels = [0] * 40 + [1] * 10 + [2] * 3  # class 2 is too small to give a validation pair
+    train, val = stratified_split(labels, 0.25, seed=1)
+    assert sorted(train + val) == list(range(53)) and not set(train) & set(val)
+    assert Counter(labels[i] for i in val) == {0: 10, 1: 2}
+    assert stratified_split(labels, 0.25, seed=1) == (train, val)
+    with pytest.raises(DataError, match="at least 2 identities"):
+        stratified_split([0] * 10 + [1] * 3, 0.2)
 
 
 def test_lr_schedules():

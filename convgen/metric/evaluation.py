@@ -653,3 +653,34 @@ def cross_session(embeddings, labels, sessions, enrolled_fraction: float = 0.5, 
     out["verification"] = {"eer": eer(pairs.distances, pairs.same)[0], "auc": auc(far, tar),
                            "same_pairs": int(pairs.same.sum()), "different_pairs": int((~pairs.same).sum())}  # fmt: skip
     return out
+
+
+# --------------------------------------------------------------------------- k-NN classification
+
+
+def knn_accuracy(train_emb, train_labels, test_emb, test_labels, k: int = 5) -> float:
+    """Share of test samples whose ``k`` nearest training embeddings vote for their label.
+
+    Reads an embedding as a classifier (the k-NN accuracy of MedMNIST-style benchmarks):
+    a majority vote among the ``k`` training samples nearest in squared Euclidean
+    distance; a tied vote goes to the tied label whose first neighbour is nearest.
+    """
+    train, y_train = _check_embeddings(train_emb, train_labels, "train")
+    test, y_test = _check_embeddings(test_emb, test_labels, "test")
+    if train.shape[1] != test.shape[1]:
+        raise DataError(f"train embeddings have {train.shape[1]} dimensions but test embeddings {test.shape[1]}; use one encoder")
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= k <= len(train):
+        raise DataError(f"k must be an integer between 1 and the {len(train)} training samples, got {k!r}")
+    classes, y_index = np.unique(y_train, return_inverse=True)
+    rows = max(1, _CHUNK_ELEMENTS // len(train))
+    correct = 0
+    for start in range(0, len(test), rows):
+        nearest = np.argsort(_sq_distances(test[start : start + rows], train), axis=1, kind="stable")[:, :k]
+        row, voted = np.arange(len(nearest)), y_index[nearest]
+        votes = np.zeros((len(nearest), len(classes)))
+        np.add.at(votes, (row[:, None], voted), 1.0)
+        first = np.full(votes.shape, float(k))  # rank of each label's nearest neighbour, for ties
+        for j in range(k - 1, -1, -1):
+            first[row, voted[:, j]] = j
+        correct += int((classes[np.argmax(votes * (k + 1) - first, axis=1)] == y_test[start : start + rows]).sum())
+    return correct / len(test)

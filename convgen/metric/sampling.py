@@ -98,3 +98,27 @@ def identity_split(labels: Sequence[int], val_fraction: float = 0.2, seed: int =
     train = [i for i, label in enumerate(labels) if int(label) not in val_ids]
     val = [i for i, label in enumerate(labels) if int(label) in val_ids]
     return train, val
+
+
+def stratified_split(labels: Sequence[int], val_fraction: float = 0.2, seed: int = 0) -> tuple[list[int], list[int]]:
+    """Split sample indices so that every identity is on BOTH sides, in proportion.
+
+    For datasets whose identities are a few classes (two diagnoses, say): holding whole
+    classes out would leave nothing to learn from. Each class with at least 4 samples gives
+    ``val_fraction`` of them (at least 2, a same pair) to validation. Returns
+    ``(train_indices, val_indices)``.
+    """
+    if not 0 < val_fraction < 1:
+        raise DataError(f"val_fraction must be between 0 and 1, got {val_fraction}")
+    groups = _groups(labels)
+    gen = torch.Generator().manual_seed(seed)
+    val: list[int] = []
+    for label in sorted(groups):
+        members = groups[label]
+        if len(members) >= 4:
+            n_val = min(len(members) - 2, max(2, round(val_fraction * len(members))))
+            val += [members[j] for j in torch.randperm(len(members), generator=gen)[:n_val].tolist()]
+    if len({int(labels[i]) for i in val}) < 2:
+        raise DataError("a stratified split needs at least 2 identities with 4 or more samples each; add samples")
+    held = set(val)
+    return [i for i in range(len(labels)) if i not in held], sorted(val)

@@ -3,8 +3,10 @@
 Identities are split so that validation measures one-shot performance on people the
 encoder never saw: after each epoch the validation identities are embedded and the
 verification EER / AUC and one-shot rank-1 accuracy are logged; the encoder with the best
-validation EER is kept as ``encoder.safetensors``. ``augment`` (off by default) randomly
-flips, shifts, rotates, zooms and changes the contrast of training samples only.
+validation EER is kept as ``encoder.safetensors``. When the identities are a few classes
+(two diagnoses), ``split.by: sample`` keeps every class on both sides and holds out
+samples instead. ``augment`` (off by default) randomly flips, shifts, rotates, zooms
+and changes the contrast of training samples only.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from torch.utils.data import Subset
 from convgen import distributed, registry
 from convgen.config import dump
 from convgen.engine import Trainer
+from convgen.errors import ConfigError
 from convgen.io import atomic_write_text
 from convgen.metric.augment import DEFAULTS as AUGMENT
 from convgen.metric.augment import Augment, Augmented
@@ -27,14 +30,14 @@ from convgen.metric.embed import dataset_and_encoder
 from convgen.metric.embedder import Embedder
 from convgen.metric.embedder import embed_dataset
 from convgen.metric.evaluate import validation_metrics
-from convgen.metric.sampling import PKSampler, identity_split
+from convgen.metric.sampling import PKSampler, identity_split, stratified_split
 from convgen.recipes import resolve_device
 
 DEFAULTS = {
     "seed": 0,
     "spatial_dims": 2,
     "dataset": {"name": "synthetic", "identities": 64, "samples_per_identity": 6},
-    "split": {"val_fraction": 0.25},
+    "split": {"val_fraction": 0.25, "by": "identity"},
     "augment": dict(AUGMENT),
     "encoder": {"name": "resnet", "embedding_dim": 128},
     "weights": None,
@@ -49,10 +52,16 @@ DEFAULTS = {
 }
 
 
+SPLITTERS = {"identity": identity_split, "sample": stratified_split}
+
+
 def run(config: dict, out_dir: Path, resume: bool = False) -> dict:
     dataset, encoder, spec, _ = dataset_and_encoder(config)
     labels = [int(label) for label in dataset.labels]
-    train_idx, val_idx = identity_split(labels, config["split"]["val_fraction"], seed=config["seed"])
+    by = config["split"].get("by", "identity")
+    if by not in SPLITTERS:
+        raise ConfigError(f"split.by must be {' or '.join(SPLITTERS)}, got {by!r}")
+    train_idx, val_idx = SPLITTERS[by](labels, config["split"]["val_fraction"], seed=config["seed"])
     model = Embedder(encoder)
     loss_fn = registry.build("loss", config["loss"], embedding_dim=spec.get("embedding_dim"))
     sampler = PKSampler([labels[i] for i in train_idx], seed=config["seed"] * 101 + distributed.env_rank(), **config["sampler"])
@@ -70,6 +79,8 @@ def run(config: dict, out_dir: Path, resume: bool = False) -> dict:
         monitor="val_eer", mode="min", run_id=hashlib.sha256(dump("train", config).encode()).hexdigest(),
     )  # fmt: skip
     split = {"train": sorted({dataset.classes[labels[i]] for i in train_idx}), "val": sorted({dataset.classes[l] for l in val_labels})}
+    if by == "sample":  # the same identities on both sides: say how many samples each side holds
+        split.update(by="sample", train_samples=len(train_idx), val_samples=len(val_idx))
     if distributed.env_rank() == 0:
         atomic_write_text(out_dir / "split.json", json.dumps(split, indent=1) + "\n")
     augment = Augment(**config["augment"])
