@@ -8,8 +8,10 @@ BIN := $(VENV)/bin
 TORCH ?= torch==2.13.0
 # Every first-party plugin is its own distribution, installed like a third-party one.
 PLUGINS := $(patsubst %/pyproject.toml,%,$(wildcard plugins/*/pyproject.toml))
+# Example plugins (the plugin tutorial's finished code), installed for development and CI only.
+EXAMPLES := $(patsubst %/pyproject.toml,%,$(wildcard examples/*/pyproject.toml))
 
-.PHONY: install install-dev demo demo-core test docs clean
+.PHONY: install install-dev demo demo-core test docs clean check-plugin-path screenshots
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -19,7 +21,7 @@ install: $(BIN)/python
 	$(BIN)/pip install --quiet -e . $(foreach p,$(PLUGINS),-e $(p))
 
 install-dev: install
-	$(BIN)/pip install --quiet -e '.[test,docs]' $(foreach p,$(PLUGINS),-e '$(p)[test]')
+	$(BIN)/pip install --quiet -e '.[test,docs]' $(foreach p,$(PLUGINS) $(EXAMPLES),-e '$(p)[test]')
 
 # The face demo (docs/faces.md): train on some people of the bundled ORL sample, enrol one
 # photo of each of the others, calibrate, identify. Then style transfer on bundled photos.
@@ -41,4 +43,19 @@ docs: install-dev
 	NO_MKDOCS_2_WARNING=1 DISABLE_MKDOCS_2_WARNING=true $(BIN)/mkdocs build --strict
 
 clean:
-	rm -rf runs site .pytest_cache
+	rm -rf runs site site-screenshots .pytest_cache
+
+# The plugin author's path (docs/writing-plugins.md): the tutorial's commands run against its
+# finished plugin (whose tests `make test` runs); a freshly scaffolded plugin, installed like a
+# user's (here into a temporary folder, so that the environment stays as it was), passes its own test.
+check-plugin-path: install-dev
+	PATH="$(abspath $(BIN)):$$PATH" bash examples/convgen-zstack/tutorial.sh
+	tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp"' EXIT && \
+	$(BIN)/convgen plugins new scaffold-check --dir "$$tmp" && \
+	$(BIN)/pip install --quiet --no-deps --no-build-isolation --no-index --target "$$tmp/site" "$$tmp/convgen-scaffold-check" && \
+	cd "$$tmp/convgen-scaffold-check" && PYTHONPATH="$$tmp/site" $(abspath $(BIN))/python -m pytest -p no:cacheprovider
+
+# PNG screenshots of the built site in headless Chromium (Debian: apt-get install chromium),
+# for reviewers: the home page, the plugin tutorial and the hooks reference.
+screenshots: docs
+	$(BIN)/python scripts/screenshots.py --out site-screenshots
