@@ -19,7 +19,7 @@ network untrained, and two baselines: MFCC means (20 MFCCs averaged over the utt
 and log-mel means (40 bands averaged), each z-scored with the training utterances'
 statistics and L2-normalised (cosine scoring).
 
-    python benchmarks/bench_audio.py                                # /work/shared/data/audio/fsdd
+    python benchmarks/bench_audio.py                                # ../shared/data/audio/fsdd
     python benchmarks/bench_audio.py PATH --seeds 0 1 2 --epochs 6
     python benchmarks/bench_audio.py --quick                        # 2 epochs, one seed: check that it runs
 
@@ -56,7 +56,7 @@ from convgen_audio import recipes
 from convgen_audio.datasets import FSDD_PATTERN
 from convgen_audio.features import Representation
 
-DEFAULT_ROOT = Path("/work/shared/data/audio/fsdd")
+DEFAULT_ROOT = Path("../shared/data/audio/fsdd")  # the development data beside a checkout
 TRAIN_TAKES, VAL_TAKES, TEST_TAKES = range(5, 45), range(45, 50), range(5)
 
 
