@@ -188,3 +188,9 @@ def test_visualize_finds_the_top_heartbeat_segments(tmp_path):
     result = invoke("run", "ecg-visualize", "encoder.channels=[8,16,16,16]", "top_k=4", "units=2", "-o", tmp_path)
     assert result.exit_code == 0, result.output
     assert list(tmp_path.glob("*.png"))
+
+
+def test_several_folders_pool_their_people():
+    data = EcgRecords(root=[str(ECGID), str(MITDB)], people=["ecgid/Person_04", "mitdb/119"])
+    assert data.classes == ["ecgid/Person_04", "mitdb/119"]
+    assert {s.split("/")[0] for s in data.sessions} == {"ecgid", "mitdb"}
