@@ -11,6 +11,9 @@ Rules a user can rely on:
 - Override values are parsed as YAML scalars (``batch_size=64`` is an int,
   ``channels=[8,16]`` a list, ``weights=null`` is None). YAML is read with ``safe_load``:
   a recipe file cannot import or evaluate code.
+- Outputs stay in the run's folder: a recipe's ``output`` key names a file relative to
+  ``-o OUT``, and an absolute path or a ``..`` is refused, so a recipe file from someone
+  else cannot make a run write elsewhere. (Input paths are read where they point.)
 """
 
 from __future__ import annotations
@@ -19,14 +22,15 @@ import copy
 import difflib
 import inspect
 import os
-from pathlib import Path
+from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any, Callable
 
 import yaml
 
-from convgen.errors import ConfigError
+from convgen.errors import ConfigError, PathError
 
 RECIPE_KEY = "recipe"
+OUTPUT_KEYS = ("output",)  # keys naming a file the run writes, relative to its folder
 
 
 def accepted_kwargs(factory: Callable) -> set[str] | None:
@@ -83,9 +87,9 @@ def _yaml_problem(exc: yaml.YAMLError) -> str:
 def read_yaml(path: Path) -> dict:
     """Read a recipe file (safe YAML, a mapping at the top)."""
     if not path.exists():
-        raise ConfigError(f"recipe file not found: {path}")
+        raise PathError(f"recipe file not found: {path}; check the path, or give a recipe name (see `convgen recipes list`)")
     if path.is_dir():
-        raise ConfigError(f"{path} is a directory; give a recipe YAML file or a recipe name")
+        raise PathError(f"{path} is a directory; give a recipe YAML file or a recipe name")
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
@@ -192,7 +196,24 @@ class _Resolver:
                 if (key, arg) in self.explicit:
                     check_component_kwargs(kind, block["name"], registry.get(block["name"]), {arg: block[arg]}, where=key)
                 del block[arg]  # a default meant for the previous component
+        check_output_paths(self.config)
         return self.config
+
+
+def check_output_paths(config: dict) -> None:
+    """Refuse an ``output`` that would leave the run's folder (absolute, ``~`` or ``..``)."""
+    for key in OUTPUT_KEYS:
+        if key not in config:
+            continue
+        value = config[key]
+        if not isinstance(value, str) or not value.strip():
+            raise ConfigError(f"key {key!r} must name the file to write inside the run's folder (like stylized.png), got {value!r}")
+        escapes = any(p.is_absolute() or p.drive or ".." in p.parts for p in (PurePosixPath(value), PureWindowsPath(value)))
+        if escapes or value.startswith("~"):
+            raise ConfigError(
+                f"{key}={value!r} leaves the run's folder; give a file name relative to it without '..' "
+                f"(like {PurePosixPath(value).name or 'result.npy'}) and choose the folder with -o OUT"
+            )
 
 
 def resolve(recipe_spec: str, overrides: list[str] = ()) -> tuple[Any, dict]:

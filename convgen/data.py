@@ -9,7 +9,7 @@ from monai.transforms import GaussianSmooth, Resize
 from torch.utils.data import Dataset
 
 from convgen import io
-from convgen.errors import DataError
+from convgen.errors import DataError, PathError
 
 
 class LabelledDataset(Dataset):
@@ -34,7 +34,8 @@ class FolderOfClasses(LabelledDataset):
 
         self.root = Path(root)
         if not self.root.is_dir():
-            raise DataError(f"dataset folder not found: {self.root} (expected one sub-folder per identity)")
+            what = "is a file, not a folder" if self.root.exists() else "not found"
+            raise PathError(f"dataset folder {what}: {self.root} (expected a folder with one sub-folder per identity)")
         known = [s.lower() for s in (suffixes or list(get_registry("reader")))]
         self.classes, self.files, self.labels = [], [], []
         for folder in sorted(p for p in self.root.iterdir() if p.is_dir() and not p.name.startswith(".")):

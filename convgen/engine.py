@@ -237,10 +237,10 @@ class Trainer:
         path = self.out_dir / CHECKPOINT
         if not path.is_file():
             raise ConfigError(f"nothing to resume: {path} does not exist (run without --resume to start)")
-        from safetensors import safe_open
+        from convgen.weights import check_safetensors
 
-        with safe_open(str(path), framework="pt") as handle:
-            metadata = handle.metadata() or {}
+        header = check_safetensors(path, "training checkpoint")
+        metadata = header.get("__metadata__") or {}
         if metadata.get("format") != "convgen.checkpoint/1":
             raise DataError(f"{path} is not a convgen training checkpoint")
         trainer = json.loads(metadata["trainer"])

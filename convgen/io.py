@@ -15,14 +15,16 @@ from typing import Callable, Iterator
 
 import torch
 
-from convgen.errors import DataError
+from convgen.errors import DataError, PathError
 
 
 @contextlib.contextmanager
-def atomic_path(path: Path) -> Iterator[Path]:
+def atomic_path(path: Path, mode: int | None = None) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it over ``path`` only on success.
 
     An interrupted or failed write leaves the previous file (or none), never half a file.
+    ``mode`` sets the file's permissions (e.g. ``0o600`` for files holding biometric
+    data); by default the usual ``0666`` less the umask.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -33,7 +35,7 @@ def atomic_path(path: Path) -> Iterator[Path]:
         yield tmp
         with open(tmp, "rb+") as handle:
             os.fsync(handle.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the file the usual permissions
+        os.chmod(tmp, 0o666 & ~_umask() if mode is None else mode)  # mkstemp makes 0600
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
@@ -87,10 +89,10 @@ def read(path) -> torch.Tensor:
     """Read one sample file through the reader registered for its suffix."""
     path = Path(path)
     if path.is_dir():
-        raise DataError(f"{path} is a directory; expected a sample file")
+        raise PathError(f"{path} is a directory; expected a sample file")
     reader = _lookup("reader", path)
     if not path.exists():
-        raise DataError(f"file not found: {path}")
+        raise PathError(f"file not found: {path}; check the path (a relative one starts from the current folder)")
     return check_sample(reader(path), str(path))
 
 

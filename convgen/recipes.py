@@ -14,7 +14,7 @@ import torch
 
 from convgen import config as configuration
 from convgen.distributed import env_rank
-from convgen.errors import ConfigError
+from convgen.errors import ConfigError, ConvgenError
 from convgen.io import atomic_write_text
 
 
@@ -55,7 +55,8 @@ def run_recipe(recipe: Recipe, config: dict, out_dir: Path, resume: bool = False
 
     With ``resume``, ``out_dir`` must hold the same resolved config (the run being
     continued); recipes that can resume take a ``resume`` keyword argument.
-    Under ``torchrun`` only rank 0 writes the config and the summary.
+    Under ``torchrun`` only rank 0 writes the config and the summary. A run refused with
+    a user error before it wrote any output leaves nothing behind, not even its config.
     """
     text = configuration.dump(recipe.name, config)
     main = env_rank() == 0
@@ -67,14 +68,32 @@ def run_recipe(recipe: Recipe, config: dict, out_dir: Path, resume: bool = False
             raise ConfigError(f"nothing to resume in {out_dir}: it has no config.yaml")
         if saved.read_text(encoding="utf-8") != text:
             raise ConfigError(f"{saved} differs from this run's config; resume with `convgen run {out_dir} --resume`")
+    created = [p for p in (out_dir, *out_dir.parents) if not p.exists()]  # deepest first
     out_dir.mkdir(parents=True, exist_ok=True)
     if main:
         atomic_write_text(out_dir / "config.yaml", text)
     seed_everything(config.get("seed"))
-    summary = recipe.run(config, out_dir, resume=True) if resume else recipe.run(config, out_dir)
+    try:
+        summary = recipe.run(config, out_dir, resume=True) if resume else recipe.run(config, out_dir)
+    except ConvgenError:
+        if main and not resume:
+            _discard_if_untouched(out_dir, created)
+        raise
     if summary is not None and main:
         atomic_write_text(out_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
     return summary
+
+
+def _discard_if_untouched(out_dir: Path, created: list[Path]) -> None:
+    """Remove the config of a run that failed before writing anything else, and the folders it made."""
+    if any(p.name != "config.yaml" for p in out_dir.iterdir()):
+        return  # partial results (checkpoints, logs) are kept: they say how far it got and allow --resume
+    (out_dir / "config.yaml").unlink(missing_ok=True)
+    for folder in created:
+        try:
+            folder.rmdir()
+        except OSError:
+            break  # not empty (another run shares runs/): keep it and everything above
 
 
 def resolve_device(name: str) -> torch.device:

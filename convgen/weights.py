@@ -4,23 +4,91 @@ The header's metadata records the encoder's registry name, its full config (ever
 keyword argument, defaults filled in) and a fingerprint: a SHA-256 over that config and
 every tensor. Galleries and embeddings store the fingerprint, so a mismatched model is
 caught before it silently produces meaningless distances.
+
+Every safetensors file a user hands over (weights, checkpoints, gallery exports) is
+checked by `check_safetensors` before the library reads it: the header must fit in the
+file, be JSON, name known dtypes, and give each tensor exactly ``prod(shape) × itemsize``
+bytes inside the file, so a forged or truncated header is refused before any allocation.
 """
 
 from __future__ import annotations
 
 import hashlib
 import inspect
+import itertools
 import json
+import math
 from pathlib import Path
 
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from convgen.errors import ConfigError, DataError, ModelMismatchError
+from convgen.errors import ConfigError, DataError, ModelMismatchError, PathError
 from convgen.io import atomic_path
 
 FORMAT = "convgen.encoder/1"
+
+# Bytes per element of every safetensors dtype; anything else is refused.
+DTYPE_BYTES = {"BOOL": 1, "U8": 1, "I8": 1, "F8_E5M2": 1, "F8_E4M3": 1, "I16": 2, "U16": 2, "F16": 2, "BF16": 2,
+               "I32": 4, "U32": 4, "F32": 4, "I64": 8, "U64": 8, "F64": 8}  # fmt: skip
+MAX_HEADER_BYTES = 100_000_000  # the safetensors format's own limit
+
+
+def check_safetensors(path, what: str = "safetensors file") -> dict:
+    """The parsed header of a safetensors file, after checking it against the file's size.
+
+    Reads only the 8-byte length and the header (bounded by the file size), so a header
+    that lies (sizes that do not add up, huge shapes, unknown dtypes, offsets past the
+    end) is a one-line `DataError` before any tensor is allocated.
+    """
+    path = Path(path)
+
+    def refuse(reason: str):
+        raise DataError(f"{path} is not a readable {what} ({reason}); re-export or re-download it")
+
+    size = path.stat().st_size
+    with open(path, "rb") as handle:
+        head = handle.read(8)
+        if len(head) < 8:
+            refuse(f"{size} bytes, too short for a safetensors header")
+        length = int.from_bytes(head, "little")
+        if length > min(MAX_HEADER_BYTES, size - 8):
+            refuse(f"the header claims {length} bytes but the file holds {size - 8} after the length field")
+        raw = handle.read(length)
+    try:
+        header = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        refuse("the header is not JSON")
+    if not isinstance(header, dict):
+        refuse("the header is not a JSON object")
+    data_bytes = size - 8 - length
+    spans = []
+    for name, entry in header.items():
+        if name == "__metadata__":
+            if entry is not None and not (isinstance(entry, dict) and all(isinstance(v, str) for v in entry.values())):
+                refuse("its __metadata__ is not a mapping of strings")
+            continue
+        if not isinstance(entry, dict):
+            refuse(f"tensor {name!r} has no dtype, shape and offsets")
+        dtype, shape, offsets = entry.get("dtype"), entry.get("shape"), entry.get("data_offsets")
+        if dtype not in DTYPE_BYTES:
+            refuse(f"tensor {name!r} has unknown dtype {dtype!r}")
+        if not isinstance(shape, list) or not all(type(d) is int and d >= 0 for d in shape):
+            refuse(f"tensor {name!r} has an invalid shape {shape!r}")
+        if not (isinstance(offsets, list) and len(offsets) == 2 and all(type(o) is int and o >= 0 for o in offsets)
+                and offsets[0] <= offsets[1]):  # fmt: skip
+            refuse(f"tensor {name!r} has invalid data offsets {offsets!r}")
+        if offsets[1] > data_bytes:
+            refuse(f"tensor {name!r} ends at byte {offsets[1]} but the file holds {data_bytes} bytes of data")
+        needed = math.prod(shape) * DTYPE_BYTES[dtype]
+        if offsets[1] - offsets[0] != needed:
+            refuse(f"tensor {name!r} of shape {shape} {dtype} needs {needed} bytes but the header gives it {offsets[1] - offsets[0]}")
+        spans.append(offsets)
+    spans.sort()
+    if any(later[0] < earlier[1] for earlier, later in itertools.pairwise(spans)):
+        refuse("two tensors overlap")
+    return header
 
 
 def _jsonable(value):
@@ -85,7 +153,8 @@ def read_weights(path) -> tuple[dict[str, torch.Tensor], dict | None]:
     """Tensors and the convgen spec (None for a plain safetensors file) of a weights file."""
     path = Path(path)
     if not path.is_file():
-        raise DataError(f"weights file not found: {path}" if not path.exists() else f"{path} is not a file")
+        raise PathError(f"weights file not found: {path}; check the path" if not path.exists() else f"{path} is not a file; give a .safetensors weights file")
+    check_safetensors(path, "safetensors weights file")
     try:
         state = load_file(str(path))
         from safetensors import safe_open

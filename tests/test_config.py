@@ -4,7 +4,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from convgen import config
-from convgen.errors import ConfigError
+from convgen.errors import ConfigError, PathError
 
 
 @pytest.mark.parametrize(
@@ -101,7 +101,7 @@ def test_bad_recipe_files_are_one_line_errors(tmp_path, text, message):
 
 
 def test_missing_recipe_file_and_unknown_recipe(tmp_path):
-    with pytest.raises(ConfigError, match="recipe file not found"):
+    with pytest.raises(PathError, match="recipe file not found"):
         config.resolve(str(tmp_path / "nope.yaml"))
     with pytest.raises(ConfigError, match="unknown recipe 'embd'; did you mean 'embed'"):
         config.resolve("embd")

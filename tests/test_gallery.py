@@ -224,6 +224,54 @@ def test_two_writers_lose_nothing(tmp_path):
         assert g.generation == 120
 
 
+READER = """
+import sys, time, numpy as np
+from convgen.gallery.store import Gallery
+path, final = sys.argv[1], int(sys.argv[2])
+searched = missed = 0
+seen = set()
+with Gallery.open(path) as g:
+    g.search(np.ones((1, g.dim), np.float32), 1)
+    print("ready", flush=True)
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline:
+        generation = g.generation
+        row = g.db.execute("SELECT p.name, s.embedding FROM people p JOIN samples s ON s.person = p.id "
+                           "ORDER BY s.id DESC LIMIT 1").fetchone()
+        searched += 1
+        missed += g.search(np.frombuffer(row[1], np.float32)[None], 1)[0][0][0] != row[0]
+        seen.add(generation)
+        if generation >= final:
+            break
+print(searched, missed, len(seen))
+"""
+
+
+def test_readers_see_every_person_a_concurrent_writer_committed(tmp_path):
+    """Readers in other processes follow a writer through the change log: a person committed
+    before a search starts is found by it (the small version of benchmarks/bench_gallery_load.py)."""
+    path = tmp_path / "g.db"
+    with new_gallery(path) as g:
+        g.enrol_many(people(300, 1, seed=8))
+    readers = [subprocess.Popen([sys.executable, "-c", READER, str(path), "121"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True) for _ in range(2)]  # fmt: skip
+    for proc in readers:
+        assert proc.stdout.readline().strip() == "ready", proc.stderr.read()
+    writer = _worker(path, "w", 120)  # starts while both readers are searching
+    _, err = writer.communicate(timeout=300)
+    assert writer.returncode == 0, err
+    for proc in readers:
+        out, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, err
+        searched, missed, generations = map(int, out.split())
+        assert missed == 0, f"{missed} of {searched} searches missed a committed person"
+        assert generations > 2, "the reader searched while the writer was enrolling"
+    with Gallery.open(path) as g:
+        assert len(g) == 420 and g.generation == 121
+        probes = np.concatenate([g.embeddings_of(f"w{i}")[:1] for i in range(120)])
+        assert [hits[0][0] for hits in g.search(probes, 1)] == [f"w{i}" for i in range(120)]
+
+
 # -- the command line, on real files --------------------------------------------------
 
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 from conftest import assert_one_line_error, invoke
 
-from convgen.errors import ConfigError, DataError, ModelMismatchError
+from convgen.errors import ConfigError, DataError, ModelMismatchError, PathError
 from convgen.nets import VGGEncoder
 from convgen.nets.torchvision_vgg import TorchvisionVGG19, torchvision_indices
 from convgen.style.costs import GramCost, content_cost, gram, total_variation
@@ -178,7 +178,7 @@ def test_torchvision_vgg19_weights_load_from_a_local_file(tmp_path):
 
 
 def test_torchvision_vgg19_errors(tmp_path):
-    with pytest.raises(ConfigError, match="not found"):
+    with pytest.raises(PathError, match="not found"):
         TorchvisionVGG19(str(tmp_path / "missing.pth"))
     (tmp_path / "junk.pth").write_bytes(b"not a state dict")
     with pytest.raises(DataError, match="not a readable"):

@@ -10,7 +10,7 @@ def read_npy(path):
     try:
         return np.load(path, allow_pickle=False)
     except (ValueError, OSError, EOFError) as exc:
-        raise DataError(f"{path} is not a readable .npy array ({str(exc).splitlines()[0]})") from None
+        raise DataError(f"{path} is not a readable .npy array ({str(exc).splitlines()[0]}); write it with numpy.save") from None
 
 
 def write_npy(path, sample):

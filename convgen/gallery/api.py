@@ -19,12 +19,12 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from convgen import io
-from convgen.errors import ConfigError, DataError, ModelMismatchError
+from convgen.errors import ConfigError, DataError, ModelMismatchError, PathError
 from convgen.gallery.store import Gallery
 from convgen.io import atomic_path
 from convgen.metric import evaluation
 from convgen.metric.embedder import Embedder
-from convgen.weights import load_encoder
+from convgen.weights import check_safetensors, load_encoder
 
 EXPORT_FORMAT = "convgen.gallery-export/1"
 
@@ -133,14 +133,14 @@ def calibrate(gallery: Gallery, embeddings: np.ndarray, labels, mode: str = "1:N
     else:
         if len(gallery) == 0:
             raise DataError("the gallery is empty: enrol people before calibrating for 1:N search")
+        n = len(e)
+        if n < 1 / target:  # checked before searching: a refused calibration writes nothing, not even the index
+            raise DataError(f"FPIR {target} needs at least {int(np.ceil(1 / target))} searches of people not enrolled; got {n}")
         _, vectors, names = gallery.entries()
         gallery_labels = np.array([f"gallery:{n}" for n in names])
         probe_labels = np.array([f"calibration:{label}" for label in labels])
         best = np.array([hits[0][1] for hits in gallery.search(e, 1)])
-        n = len(best)
         allowed = int(np.floor(target * n))
-        if n < 1 / target:
-            raise DataError(f"FPIR {target} needs at least {int(np.ceil(1 / target))} searches of people not enrolled; got {n}")
         ordered = np.sort(best)
         tau = float(np.nextafter(ordered[allowed], -np.inf)) if allowed < n else float(ordered[-1])
         fpir = float((best <= tau).mean())
@@ -194,7 +194,7 @@ def export(gallery: Gallery, path) -> Path:
         "encoder": gallery.meta["encoder"], "dim": str(gallery.dim), "scoring": gallery.scoring,
         "threshold": gallery.meta["threshold"], "calibration": gallery.meta["calibration"],
     }  # fmt: skip
-    with atomic_path(Path(path)) as tmp:
+    with atomic_path(Path(path), mode=0o600) as tmp:  # embeddings are biometric data: owner-only, like the gallery
         save_file({"embeddings": torch.from_numpy(matrix), "person": torch.tensor(owners, dtype=torch.int64)}, str(tmp), metadata=metadata)
     return Path(path)
 
@@ -202,6 +202,9 @@ def export(gallery: Gallery, path) -> Path:
 def import_(gallery: Gallery, path) -> int:
     """Add the people of an export to ``gallery`` (same encoder only); returns how many."""
     path = Path(path)
+    if not path.is_file():
+        raise PathError(f"gallery export not found: {path}" if not path.exists() else f"{path} is a folder; give a file written by `convgen gallery export`")
+    check_safetensors(path, "gallery export")
     try:
         with safe_open(str(path), framework="np") as handle:
             metadata = handle.metadata() or {}

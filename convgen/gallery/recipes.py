@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from rich.console import Console
 from rich.table import Table
 
-from convgen.errors import ConfigError, DataError
+from convgen.errors import ConfigError, DataError, PathError
 from convgen.gallery import api
 from convgen.gallery.store import Gallery
 from convgen.metric.embedder import Embedder
@@ -50,13 +50,21 @@ def open_gallery(config: dict, create: bool) -> tuple[Gallery, Embedder]:
         gallery = Gallery.open(path)
         return gallery, api.encoder_for(gallery, config["weights"]).model
     if not create:
-        raise DataError(f"gallery not found: {path}; enrol someone first")
+        raise PathError(f"gallery not found: {path}; enrol someone first")
+    encoder = new_gallery_encoder(config)
+    return create_gallery(path, encoder), encoder.model
+
+
+def new_gallery_encoder(config: dict) -> api.Encoder:
+    """The encoder a new gallery will be bound to (``weights`` is required)."""
     if not config["weights"]:
         raise ConfigError("a new gallery needs weights=PATH (an encoder.safetensors from a train recipe)")
-    encoder = api.Encoder(config["weights"])
-    gallery = Gallery.create(path, fingerprint=encoder.fingerprint, encoder=encoder.spec, dim=encoder.spec["embedding_dim"],
-                             weights=encoder.weights)  # fmt: skip
-    return gallery, encoder.model
+    return api.Encoder(config["weights"])
+
+
+def create_gallery(path: Path, encoder: api.Encoder) -> Gallery:
+    return Gallery.create(path, fingerprint=encoder.fingerprint, encoder=encoder.spec, dim=encoder.spec["embedding_dim"],
+                          weights=encoder.weights)  # fmt: skip
 
 
 def _list(value) -> list:
@@ -88,11 +96,19 @@ def register_gallery_recipes(register, prefix: str, prepare: Prepare, options: d
         if not config["name"]:
             raise ConfigError(f"name=PERSON is missing: whose {many} are these?")
         paths = files(config, many)
-        gallery, encoder = open_gallery(config, create=True)
-        with gallery:
-            embeddings = embed_files(encoder.eval(), prepare, paths, config)
-            gallery.enrol(config["name"], embeddings, sources=[str(p) for p in paths], append=config["append"])
-            people = len(gallery)
+        path = Path(config["gallery"])
+        if path.exists():
+            gallery, encoder = open_gallery(config, create=False)
+            with gallery:
+                embeddings = embed_files(encoder.eval(), prepare, paths, config)
+                gallery.enrol(config["name"], embeddings, sources=[str(p) for p in paths], append=config["append"])
+                people = len(gallery)
+        else:  # embed first: a bad file must not leave an empty new gallery behind
+            encoder = new_gallery_encoder(config)
+            embeddings = embed_files(encoder.model.eval(), prepare, paths, config)
+            with create_gallery(path, encoder) as gallery:
+                gallery.enrol(config["name"], embeddings, sources=[str(p) for p in paths], append=config["append"])
+                people = len(gallery)
         Console().print(f"enrolled {config['name']} from {len(paths)} {noun}(s); {config['gallery']} holds {people} people")
         return {"name": config["name"], many: len(paths), "people": people}
 

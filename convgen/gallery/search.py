@@ -44,6 +44,7 @@ from convgen.io import atomic_path
 
 KINDS = ("exact", "faiss", "milvus")
 _FORMAT = 1  # version of the sidecar files; another version reads as "unknown" and is rebuilt
+_PRIVATE = 0o600  # index files hold the gallery's embeddings: owner-only, like the gallery
 
 
 # --------------------------------------------------------------------------- shared checks
@@ -100,7 +101,7 @@ def _read_json(path: Path) -> dict | None:
 
 
 def _write_json(path: Path, data: dict) -> None:
-    with atomic_path(path) as tmp:
+    with atomic_path(path, mode=_PRIVATE) as tmp:
         tmp.write_text(json.dumps({"format": _FORMAT, **data}, indent=1) + "\n", encoding="utf-8")
 
 
@@ -472,7 +473,7 @@ class ExactIndex(SearchIndex):
             # Mark "unknown" first: a crash between the files below must not leave a valid-looking mix.
             _write_json(self.meta_path, {"kind": self.kind, "dim": self.dim, "count": None, "generation": None})
             for target, array in ((self.vectors_path, self._vectors[: self._n]), (self.ids_path, self._ids[: self._n])):
-                with atomic_path(target) as tmp, open(tmp, "wb") as handle:
+                with atomic_path(target, mode=_PRIVATE) as tmp, open(tmp, "wb") as handle:
                     np.save(handle, np.ascontiguousarray(array), allow_pickle=False)
             self._dirty = False
         _write_json(self.meta_path, {"kind": self.kind, "dim": self.dim, "count": self._n, "generation": generation})
@@ -685,7 +686,7 @@ class FaissIndex(SearchIndex):
         meta["parameters"] = {"m": int(graph.hnsw.nb_neighbors(1)), "ef_construction": int(graph.hnsw.efConstruction)}
         if self._dirty or not self.index_path.exists():
             _write_json(self.meta_path, {**meta, "generation": None})  # "unknown" until both files agree
-            with atomic_path(self.index_path) as tmp:
+            with atomic_path(self.index_path, mode=_PRIVATE) as tmp:
                 self._faiss.write_index(self._index, str(tmp))
             self._dirty = False
         _write_json(self.meta_path, {**meta, "generation": generation})
@@ -744,6 +745,8 @@ class MilvusIndex(SearchIndex):
             self._client = MilvusClient(uri=self.uri, token=options["token"], timeout=self._timeout)
         except Exception as error:  # pymilvus raises several kinds for an unreachable server
             raise ConfigError(f"cannot connect to Milvus at {self.uri}: {error}") from None
+        if local and Path(self.uri).is_file():
+            Path(self.uri).chmod(_PRIVATE)
         self._marked = False  # has the collection been marked "changed since the last save"?
         self._open_collection()
 

@@ -7,7 +7,12 @@ fingerprint, the embedding size and the distance, so that embeddings from anothe
 are refused instead of silently compared. Search runs on an index kept beside the file
 (`convgen.gallery.search`): exact by default, FAISS or Milvus for large galleries. A
 ``generation`` counter, bumped by every change, tells an index (or another process)
-that it is stale and must be rebuilt from the database.
+that it is stale. A ``changes`` table logs which index entries each generation removed
+and added, so a process whose index is a few generations behind (a reader while another
+process enrols) catches up on those entries instead of rebuilding from every row; a
+gap in the log (a gallery from before it, or more than ``KEEP_CHANGES`` behind) means
+a rebuild. Index files are saved under the database's write lock and only while they
+still reflect it, so two processes never interleave them.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from convgen.errors import ConfigError, DataError, ModelMismatchError
+from convgen.errors import ConfigError, DataError, ModelMismatchError, PathError
 
 FORMAT = "convgen.gallery/1"
 DISTANCE = "squared-euclidean"
@@ -39,6 +44,10 @@ CREATE TABLE samples (
 );
 CREATE INDEX samples_by_person ON samples(person);
 """
+# Which index entries (sample ids, or person ids for ``mean`` scoring) each generation
+# removed and added; created on the first change of a gallery made before it existed.
+CHANGES = "CREATE TABLE IF NOT EXISTS changes (generation INTEGER PRIMARY KEY, removed TEXT NOT NULL, added TEXT NOT NULL)"
+KEEP_CHANGES = 10_000  # generations of the log kept; a reader further behind rebuilds
 
 
 @dataclass(frozen=True)
@@ -104,7 +113,7 @@ class Gallery:
         os.close(fd)
         try:
             db = sqlite3.connect(tmp)
-            db.executescript(SCHEMA)
+            db.executescript(SCHEMA + CHANGES + ";")
             meta = {
                 "format": FORMAT, "fingerprint": fingerprint, "encoder": json.dumps(encoder, sort_keys=True),
                 "dim": str(int(dim)), "distance": DISTANCE, "scoring": scoring, "backend": backend,
@@ -126,26 +135,26 @@ class Gallery:
         """Open an existing gallery; a file that is not one is a one-line DataError."""
         path = Path(path)
         if not path.exists():
-            raise DataError(f"gallery not found: {path} (create one with `convgen gallery create`)")
+            raise PathError(f"gallery not found: {path} (create one with `convgen gallery create`)")
         if path.is_dir():
-            raise DataError(f"{path} is a directory, not a gallery file")
+            raise PathError(f"{path} is a directory, not a gallery file")
         try:
             db = sqlite3.connect(f"file:{path}?mode=rw", uri=True, timeout=60, isolation_level=None)
             db.execute("PRAGMA foreign_keys=ON")
             db.execute("PRAGMA busy_timeout=60000")
             rows = dict(db.execute("SELECT key, value FROM meta"))
         except sqlite3.DatabaseError as exc:
-            raise DataError(f"{path} is not a convgen gallery ({exc})") from None
+            raise DataError(f"{path} is not a convgen gallery ({exc}); give a file made by `convgen gallery create`") from None
         if rows.get("format") != FORMAT:
             db.close()
-            raise DataError(f"{path} is not a convgen gallery (format {rows.get('format')!r})")
+            raise DataError(f"{path} is not a convgen gallery (format {rows.get('format')!r}); give a file made by `convgen gallery create`")
         return cls(path, db)
 
     def close(self) -> None:
         """Save an index that followed changes incrementally, then close everything."""
         if self._index is not None:
             if self._index_dirty and self._index_generation is not None:
-                self._index.save(self._index_generation)
+                self._save_index(self._index_generation)
             self._index.close()
         self.db.close()
 
@@ -240,12 +249,21 @@ class Gallery:
         try:
             before = self.generation
             change = statements(self.db) or ((), None)
+            self._log(before + 1, *change)
             self.db.execute("UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'generation'")
             self.db.execute("COMMIT")
         except BaseException:
             self.db.execute("ROLLBACK")
             raise
         self._follow(before, *change)
+
+    def _log(self, generation: int, removed, added) -> None:
+        """Record the index entries this generation removed and added (inside its transaction)."""
+        added_ids = [] if added is None else [int(i) for i in added[0]]
+        self.db.execute(CHANGES)
+        self.db.execute("INSERT OR REPLACE INTO changes VALUES (?, ?, ?)",
+                        (generation, json.dumps([int(i) for i in removed]), json.dumps(added_ids)))  # fmt: skip
+        self.db.execute("DELETE FROM changes WHERE generation <= ?", (generation - KEEP_CHANGES,))
 
     def _follow(self, before: int, removed, added) -> None:
         index = self._current_index(before)
@@ -380,19 +398,82 @@ class Gallery:
         return np.asarray(ids, dtype=np.int64), matrix, names
 
     def index(self):
-        """The search index; rebuilt from the database only when it is stale (another
-        process changed the gallery, or a crash came between a commit and a save)."""
-        generation = self.generation
-        index = self._current_index(generation)
-        if index is None:
-            index = self._index
-            ids, vectors, _ = self.entries()
-            index.clear()
-            if len(ids):
-                index.add(ids, vectors)
-            index.save(generation)
-            self._index_generation, self._index_dirty = generation, False
+        """The search index, brought up to date when another process changed the gallery:
+        from the change log when it covers the gap, else rebuilt from every row (and saved)."""
+        index = self._current_index(self.generation)
+        if index is not None:
+            return index
+        index = self._index
+        self.db.execute("BEGIN")  # one snapshot: the generation and the rows it describes
+        try:
+            generation = self.generation
+            rebuild = not self._catch_up(index, generation)
+            if rebuild:
+                ids, vectors, _ = self.entries()
+                index.clear()
+                if len(ids):
+                    index.add(ids, vectors)
+        finally:
+            self.db.execute("COMMIT")
+        self._index_generation, self._index_dirty = generation, True
+        if rebuild:
+            self._save_index(generation)
         return index
+
+    def _catch_up(self, index, generation: int) -> bool:
+        """Apply the logged changes since the index's generation; False when the log has a gap."""
+        since = self._index_generation
+        if since is None or since > generation or self.meta["backend"] == "milvus":  # Milvus is shared: rebuild
+            return False
+        try:
+            rows = self.db.execute("SELECT generation, removed, added FROM changes WHERE generation > ? AND generation <= ? "
+                                   "ORDER BY generation", (since, generation)).fetchall()  # fmt: skip
+        except sqlite3.OperationalError:  # a gallery from before the change log, never changed since
+            return False
+        if [row[0] for row in rows] != list(range(since + 1, generation + 1)):
+            return False
+        removed, added = set(), set()
+        for _, gone, new in rows:
+            removed.update(json.loads(gone))
+            added.update(json.loads(new))
+        if removed | added:  # drop every entry touched, then add back the ones that exist now
+            index.remove(np.array(sorted(removed | added), dtype=np.int64))
+        ids, vectors = self._entries_for(sorted(added))
+        if len(ids):
+            index.add(ids, vectors)
+        return True
+
+    def _entries_for(self, ids: list[int]) -> tuple[np.ndarray, np.ndarray]:
+        """The current index entries among ``ids`` (sample ids, or person ids for ``mean``)."""
+        found_ids, vectors = [], []
+        for start in range(0, len(ids), 900):
+            chunk = ids[start : start + 900]
+            marks = ",".join("?" * len(chunk))
+            if self.scoring == "closest":
+                for sid, blob in self.db.execute(f"SELECT id, embedding FROM samples WHERE id IN ({marks})", chunk):
+                    found_ids.append(sid)
+                    vectors.append(np.frombuffer(blob, dtype=np.float32))
+            else:
+                for (pid,) in self.db.execute(f"SELECT id FROM people WHERE id IN ({marks})", chunk):
+                    blobs = self.db.execute("SELECT embedding FROM samples WHERE person = ?", (pid,)).fetchall()
+                    found_ids.append(pid)
+                    vectors.append(_mean_direction(np.stack([np.frombuffer(b, dtype=np.float32) for (b,) in blobs])))
+        matrix = np.stack(vectors).astype(np.float32) if vectors else np.zeros((0, self.dim), np.float32)
+        return np.asarray(found_ids, dtype=np.int64), matrix
+
+    def _save_index(self, generation: int) -> None:
+        """Save the index under the write lock, and only if it still reflects the database:
+        two processes saving at once would otherwise interleave their index files."""
+        try:
+            self.db.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError:
+            return  # a read-only (or long-locked) gallery: the index is a cache, keep it in memory only
+        try:
+            if self.generation == generation:
+                self._index.save(generation)
+                self._index_dirty = False
+        finally:
+            self.db.execute("COMMIT")
 
     def search(self, queries, k: int = 5) -> list[list[tuple[str, float]]]:
         """Per query, the ``k`` nearest people with their distances, nearest first."""

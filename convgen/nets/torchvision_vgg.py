@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from convgen.errors import ConfigError, DataError, ModelMismatchError
+from convgen.errors import ConfigError, DataError, ModelMismatchError, PathError
 from convgen.nets.vgg import VGGEncoder
 
 CHANNELS = (64, 128, 256, 512, 512)
@@ -48,13 +48,18 @@ class ImageNetNormalize(nn.Module):
 
 def read_state(path: Path) -> dict[str, torch.Tensor]:
     if not path.is_file():
-        raise ConfigError(f"VGG-19 weights file not found: {path}; pass the path of a torchvision vgg19 state dict")
+        raise PathError(f"VGG-19 weights file not found: {path}; pass the path of a torchvision vgg19 state dict")
     try:
         if path.suffix == ".safetensors":
             from safetensors.torch import load_file
 
+            from convgen.weights import check_safetensors
+
+            check_safetensors(path, "safetensors weights file")
             return load_file(str(path))
         state = torch.load(path, map_location="cpu", weights_only=True)
+    except DataError:
+        raise
     except Exception as exc:  # noqa: BLE001 - any unreadable file is the user's data problem
         raise DataError(f"{path} is not a readable torchvision state dict ({str(exc).splitlines()[0][:200]})") from None
     if not isinstance(state, dict):

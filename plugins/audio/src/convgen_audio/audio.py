@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from convgen.errors import DataError
+from convgen.errors import DataError, PathError
 from convgen.io import atomic_path
 
 SUFFIXES = [".wav", ".flac", ".ogg"]
@@ -52,7 +52,7 @@ def _load(path: Path) -> tuple[np.ndarray, int]:
     except Exception as exc:  # libsndfile's errors, or a format it does not know
         known = path.suffix.lstrip(".").upper() in sf.available_formats()
         if known:
-            raise DataError(f"{path} is not a readable audio file ({_reason(exc)})") from None
+            raise DataError(f"{path} is not a readable audio file ({_reason(exc)}); re-export it as WAV or FLAC") from None
         first = exc
     try:  # a format libsndfile lacks (e.g. .m4a): librosa's audioread backends, if any are installed
         import librosa
@@ -60,13 +60,13 @@ def _load(path: Path) -> tuple[np.ndarray, int]:
         data, rate = librosa.load(str(path), sr=None, mono=False)
         return np.atleast_2d(data).astype(np.float32), int(rate)
     except Exception:
-        raise DataError(f"{path} is not a readable audio file ({_reason(first)})") from None
+        raise DataError(f"{path} is not a readable audio file ({_reason(first)}); re-export it as WAV or FLAC") from None
 
 
 def check_signal(y: np.ndarray, source: str) -> np.ndarray:
     """``y`` if it is a usable signal; a `DataError` naming the problem otherwise."""
     if y.size == 0:
-        raise DataError(f"{source} holds no audio samples")
+        raise DataError(f"{source} holds no audio samples; record or export it again")
     if not np.isfinite(y).all():
         bad = int((~np.isfinite(y)).sum())
         raise DataError(f"{source} holds {bad} NaN or infinite samples; re-export the recording")
@@ -83,7 +83,7 @@ def read_audio(path, sample_rate: int | None = None, mono: bool = True, resample
     """
     path = Path(path)
     if not path.is_file():
-        raise DataError(f"audio file not found: {path}")
+        raise PathError(f"audio file not found: {path}; check the path" if not path.exists() else f"{path} is a folder; expected an audio file")
     y, rate = _load(path)
     if mono:
         y = y.mean(0)

@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 
 from convgen.data import LabelledDataset
-from convgen.errors import ConfigError, DataError
+from convgen.errors import ConfigError, DataError, PathError
 from convgen_audio.audio import SUFFIXES
 from convgen_audio.features import Representation
 
@@ -60,7 +60,7 @@ class SpeakerRecordings(LabelledDataset):
                  representation: dict | None = None, cache: bool = True):  # fmt: skip
         self.root = Path(root) if root else sample_dir("fsdd")
         if not self.root.is_dir():
-            raise DataError(f"audio folder not found: {self.root}")
+            raise PathError(f"audio folder not found: {self.root}")
         self.representation = Representation.of(representation)
         wanted_takes = parse_takes(takes)
         found = self._by_pattern(pattern, wanted_takes) if pattern else self._by_folder(wanted_takes)

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from convgen.data import LabelledDataset
-from convgen.errors import ConfigError, DataError
+from convgen.errors import ConfigError, DataError, PathError
 from convgen_ct import preprocess
 from convgen_ct.volumes import load_volume
 
@@ -42,7 +42,7 @@ class MedMNIST3D(LabelledDataset):
                  class_names: list[str] | None = None):  # fmt: skip
         path = Path(root) if root else sample_path("adrenalmnist3d_mini.npz")
         if not path.is_file():
-            raise DataError(f"MedMNIST file not found: {path} (an official .npz such as adrenalmnist3d.npz)")
+            raise PathError(f"MedMNIST file not found: {path} (an official .npz such as adrenalmnist3d.npz)")
         parts = str(split).split("+")
         if any(p not in SPLITS for p in parts):
             raise ConfigError(f"split must be train, val or test (or joined by +), got {split!r}")

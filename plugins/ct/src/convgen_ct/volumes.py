@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from monai.data import MetaTensor
 
-from convgen.errors import DataError
+from convgen.errors import DataError, PathError
 from convgen.io import atomic_path
 
 NIFTI = (".nii", ".nii.gz")
@@ -78,7 +78,7 @@ def read_nifti(path) -> MetaTensor:
         with _quiet():
             volume = LoadImage(reader="NibabelReader", image_only=True, ensure_channel_first=True)(str(path))
     except Exception as exc:  # nibabel's many errors on a broken file
-        raise DataError(f"{path} is not a readable NIfTI file ({_first_line(exc)})") from None
+        raise DataError(f"{path} is not a readable NIfTI file ({_first_line(exc)}); re-export or copy it again") from None
     return check_volume(volume, str(path))
 
 
@@ -161,7 +161,7 @@ def load_volume(path, key: str | None = None, spacing=None) -> MetaTensor:
 
     path = Path(path)
     if not path.exists():
-        raise DataError(f"volume not found: {path}")
+        raise PathError(f"volume not found: {path}; check the path (a DICOM series is given as its folder)")
     if path.is_dir():
         return read_dicom_series(path)
     name = path.name.lower()

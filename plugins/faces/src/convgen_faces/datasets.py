@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 
 from convgen.data import LabelledDataset
-from convgen.errors import DataError
+from convgen.errors import DataError, PathError
 from convgen_faces.images import SUFFIXES
 from convgen_faces.preprocess import FacePipeline
 
@@ -57,7 +57,7 @@ class FaceFolder(_Faces):
                  max_per_person: int | None = None, cache: bool = True):  # fmt: skip
         self.root = Path(root) if root else sample_dir("orl")
         if not self.root.is_dir():
-            raise DataError(f"face folder not found: {self.root} (expected one sub-folder of photos per person)")
+            raise PathError(f"face folder not found: {self.root} (expected one sub-folder of photos per person)")
         self.classes, self.files, self.labels = [], [], []
         folders = sorted((p for p in self.root.iterdir() if p.is_dir() and not p.name.startswith(".")), key=_natural)
         if people is not None:
@@ -92,7 +92,7 @@ class LFWPairs(_Faces):
         if not pairs_path.is_absolute() and not pairs_path.exists():
             pairs_path = self.root / pairs_path
         if not pairs_path.is_file():
-            raise DataError(f"pairs file not found: {pairs_path}")
+            raise PathError(f"pairs file not found: {pairs_path}")
         self.classes, self.files, self.labels, self.pairs = [], [], [], []
         items: dict[tuple[str, int], int] = {}
         for number, line in enumerate(pairs_path.read_text(encoding="utf-8").splitlines(), start=1):
@@ -119,7 +119,7 @@ class LFWPairs(_Faces):
             folder = self.root / name
             found = [folder / f"{name}_{number:04d}{s}" for s in SUFFIXES if (folder / f"{name}_{number:04d}{s}").is_file()]
             if not found:
-                raise DataError(f"photo {number} of {name} not found: expected {folder / f'{name}_{number:04d}.jpg'}")
+                raise PathError(f"photo {number} of {name} not found: expected {folder / f'{name}_{number:04d}.jpg'}")
             if name not in self.classes:
                 self.classes.append(name)
             items[(name, number)] = len(self.files)

@@ -32,7 +32,7 @@ def load_image(path):
                 return Image.fromarray(np.clip(array / top * 255, 0, 255).astype(np.uint8), "L")
             return image.convert("L" if image.mode in GREY_MODES else "RGB")
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        raise DataError(f"{path} is not a readable image ({str(exc).splitlines()[0][:120]})") from None
+        raise DataError(f"{path} is not a readable image ({str(exc).splitlines()[0][:120]}); re-save it as PNG or JPEG") from None
 
 
 def to_tensor(image) -> torch.Tensor:

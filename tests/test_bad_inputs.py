@@ -1,0 +1,604 @@
+"""The catalogue of bad inputs (docs/reliability.md), one CLI run per row.
+
+Every row runs ``convgen run ...`` or ``convgen gallery ...`` in a folder of its own and
+checks the promise the docs make: a non-zero exit code that is the row's code (the error's
+class: 3 config, 4 model mismatch, 5 bad data, 6 wrong path), one line on stderr that
+starts with ``error: `` and says what is wrong, no traceback, and nothing written: every
+file in the folder is byte-for-byte as before, and no output folder appears.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import re
+import shutil
+import sqlite3
+import struct
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import assert_one_line_error, invoke, run_convgen
+from convgen.data import SyntheticClusters
+from convgen.weights import build_encoder, encoder_spec, save_encoder
+
+ROOT = Path(__file__).resolve().parent.parent
+PLUGINS = ROOT / "plugins"
+DOC = ROOT / "docs" / "reliability.md"
+PORTRAIT = PLUGINS / "faces/src/convgen_faces/samples/photos/astronaut.png"
+MITDB = PLUGINS / "ecg/src/convgen_ecg/samples/mitdb"
+ANATOMY = PLUGINS / "ct/src/convgen_ct/samples/anatomical.nii"
+QUICK_STYLE = ["iterations=1", "device=cpu"]
+SMALL_EMBED = ["dataset.identities=3", "dataset.samples_per_identity=3", "dataset.size=16", "encoder.channels=[4, 8]",
+               "encoder.strides=[1, 2]", "batch_size=4", "device=cpu"]  # fmt: skip
+SMALL_TRAIN = ["spatial_dims=1", "encoder.channels=[4, 8]", "encoder.strides=[1, 2]", "encoder.embedding_dim=16", "epochs=1",
+               "device=cpu"]  # fmt: skip
+
+
+@dataclass
+class Case:
+    name: str
+    build: Callable  # build(t: Here) -> the CLI arguments; makes the row's files in t.dir
+    code: int
+    contains: str  # what the one-line message must say (the docs table quotes it)
+
+
+CASES: dict[str, Case] = {}
+
+
+def case(name: str, code: int, contains: str):
+    def register(build):
+        CASES[name] = Case(name, build, code, contains)
+        return build
+
+    return register
+
+
+@dataclass
+class Here:
+    """The row's own folder, the shared assets, and where a run would write."""
+
+    dir: Path
+    assets: Path
+
+    @property
+    def out(self) -> Path:
+        return self.dir / "out"
+
+    def file(self, name: str, data: bytes) -> Path:
+        path = self.dir / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+        return path
+
+    def npy(self, name: str, array) -> Path:
+        path = self.dir / name
+        np.save(path, np.asarray(array))
+        return path
+
+    def gallery(self) -> Path:
+        """A copy of a gallery holding one person, built with assets/enc.safetensors."""
+        return Path(shutil.copy(self.assets / "people.db", self.dir / "people.db"))
+
+    def truncated(self, source: Path, name: str, keep: float = 0.5) -> Path:
+        data = Path(source).read_bytes()
+        return self.file(name, data[: int(len(data) * keep)])
+
+
+def safetensors_bytes(header: dict, data: bytes) -> bytes:
+    raw = json.dumps(header).encode()
+    raw += b" " * (-len(raw) % 8)
+    return struct.pack("<Q", len(raw)) + raw + data
+
+
+def wav(path: Path, samples, subtype="PCM_16") -> Path:
+    import soundfile as sf
+
+    sf.write(path, np.asarray(samples, np.float32), 8000, subtype=subtype)
+    return path
+
+
+def tone(n=4000):
+    return 0.3 * np.sin(np.arange(n) / 5)
+
+
+# -- images (faces plugin) -------------------------------------------------------------
+
+
+@case("image-corrupt", 5, "is not a readable image")
+def _(t):
+    return ["run", "faces-stylize", f"content={t.file('photo.png', b'this is not a png')}", *QUICK_STYLE, "-o", t.out]
+
+
+@case("image-truncated", 5, "is not a readable image")
+def _(t):
+    return ["run", "faces-stylize", f"content={t.truncated(PORTRAIT, 'cut.png')}", *QUICK_STYLE, "-o", t.out]
+
+
+@case("image-empty-file", 5, "is not a readable image")
+def _(t):
+    return ["run", "faces-stylize", f"style={t.file('empty.jpg', b'')}", *QUICK_STYLE, "-o", t.out]
+
+
+# -- recordings (audio plugin) ---------------------------------------------------------
+
+
+@case("wav-corrupt", 5, "is not a readable audio file")
+def _(t):
+    return ["run", "audio-stylize", f"content={t.file('junk.wav', b'RIFF0000WAVEjunk')}", *QUICK_STYLE, "-o", t.out]
+
+
+@case("wav-truncated", 5, "is truncated")
+def _(t):
+    good = wav(t.dir / "good.wav", tone())
+    cut = t.truncated(good, "cut.wav")
+    good.unlink()
+    return ["run", "audio-stylize", f"content={cut}", *QUICK_STYLE, "-o", t.out]
+
+
+@case("wav-nan", 5, "NaN or infinite")
+def _(t):
+    y = tone()
+    y[100] = np.nan
+    return ["run", "audio-stylize", f"content={wav(t.dir / 'nan.wav', y, 'FLOAT')}", *QUICK_STYLE, "-o", t.out]
+
+
+@case("wav-empty", 5, "holds no audio samples")
+def _(t):
+    return ["run", "audio-stylize", f"style={wav(t.dir / 'empty.wav', [])}", *QUICK_STYLE, "-o", t.out]
+
+
+# -- ECG records (WFDB, ecg plugin) ----------------------------------------------------
+
+
+@case("wfdb-data-file-missing", 5, "data file 100.dat is missing")
+def _(t):
+    header = Path(shutil.copy(MITDB / "100.hea", t.dir / "100.hea"))
+    return ["run", "ecg-peaks", f"record={header}", "-o", t.out]
+
+
+@case("wfdb-truncated", 5, "truncated or corrupt")
+def _(t):
+    header = Path(shutil.copy(MITDB / "100.hea", t.dir / "100.hea"))
+    t.file("100.dat", (MITDB / "100.dat").read_bytes()[:5000])
+    return ["run", "ecg-peaks", f"record={header}", "-o", t.out]
+
+
+@case("wfdb-corrupt-header", 5, "not a readable WFDB header")
+def _(t):
+    return ["run", "ecg-peaks", f"record={t.file('bad.hea', b'this is no header')}", "-o", t.out]
+
+
+# -- volumes (NIfTI and DICOM, ct plugin) ----------------------------------------------
+
+
+@case("nifti-corrupt", 5, "is not a readable NIfTI file")
+def _(t):
+    return ["run", "ct-stylize", f"content={t.file('junk.nii', b'not a volume')}", *QUICK_STYLE, "-o", t.out]
+
+
+@case("nifti-truncated", 5, "is not a readable NIfTI file")
+def _(t):
+    return ["run", "ct-stylize", f"content={t.truncated(ANATOMY, 'cut.nii', 0.3)}", *QUICK_STYLE, "-o", t.out]
+
+
+@case("dicom-corrupt", 5, "holds no DICOM files")
+def _(t):
+    t.file("series/slice000.dcm", b"junk")
+    t.file("series/slice001.dcm", b"more junk")
+    return ["run", "ct-stylize", f"content={t.dir / 'series'}", *QUICK_STYLE, "-o", t.out]
+
+
+@case("dicom-mixed-series", 5, "mixes 2 DICOM series")
+def _(t):
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
+
+    folder = t.dir / "series"
+    folder.mkdir()
+    for i, uid in enumerate(["1.2.826.0.1.1", "1.2.826.0.1.1", "1.2.826.0.1.2"]):
+        meta = FileMetaDataset()
+        meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID = CTImageStorage, generate_uid()
+        meta.TransferSyntaxUID = ExplicitVRLittleEndian
+        ds = Dataset()
+        ds.file_meta = meta
+        ds.SOPClassUID, ds.SOPInstanceUID, ds.SeriesInstanceUID = CTImageStorage, meta.MediaStorageSOPInstanceUID, uid
+        ds.Modality, ds.InstanceNumber, ds.Rows, ds.Columns = "CT", i + 1, 4, 4
+        ds.ImagePositionPatient, ds.ImageOrientationPatient, ds.PixelSpacing = [0, 0, float(i)], [1, 0, 0, 0, 1, 0], [1, 1]
+        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0
+        ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+        ds.PixelData = np.zeros((4, 4), np.uint16).tobytes()
+        ds.save_as(folder / f"slice{i:03d}.dcm", enforce_file_format=True)
+    return ["run", "ct-stylize", f"content={folder}", *QUICK_STYLE, "-o", t.out]
+
+
+# -- shapes and values -----------------------------------------------------------------
+
+
+@case("wrong-dims-2d-for-a-volume", 5, "is a 2D image")
+def _(t):
+    import nibabel as nib
+
+    nib.save(nib.Nifti1Image(np.ones((16, 16), np.float32), np.eye(4)), t.dir / "slice.nii.gz")
+    return ["run", "ct-stylize", f"content={t.dir / 'slice.nii.gz'}", *QUICK_STYLE, "-o", t.out]
+
+
+@case("wrong-dims-for-the-encoder", 5, "does not fit the gallery's encoder")
+def _(t):
+    return ["gallery", "enrol", t.gallery(), "bob", t.npy("volume.npy", np.zeros((1, 8, 8, 8), np.float32))]
+
+
+@case("too-many-dims", 5, "must be channel-first")
+def _(t):
+    return ["gallery", "enrol", t.gallery(), "bob", t.npy("five.npy", np.zeros((1, 2, 3, 4, 5), np.float32))]
+
+
+@case("nan-values", 5, "NaN or infinite")
+def _(t):
+    return ["gallery", "enrol", t.gallery(), "bob", t.npy("nan.npy", np.full((1, 32), np.nan, np.float32))]
+
+
+@case("infinite-values", 5, "NaN or infinite")
+def _(t):
+    x = np.zeros((1, 32), np.float32)
+    x[0, 5] = np.inf
+    return ["gallery", "identify", t.gallery(), t.npy("inf.npy", x), "-t", "1"]
+
+
+@case("nan-voxels", 5, "NaN or infinite voxels")
+def _(t):
+    import nibabel as nib
+
+    holes = np.ones((12, 12, 12), np.float32)
+    holes[3, 4, 5] = np.nan
+    nib.save(nib.Nifti1Image(holes, np.eye(4)), t.dir / "holes.nii")
+    return ["run", "ct-stylize", f"content={t.dir / 'holes.nii'}", *QUICK_STYLE, "-o", t.out]
+
+
+@case("npy-corrupt", 5, "is not a readable .npy array")
+def _(t):
+    return ["gallery", "enrol", t.gallery(), "bob", t.file("junk.npy", b"\x93NUMPY garbage")]
+
+
+# -- datasets --------------------------------------------------------------------------
+
+
+@case("empty-dataset", 5, "no readable samples")
+def _(t):
+    (t.dir / "data" / "ann").mkdir(parents=True)
+    return ["run", "train", "dataset=folder", f"dataset.root={t.dir / 'data'}", *SMALL_TRAIN, "-o", t.out]
+
+
+@case("one-sample-per-identity", 5, "0 with ≥ 2 samples")
+def _(t):
+    for i in range(8):
+        (t.dir / "data" / f"p{i}").mkdir(parents=True)
+        np.save(t.dir / "data" / f"p{i}" / "a.npy", np.random.default_rng(i).normal(size=(1, 32)).astype(np.float32))
+    return ["run", "train", "dataset=folder", f"dataset.root={t.dir / 'data'}", *SMALL_TRAIN, "-o", t.out]
+
+
+@case("one-identity", 5, "validation from 1 ")
+def _(t):
+    (t.dir / "data" / "ann").mkdir(parents=True)
+    for i in range(6):
+        np.save(t.dir / "data" / "ann" / f"{i}.npy", np.random.default_rng(i).normal(size=(1, 32)).astype(np.float32))
+    return ["run", "train", "dataset=folder", f"dataset.root={t.dir / 'data'}", *SMALL_TRAIN, "-o", t.out]
+
+
+@case("calibration-too-small", 5, "needs at least")
+def _(t):
+    folder = t.dir / "strangers" / "zed"
+    folder.mkdir(parents=True)
+    np.save(folder / "a.npy", np.random.default_rng(0).normal(size=(1, 32)).astype(np.float32))
+    return ["gallery", "calibrate", t.gallery(), t.dir / "strangers", "--fpir", "0.01"]
+
+
+# -- recipes ---------------------------------------------------------------------------
+
+
+@case("unknown-recipe-key", 3, "unknown key 'encoder.widht'")
+def _(t):
+    return ["run", "embed", "encoder.widht=3", "-o", t.out]
+
+
+@case("unknown-recipe", 3, "unknown recipe 'trian'")
+def _(t):
+    return ["run", "trian", "-o", t.out]
+
+
+@case("wrong-value-type", 3, "expects an integer")
+def _(t):
+    return ["run", "train", "epochs=many", "-o", t.out]
+
+
+@case("recipe-file-unknown-key", 3, "unknown key 'optimiser'")
+def _(t):
+    return ["run", t.file("mine.yaml", b"recipe: train\noptimiser: {lr: 0.1}\n"), "-o", t.out]
+
+
+@case("recipe-with-python-tag", 3, "cannot parse recipe file")
+def _(t):
+    evil = f"recipe: train\nepochs: !!python/object/apply:os.system ['touch {t.dir / 'pwned'}']\n"
+    return ["run", t.file("evil.yaml", evil.encode()), "-o", t.out]
+
+
+@case("override-with-python-tag", 3, "cannot parse the value of override")
+def _(t):
+    return ["run", "train", f"epochs=!!python/object/apply:os.system ['touch {t.dir / 'pwned'}']", "-o", t.out]
+
+
+@case("output-outside-the-run", 3, "leaves the run's folder")
+def _(t):
+    return ["run", "stylize", "output=../escaped.npy", *QUICK_STYLE, "-o", t.out]
+
+
+@case("output-absolute", 3, "leaves the run's folder")
+def _(t):
+    return ["run", "faces-stylize", f"output={t.dir / 'elsewhere.png'}", *QUICK_STYLE, "-o", t.out]
+
+
+# -- models and galleries --------------------------------------------------------------
+
+
+@case("weights-for-another-architecture", 4, "holds weights for vgg(")
+def _(t):
+    return ["run", "embed", *SMALL_EMBED, f"weights={t.assets / 'vgg2d.safetensors'}", "-o", t.out]
+
+
+@case("gallery-from-another-encoder", 4, "was built with encoder")
+def _(t):
+    return ["gallery", "enrol", t.gallery(), "bob", t.assets / "sample.npy", "--weights", t.assets / "other.safetensors"]
+
+
+@case("export-from-another-encoder", 4, "another encoder")
+def _(t):
+    return ["gallery", "import", t.gallery(), t.assets / "other-export.safetensors"]
+
+
+@case("not-a-gallery", 5, "is not a convgen gallery")
+def _(t):
+    return ["gallery", "list", t.file("notes.txt", b"hello")]
+
+
+@case("not-a-convgen-gallery", 5, "is not a convgen gallery")
+def _(t):
+    db = sqlite3.connect(t.dir / "other.db")
+    db.execute("CREATE TABLE t (x)")
+    db.commit()
+    db.close()
+    return ["gallery", "enrol", t.dir / "other.db", "bob", t.assets / "sample.npy"]
+
+
+@case("gallery-corrupt", 5, "is not a convgen gallery")
+def _(t):
+    data = bytearray(t.gallery().read_bytes())
+    data[0:100] = b"\x00" * 100  # the SQLite header
+    t.file("people.db", bytes(data))
+    return ["gallery", "list", t.dir / "people.db"]
+
+
+@case("weights-not-safetensors", 5, "is not a readable safetensors weights file")
+def _(t):
+    return ["gallery", "create", t.dir / "new.db", "--weights", t.file("w.safetensors", b"\x89PNG not weights at all")]
+
+
+@case("checkpoint-corrupt", 5, "is not a readable training checkpoint")
+def _(t):
+    first = invoke("run", "train", "dataset.identities=8", "dataset.samples_per_identity=4", "dataset.size=16", *SMALL_TRAIN, "-o", t.out)
+    assert first.exit_code == 0, first.stderr
+    checkpoint = t.out / "checkpoint.safetensors"
+    checkpoint.write_bytes(checkpoint.read_bytes()[:1000])
+    return ["run", t.out, "--resume"]
+
+
+# -- safetensors headers that lie (refused before the library reads the file) ---------
+
+FLOATS = np.arange(4, dtype=np.float32).tobytes()
+
+
+@case("safetensors-size-mismatch", 5, "needs 64 bytes but the header gives it 16")
+def _(t):
+    forged = safetensors_bytes({"w": {"dtype": "F32", "shape": [4, 4], "data_offsets": [0, 16]}}, FLOATS)
+    return ["gallery", "create", t.dir / "new.db", "-w", t.file("forged.safetensors", forged)]
+
+
+@case("safetensors-huge-shape", 5, "ends at byte")
+def _(t):
+    huge = 2**62
+    forged = safetensors_bytes({"w": {"dtype": "F32", "shape": [huge // 4], "data_offsets": [0, huge]}}, FLOATS)
+    return ["run", "embed", *SMALL_EMBED, f"weights={t.file('huge.safetensors', forged)}", "-o", t.out]
+
+
+@case("safetensors-unknown-dtype", 5, "unknown dtype 'F128'")
+def _(t):
+    forged = safetensors_bytes({"w": {"dtype": "F128", "shape": [1], "data_offsets": [0, 16]}}, FLOATS)
+    return ["gallery", "create", t.dir / "new.db", "-w", t.file("dtype.safetensors", forged)]
+
+
+@case("safetensors-header-past-the-end", 5, "the header claims")
+def _(t):
+    return ["gallery", "create", t.dir / "new.db", "-w", t.file("long.safetensors", struct.pack("<Q", 10**12) + b"{}")]
+
+
+@case("safetensors-overlapping-tensors", 5, "two tensors overlap")
+def _(t):
+    header = {"a": {"dtype": "F32", "shape": [4], "data_offsets": [0, 16]}, "b": {"dtype": "F32", "shape": [2], "data_offsets": [8, 16]}}
+    return ["gallery", "import", t.gallery(), t.file("overlap.safetensors", safetensors_bytes(header, FLOATS))]
+
+
+# -- missing files and folders where files belong -------------------------------------
+
+
+@case("missing-sample", 6, "file not found")
+def _(t):
+    return ["gallery", "enrol", t.gallery(), "bob", t.dir / "missing.npy"]
+
+
+@case("missing-image", 6, "file not found")
+def _(t):  # without -o: not even the default runs/ folder may appear
+    return ["run", "faces-stylize", f"content={t.dir / 'missing.png'}", *QUICK_STYLE]
+
+
+@case("missing-recording", 6, "audio file not found")
+def _(t):
+    return ["run", "audio-stylize", f"content={t.dir / 'missing.wav'}", *QUICK_STYLE, "-o", t.out]
+
+
+@case("missing-volume", 6, "volume not found")
+def _(t):
+    return ["run", "ct-stylize", f"content={t.dir / 'missing.nii.gz'}", *QUICK_STYLE, "-o", t.out]
+
+
+@case("missing-weights", 6, "weights file not found")
+def _(t):
+    return ["gallery", "create", t.dir / "new.db", "--weights", t.dir / "missing.safetensors"]
+
+
+@case("missing-gallery", 6, "gallery not found")
+def _(t):
+    return ["gallery", "identify", t.dir / "missing.db", t.assets / "sample.npy", "-t", "1"]
+
+
+@case("missing-gallery-in-a-recipe", 6, "gallery not found")
+def _(t):
+    return ["run", "faces-identify", f"gallery={t.dir / 'missing.db'}", f"photos=[{PORTRAIT}]", "-o", t.out]
+
+
+@case("missing-recipe-file", 6, "recipe file not found")
+def _(t):
+    return ["run", t.dir / "missing.yaml", "-o", t.out]
+
+
+@case("missing-dataset-folder", 6, "dataset folder not found")
+def _(t):
+    return ["run", "train", "dataset=folder", f"dataset.root={t.dir / 'missing'}", *SMALL_TRAIN, "-o", t.out]
+
+
+@case("directory-as-sample", 6, "is a directory")
+def _(t):
+    (t.dir / "photos").mkdir()
+    return ["gallery", "enrol", t.gallery(), "bob", t.dir / "photos"]
+
+
+@case("directory-as-gallery", 6, "is a directory, not a gallery file")
+def _(t):
+    (t.dir / "people.db").mkdir()
+    return ["gallery", "list", t.dir / "people.db"]
+
+
+@case("directory-as-weights", 6, "is not a file")
+def _(t):
+    (t.dir / "weights").mkdir()
+    return ["run", "embed", *SMALL_EMBED, f"weights={t.dir / 'weights'}", "-o", t.out]
+
+
+@case("directory-as-recording", 6, "is a folder")
+def _(t):
+    (t.dir / "take.wav").mkdir()
+    return ["run", "audio-stylize", f"content={t.dir / 'take.wav'}", *QUICK_STYLE, "-o", t.out]
+
+
+@case("file-as-dataset-folder", 6, "is a file, not a folder")
+def _(t):
+    return ["run", "train", "dataset=folder", f"dataset.root={t.file('data.txt', b'x')}", *SMALL_TRAIN, "-o", t.out]
+
+
+# -- the test ----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def assets(tmp_path_factory):
+    """Weights (1D resnet; 1D vgg; 2D vgg), one sample, a gallery of one person, a foreign export."""
+    from convgen.gallery import api
+    from convgen.gallery.store import Gallery
+
+    root = tmp_path_factory.mktemp("bad-input-assets")
+    torch.manual_seed(0)
+    for name, block, dims in (("enc", {"name": "resnet", "channels": [4, 8], "strides": [1, 2], "embedding_dim": 16}, 1),
+                              ("other", {"name": "vgg", "channels": [4], "convs": [1], "embedding_dim": 16}, 1),
+                              ("vgg2d", {"name": "vgg", "channels": [4], "convs": [1]}, 2)):  # fmt: skip
+        spec = encoder_spec(block, spatial_dims=dims, in_channels=1)
+        save_encoder(root / f"{name}.safetensors", build_encoder(spec), spec)
+    sample, _ = SyntheticClusters(spatial_dims=1, size=32, identities=2, samples_per_identity=1, seed=0)[0]
+    np.save(root / "sample.npy", sample.numpy())
+    for db, weights in (("people.db", "enc"), ("other.db", "other")):
+        encoder = api.Encoder(root / f"{weights}.safetensors")
+        with Gallery.create(root / db, fingerprint=encoder.fingerprint, encoder=encoder.spec, dim=16, weights=encoder.weights) as g:
+            g.enrol("ann", encoder.embed_files([root / "sample.npy"]))
+    with Gallery.open(root / "other.db") as g:
+        api.export(g, root / "other-export.safetensors")
+    return root
+
+
+def snapshot(folder: Path) -> dict[str, bytes | None]:
+    """Every path under ``folder`` with its bytes (None for a folder)."""
+    return {str(p.relative_to(folder)): (None if p.is_dir() else p.read_bytes()) for p in sorted(folder.rglob("*"))}
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_bad_input(name, tmp_path, assets, monkeypatch):
+    row = CASES[name]
+    here = Here(tmp_path, assets)
+    args = row.build(here)
+    monkeypatch.chdir(tmp_path)  # a stray write to the working folder (runs/, people.db) would show too
+    before = snapshot(tmp_path)
+    result = invoke(*args)
+    assert_one_line_error(result, row.code, [row.contains])
+    assert snapshot(tmp_path) == before, "nothing is written"
+
+
+def test_debug_shows_the_traceback_instead(tmp_path):
+    """--debug trades the one-line message for the full traceback, and keeps the exit status non-zero."""
+    plain = run_convgen("gallery", "list", tmp_path / "missing.db", cwd=tmp_path)
+    assert_one_line_error(plain, 6, ["gallery not found"])
+    debug = run_convgen("--debug", "gallery", "list", tmp_path / "missing.db", cwd=tmp_path)
+    assert debug.returncode == 1
+    assert "Traceback (most recent call last)" in debug.stderr
+    assert "convgen.errors.PathError: gallery not found" in debug.stderr
+
+
+# -- the docs cannot rot ------------------------------------------------------------------
+
+
+def _cells(line: str) -> list[str]:
+    return [c.strip().replace("\\|", "|") for c in re.split(r"(?<!\\)\|", line.strip().strip("|"))]
+
+
+def test_the_docs_table_matches_the_tests():
+    """docs/reliability.md lists every row tested here, with its exit code and message."""
+    rows = {}
+    for line in DOC.read_text(encoding="utf-8").splitlines():
+        found = re.search(r"`test_bad_input\[([\w-]+)\]`", line)
+        if found:
+            assert found.group(1) not in rows, f"{found.group(1)} is listed twice"
+            rows[found.group(1)] = _cells(line)
+    assert sorted(rows) == sorted(CASES), "rows in the docs but not tested, or tested but not in the docs"
+    for name, (_, _, message, code, _) in rows.items():
+        assert int(code) == CASES[name].code, name
+        assert CASES[name].contains in message, f"{name}: the docs' message lacks {CASES[name].contains!r}"
+
+
+def _names(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    names = {node.name for node in tree.body if isinstance(node, (ast.FunctionDef, ast.ClassDef))}
+    names |= {t.id for node in tree.body if isinstance(node, ast.Assign) for t in node.targets if isinstance(t, ast.Name)}
+    return names
+
+
+def test_every_test_the_docs_name_exists():
+    """A renamed or deleted test fails here until the docs follow."""
+    text = DOC.read_text(encoding="utf-8")
+    named = re.findall(r"`(?:(tests/\w+\.py)::)?((?:test_|Test)\w+)", text)
+    assert len(named) > len(CASES)
+    everywhere = set().union(*(_names(p) for p in (ROOT / "tests").glob("test_*.py")))
+    for file, name in named:
+        if file:
+            assert (ROOT / file).is_file(), file
+            assert name in _names(ROOT / file), f"{file}::{name} named in {DOC.name} does not exist"
+        else:
+            assert name in everywhere, f"{name} named in {DOC.name} does not exist"
