@@ -104,6 +104,9 @@ def test_bad_records_are_one_line_errors(tmp_path):
     one_line_error(invoke("run", "ecg-peaks", f"record={holes}", "-o", tmp_path / "d"), "NaN")
     one_line_error(invoke("run", "ecg-peaks", f"record={MITDB / '100.hea'}", "ecg.resample=false", "-o", tmp_path / "e"),
                    "sampled at 360 Hz but fs=250")  # fmt: skip
+    result = invoke("run", "ecg-peaks", f"record={tmp_path}", "-o", tmp_path / "f")
+    one_line_error(result, "is a folder")
+    assert result.exit_code == 6  # a path error, not a bad file
     assert not (tmp_path / "a" / "peaks.png").exists()
 
 

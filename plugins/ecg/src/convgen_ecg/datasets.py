@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from convgen.data import LabelledDataset
-from convgen.errors import DataError
+from convgen.errors import DataError, PathError
 from convgen_ecg.preprocess import EcgPipeline
 from convgen_ecg.signals import read_record
 
@@ -97,7 +97,7 @@ class EcgRecords(LabelledDataset):
 def _people(root: Path, person_from: str) -> dict[str, list[Path]]:
     """Each person's records under one folder."""
     if not root.is_dir():
-        raise DataError(f"ECG folder not found: {root}")
+        raise PathError(f"ECG folder not found: {root}")
     records = find_records(root)
     if not records:
         raise DataError(f"no ECG records under {root}: expected WFDB records (.hea + .dat) or CSV files")

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from convgen.errors import DataError
+from convgen.errors import DataError, PathError
 
 SUFFIXES = [".hea", ".csv"]
 # A lead whose standard deviation is below this (in mV) carries no heartbeat: an unplugged electrode.
@@ -54,6 +54,8 @@ def read_record(path, fs: float | None = None, max_seconds: float | None = None)
     reads only the start of long records.
     """
     path = Path(path)
+    if path.is_dir():
+        raise PathError(f"{path} is a folder; give one record (a WFDB .hea file or a CSV file)")
     if path.suffix.lower() == ".csv":
         record = _read_csv(path, fs)
     else:
@@ -82,7 +84,7 @@ def _read_wfdb(base: Path, max_seconds: float | None) -> Record:
 
     header = base.with_suffix(".hea")
     if not header.is_file():
-        raise DataError(f"WFDB header not found: {header}")
+        raise PathError(f"WFDB header not found: {header}; give the record's .hea file (its .dat beside it)")
     try:
         meta = wfdb.rdheader(str(base))
     except Exception as exc:
@@ -107,7 +109,7 @@ def _read_wfdb(base: Path, max_seconds: float | None) -> Record:
 
 def _read_csv(path: Path, fs: float | None) -> Record:
     if not path.is_file():
-        raise DataError(f"file not found: {path}")
+        raise PathError(f"file not found: {path}")
     with open(path, newline="", encoding="utf-8") as handle:
         rows = [row for row in csv.reader(handle) if row and not row[0].startswith("#")]
     if not rows:
