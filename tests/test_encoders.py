@@ -12,7 +12,10 @@ from convgen.errors import ConfigError, DataError
 from convgen.registry import get_registry
 
 # Small widths keep 3D fast; the geometry (and so every expected value) is unchanged.
-SMALL = {"resnet": {"channels": (4, 8, 8, 8)}, "vgg": {"channels": (4, 4, 8, 8, 8)}}
+# Small settings for the encoders these tests build (plugins' encoders included: every
+# registered encoder that needs no weights file is checked the same way).
+SMALL = {"resnet": {"channels": (4, 8, 8, 8)}, "vgg": {"channels": (4, 4, 8, 8, 8)},
+         "wide-conv": {"filters": 4, "kernel_sizes": (3, 9)}}  # fmt: skip
 
 RESNET_TAPS = ["stem", "stage1", "stage2", "stage3", "stage4"]
 VGG_TAPS = [
