@@ -102,7 +102,7 @@ def main() -> None:
         dir_ = f"{r['dir']:.3f}" if r["dir"] is not None else "n/a"
         table.add_row(str(r["seed"]), r["method"], f"{r['train_people']} / {r['test_people']}", f"{r['train_s']:.0f} s",
                       f"{r['records']:.3f}", f"{r['beats']:.3f}", dir_, f"{r['eer']:.3f}")  # fmt: skip
-    Console().print(table)
+    Console(width=160).print(table)  # wide enough for the table in a log file, not only a terminal
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1) + "\n")
 
