@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import inspect
 import json
 import random
@@ -35,6 +36,14 @@ class Recipe:
     defaults: dict = field(default_factory=dict)
     components: dict[str, str] = field(default_factory=dict)
     description: str = ""
+
+
+def with_changes(defaults: dict, **changes) -> dict:
+    """A deep copy of a recipe's ``defaults`` with top-level keys replaced: how a plugin
+    derives its recipe (``faces-train``) from a core one (``train``) without sharing state."""
+    out = copy.deepcopy(defaults)
+    out.update(copy.deepcopy(changes))
+    return out
 
 
 def seed_everything(seed: int | None) -> None:

@@ -17,6 +17,7 @@ import torch
 
 from convgen.gallery.recipes import register_gallery_recipes
 from convgen.metric import evaluate, train
+from convgen.recipes import with_changes
 from convgen_audio import style
 from convgen_audio.datasets import FSDD_PATTERN
 from convgen_audio.features import Representation
@@ -31,18 +32,12 @@ ENCODER = {"name": "resnet", "channels": [32, 64, 128], "strides": [1, 2, 2], "s
 AUGMENT = {"flip": [], "shift": 0.1, "rotate": 0.0, "scale": 0.1, "contrast": 0.0, "noise": 0.05}
 
 
-def _with(defaults: dict, **changes) -> dict:
-    out = copy.deepcopy(defaults)
-    out.update(copy.deepcopy(changes))
-    return out
-
-
-TRAIN = _with(
+TRAIN = with_changes(
     train.DEFAULTS, spatial_dims=1, dataset=SPEAKERS, encoder=ENCODER, augment=AUGMENT, epochs=30,
     split={**train.DEFAULTS["split"], "val_fraction": 0.34}, sampler={"p": 4, "k": 8}, batch_size=64,
     optimizer={"name": "adamw", "lr": 0.002, "weight_decay": 0.0005, "momentum": 0.9},
 )  # fmt: skip
-EVALUATE = _with(
+EVALUATE = with_changes(
     evaluate.DEFAULTS, spatial_dims=1, dataset={**SPEAKERS, "takes": "0-4"}, encoder=None,
     episodes={"n_way": 5, "k_shot": 1, "queries": 4, "episodes": 200},
 )  # fmt: skip

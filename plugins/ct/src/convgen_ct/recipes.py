@@ -11,7 +11,6 @@ between two volumes, written as NIfTI in the content's space.
 
 from __future__ import annotations
 
-import copy
 import json
 import time
 from pathlib import Path
@@ -28,7 +27,7 @@ from convgen.io import atomic_write_text
 from convgen.metric import evaluate, evaluation, train
 from convgen.metric.embed import prepare_encoder
 from convgen.metric.embedder import Embedder, embed_dataset
-from convgen.recipes import resolve_device, seed_everything
+from convgen.recipes import resolve_device, seed_everything, with_changes
 from convgen.style import stylize
 from convgen.style.transfer import layer_weights
 from convgen.visualize import recipe as visualize
@@ -48,24 +47,18 @@ VOLUME = {"key": None, "window": "soft-tissue", "hu_offset": 0.0, "spacing": Non
 STYLE_ENCODER = {"name": "vgg", "channels": [16, 32, 64, 64], "convs": [1, 1, 1, 1], "pool": "avg", "embedding_dim": 64}
 
 
-def _with(defaults: dict, **changes) -> dict:
-    out = copy.deepcopy(defaults)
-    out.update(copy.deepcopy(changes))
-    return out
-
-
-TRAIN = _with(
+TRAIN = with_changes(
     train.DEFAULTS, spatial_dims=3, dataset=MEDMNIST, split={"val_fraction": 0.2, "by": "sample"}, encoder=ENCODER,
     augment=AUGMENT, epochs=10, sampler={"p": 2, "k": 16}, batch_size=32,
     optimizer={"name": "adamw", "lr": 0.002, "weight_decay": 0.0005, "momentum": 0.9},
     loss={"name": "triplet", "margin": 0.2, "mining": "all"},
 )  # fmt: skip
-EVALUATE = _with(evaluate.DEFAULTS, spatial_dims=3, dataset={**MEDMNIST, "split": "test"}, encoder=None, batch_size=32,
+EVALUATE = with_changes(evaluate.DEFAULTS, spatial_dims=3, dataset={**MEDMNIST, "split": "test"}, encoder=None, batch_size=32,
                  knn={"reference": "train", "k": [1, 5, 15]})  # fmt: skip
-VISUALIZE = _with(visualize.DEFAULTS, spatial_dims=3, dataset={**MEDMNIST, "split": "test", "max_per_class": 16}, encoder=ENCODER,
+VISUALIZE = with_changes(visualize.DEFAULTS, spatial_dims=3, dataset={**MEDMNIST, "split": "test", "max_per_class": 16}, encoder=ENCODER,
                   top_k=6, units=4, batch_size=16)  # fmt: skip
 CORE_STYLE = {k: v for k, v in stylize.DEFAULTS.items() if k not in ("content", "style", "channels", "size", "style_size", "output")}
-STYLIZE = _with(
+STYLIZE = with_changes(
     CORE_STYLE, spatial_dims=3, content=str(sample_path("anatomical.nii")), style=str(sample_path("someones_epi.nii.gz")),
     content_key=None, style_key=None, window="percentiles", style_window=None, hu_offset=0.0, spacing=None,
     region={"size": 64, "center": None}, style_region={"size": 64, "center": None}, tile=None, overlap=8,

@@ -9,7 +9,6 @@ transfer between two cleaned traces.
 
 from __future__ import annotations
 
-import copy
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +20,7 @@ from convgen.errors import ConfigError
 from convgen.gallery.recipes import register_gallery_recipes
 from convgen.io import atomic_write_text
 from convgen.metric import evaluate, train
+from convgen.recipes import with_changes
 from convgen.style import stylize
 from convgen.visualize import recipe as visualize
 from convgen_ecg.datasets import sample_dir
@@ -41,22 +41,16 @@ ENCODER = {"name": "resnet", "channels": [8, 16, 32, 64], "strides": [1, 2, 2, 2
 AUGMENT = {"flip": [], "shift": 0.03, "rotate": 0.0, "scale": 0.0, "contrast": 0.0, "noise": 0.03}
 
 
-def _with(defaults: dict, **changes) -> dict:
-    out = copy.deepcopy(defaults)
-    out.update(copy.deepcopy(changes))
-    return out
-
-
-TRAIN = _with(
+TRAIN = with_changes(
     train.DEFAULTS, spatial_dims=1, dataset=ECG, encoder=ENCODER, augment=AUGMENT, epochs=30, sampler={"p": 8, "k": 8},
     batch_size=64, optimizer={"name": "adamw", "lr": 0.002, "weight_decay": 0.0005, "momentum": 0.9},
     loss={"name": "triplet", "margin": 0.2, "mining": "all"},
 )  # fmt: skip
-EVALUATE = _with(evaluate.DEFAULTS, spatial_dims=1, dataset=ECG, encoder=None, batch_size=256)
-VISUALIZE = _with(visualize.DEFAULTS, spatial_dims=1, dataset=ECG, encoder=ENCODER, top_k=9)
+EVALUATE = with_changes(evaluate.DEFAULTS, spatial_dims=1, dataset=ECG, encoder=None, batch_size=256)
+VISUALIZE = with_changes(visualize.DEFAULTS, spatial_dims=1, dataset=ECG, encoder=ENCODER, top_k=9)
 PEAKS = {"record": str(sample_dir("mitdb") / "100.hea"), "fs_csv": None, "seconds": 10.0, "ecg": PIPELINE}
 # Person 1's heartbeat drawn with the texture of person 4's (ECG-ID, bundled).
-STYLIZE = _with(
+STYLIZE = with_changes(
     stylize.DEFAULTS, spatial_dims=1, content=str(sample_dir("ecgid") / "Person_01" / "rec_1.hea"),
     style=str(sample_dir("ecgid") / "Person_04" / "rec_1.hea"), seconds=8.0, ecg=PIPELINE, fs_csv=None,
     encoder={"name": "vgg", "channels": [32, 64, 128, 128], "convs": [1, 1, 1, 1], "pool": "avg", "embedding_dim": 64},

@@ -10,7 +10,6 @@ person, calibrate the threshold on other people, identify everyone else.
 
 from __future__ import annotations
 
-import copy
 import json
 from pathlib import Path
 
@@ -27,6 +26,7 @@ from convgen.io import atomic_write_text
 from convgen.metric import evaluate, evaluation, train
 from convgen.metric.embedder import Embedder
 from convgen.metric.plots import plot_distance_histograms, plot_roc
+from convgen.recipes import with_changes
 from convgen.style import stylize
 from convgen.visualize import recipe as visualize
 from convgen.weights import load_encoder
@@ -40,34 +40,28 @@ ENCODER = {"name": "resnet", "channels": [16, 32, 64, 128], "strides": [1, 2, 2,
 AUGMENT = {"flip": [2], "shift": 0.06, "rotate": 8.0, "scale": 0.08, "contrast": 0.3, "noise": 0.02}
 
 
-def _with(defaults: dict, **changes) -> dict:
-    out = copy.deepcopy(defaults)
-    out.update(copy.deepcopy(changes))
-    return out
-
-
-TRAIN = _with(
+TRAIN = with_changes(
     train.DEFAULTS, dataset=FACES, encoder=ENCODER, augment=AUGMENT, epochs=150, sampler={"p": 8, "k": 4},
     optimizer={"name": "adamw", "lr": 0.002, "weight_decay": 0.0005, "momentum": 0.9},
     loss={"name": "triplet", "margin": 0.2, "mining": "all"}, batch_size=64,
 )  # fmt: skip
-TRAIN_PAIRS = _with(TRAIN, loss={"name": "pair-classifier"})
-EVALUATE = _with(evaluate.DEFAULTS, dataset=FACES, encoder=None, open_set_fraction=0.5)
+TRAIN_PAIRS = with_changes(TRAIN, loss={"name": "pair-classifier"})
+EVALUATE = with_changes(evaluate.DEFAULTS, dataset=FACES, encoder=None, open_set_fraction=0.5)
 # dlib's pretrained encoder on its own aligned 150 × 150 RGB chips (Haar box, then 5 landmarks).
 DLIB_FACES = {**FACES, "size": [150, 150], "channels": 3, "detect": True, "align": "dlib", "if_no_face": "whole"}
-EVALUATE_DLIB = _with(EVALUATE, dataset=DLIB_FACES, encoder={"name": "dlib-resnet"}, batch_size=16)
+EVALUATE_DLIB = with_changes(EVALUATE, dataset=DLIB_FACES, encoder={"name": "dlib-resnet"}, batch_size=16)
 # Fine-tuning dlib's encoder on your people: small steps, so it keeps what it knows.
 FINE_TUNE_DLIB = {
     "dataset": DLIB_FACES, "encoder": {"name": "dlib-resnet"}, "epochs": 5, "batch_size": 16,
     "augment": {**AUGMENT, "rotate": 0.0, "scale": 0.0, "shift": 0.02},
     "optimizer": {"name": "adamw", "lr": 0.00001, "weight_decay": 0.0001, "momentum": 0.9},
 }  # fmt: skip
-TRAIN_DLIB = _with(TRAIN, **FINE_TUNE_DLIB)
-STYLIZE = _with(
+TRAIN_DLIB = with_changes(TRAIN, **FINE_TUNE_DLIB)
+STYLIZE = with_changes(
     stylize.DEFAULTS, content=str(sample_dir("photos") / "astronaut.png"), style=str(sample_dir("photos") / "brick.png"),
     channels=3, size=[192, 192], style_size=[192, 192], output="stylized.png", iterations=150,
 )  # fmt: skip
-VISUALIZE = _with(visualize.DEFAULTS, dataset=FACES, encoder=ENCODER, top_k=9)
+VISUALIZE = with_changes(visualize.DEFAULTS, dataset=FACES, encoder=ENCODER, top_k=9)
 
 PIPELINE = {"size": [56, 46], "channels": 1, "detect": True, "margin": 0.2, "align": "none", "if_no_face": "error"}
 
@@ -78,7 +72,7 @@ def _prepare(path: Path, config: dict) -> torch.Tensor:
     return FacePipeline.of(**config["face"])(path)[None]
 
 
-DEMO = _with(TRAIN, held_out={"enrolled": 10, "calibration": 5, "impostors": 5}, fpir=0.05, split={"val_fraction": 0.2})
+DEMO = with_changes(TRAIN, held_out={"enrolled": 10, "calibration": 5, "impostors": 5}, fpir=0.05, split={"val_fraction": 0.2})
 
 
 def split_people(classes: list[str], held_out: dict, seed: int) -> dict[str, list[str]]:
@@ -103,7 +97,7 @@ def demo(config: dict, out_dir: Path) -> dict:
     groups = split_people(everyone.classes, config["held_out"], config["seed"])
     atomic_write_text(out_dir / "people.json", json.dumps(groups, indent=1) + "\n")
 
-    train_config = _with(config, dataset={**config["dataset"], "people": groups["train"]})
+    train_config = with_changes(config, dataset={**config["dataset"], "people": groups["train"]})
     for key in ("held_out", "fpir"):
         train_config.pop(key)
     train.run(train_config, out_dir / "train")
