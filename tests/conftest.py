@@ -4,9 +4,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
 
 from convgen import plugins
+from convgen.testing import invoke  # noqa: F401  (the tests import it from here)
 
 ROOT = Path(__file__).resolve().parent.parent
 TEST_PLUGINS = Path(__file__).resolve().parent / "plugins"
@@ -18,13 +18,6 @@ def fresh_registries():
     plugins.reset()
     yield
     plugins.reset()
-
-
-def invoke(*args: str):
-    """Run the convgen CLI in-process; returns click's Result (exit_code, stdout, stderr)."""
-    from convgen.cli import app
-
-    return CliRunner().invoke(app, [str(a) for a in args])
 
 
 def install_plugin(name: str, target: Path) -> None:

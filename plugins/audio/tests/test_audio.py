@@ -7,31 +7,23 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
-from typer.testing import CliRunner
+from convgen_audio.audio import read_audio, trim, write_wav
+from convgen_audio.datasets import sample_dir
+from convgen_audio.features import (
+    Representation,
+    log_magnitude,
+    magnitude,
+    spectral_convergence,
+    to_waveform,
+)
+from convgen_audio.textures import chirps
 
 from convgen import io, registry
 from convgen.errors import ConfigError, DataError
-from convgen_audio.audio import read_audio, trim, write_wav
-from convgen_audio.datasets import sample_dir
-from convgen_audio.features import Representation, log_magnitude, magnitude, spectral_convergence, to_waveform
-from convgen_audio.textures import chirps
+from convgen.testing import invoke, one_line_error
 
 FSDD = sample_dir("fsdd")
 RATE = 8000
-
-
-def invoke(*args):
-    from convgen.cli import app
-
-    return CliRunner().invoke(app, [str(a) for a in args])
-
-
-def one_line_error(result, *contains):
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert result.exit_code != 0 and len(lines) == 1 and lines[0].startswith("error: "), result.stderr
-    assert "Traceback" not in result.output
-    for text in contains:
-        assert text in lines[0], lines[0]
 
 
 def tone(seconds=0.5, frequency=440.0, rate=RATE, amplitude=0.5):

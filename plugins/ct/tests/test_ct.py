@@ -12,31 +12,17 @@ from convgen_ct.volumes import affine_of, load_volume, spacing_of
 from monai.data import MetaTensor
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
-from typer.testing import CliRunner
 
 from convgen import io
 from convgen.errors import ConfigError, DataError
 from convgen.metric.evaluation import knn_accuracy
 from convgen.metric.sampling import stratified_split
+from convgen.testing import invoke, one_line_error
 
 ANATOMY = sample_path("anatomical.nii")  # nibabel's T1 MR volume, 33×41×25 at 2 mm
 EPI = sample_path("someones_epi.nii.gz")
 # A small, quick style transfer: three style layers (a 4th would see too few positions in 24³).
 QUICK = ["style_layers=[relu1_1,relu2_1,relu3_1]", "content_layers=[relu2_1]", "encoder.channels=[8,16,32,32]"]
-
-
-def invoke(*args):
-    from convgen.cli import app
-
-    return CliRunner().invoke(app, [str(a) for a in args])
-
-
-def one_line_error(result, *contains):
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert result.exit_code != 0 and len(lines) == 1 and lines[0].startswith("error: "), result.stderr
-    assert "Traceback" not in result.output
-    for text in contains:
-        assert text in lines[0], lines[0]
 
 
 def write_series(folder, slices=4, uid=None, spacing=(0.7, 0.8), thickness=2.5, rows=6, columns=5):

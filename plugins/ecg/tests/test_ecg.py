@@ -10,29 +10,15 @@ import wfdb
 from convgen_ecg.datasets import EcgRecords, sample_dir
 from convgen_ecg.preprocess import EcgPipeline, bandpass
 from convgen_ecg.signals import read_record, write_csv
-from typer.testing import CliRunner
 
 from convgen import io
 from convgen.errors import DataError
+from convgen.testing import invoke, one_line_error
 from convgen.weights import build_encoder, encoder_spec, save_encoder
 
 ECGID = sample_dir("ecgid")
 MITDB = sample_dir("mitdb")
 BEAT_SYMBOLS = set("NLRBAaJSVrFejnE/fQ?")
-
-
-def invoke(*args):
-    from convgen.cli import app
-
-    return CliRunner().invoke(app, [str(a) for a in args])
-
-
-def one_line_error(result, *contains):
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert result.exit_code != 0 and len(lines) == 1 and lines[0].startswith("error: "), result.stderr
-    assert "Traceback" not in result.output
-    for text in contains:
-        assert text in lines[0], lines[0]
 
 
 def test_a_wfdb_record_is_read_in_physical_units():

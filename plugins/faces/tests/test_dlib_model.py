@@ -14,10 +14,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from PIL import Image
-
-from convgen.errors import ConfigError, DataError
-from convgen.nets.receptive_field import ReceptiveField
 from convgen_faces import alignment, dlib_model
 from convgen_faces.alignment import (
     MEAN_SHAPE_5,
@@ -28,7 +24,17 @@ from convgen_faces.alignment import (
     face_chip_details,
     load_shape_predictor,
 )
-from convgen_faces.dlib_model import DlibResNet, DlibStream, chip_to_tensor, load_dlib_resnet, read_dlib_resnet
+from convgen_faces.dlib_model import (
+    DlibResNet,
+    DlibStream,
+    chip_to_tensor,
+    load_dlib_resnet,
+    read_dlib_resnet,
+)
+from PIL import Image
+
+from convgen.errors import ConfigError, DataError
+from convgen.nets.receptive_field import ReceptiveField
 
 DATA = Path(__file__).parent / "data"
 REFERENCE = json.loads((DATA / "dlib_reference.json").read_text())["cases"]

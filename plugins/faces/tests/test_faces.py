@@ -6,31 +6,17 @@ import shutil
 import numpy as np
 import pytest
 import torch
+from convgen_faces.datasets import sample_dir
+from convgen_faces.preprocess import FacePipeline, detect_faces, widen
 from PIL import Image
-from typer.testing import CliRunner
 
 from convgen import io
 from convgen.errors import DataError
+from convgen.testing import invoke, one_line_error
 from convgen.weights import build_encoder, encoder_spec, save_encoder
-from convgen_faces.datasets import sample_dir
-from convgen_faces.preprocess import FacePipeline, detect_faces, widen
 
 PHOTOS = sample_dir("photos")
 PORTRAIT = PHOTOS / "astronaut.png"
-
-
-def invoke(*args):
-    from convgen.cli import app
-
-    return CliRunner().invoke(app, [str(a) for a in args])
-
-
-def one_line_error(result, *contains):
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert result.exit_code != 0 and len(lines) == 1 and lines[0].startswith("error: "), result.stderr
-    assert "Traceback" not in result.output
-    for text in contains:
-        assert text in lines[0], lines[0]
 
 
 @pytest.mark.parametrize("suffix", [".png", ".jpg", ".bmp", ".tif", ".pgm", ".ppm"])
