@@ -4,12 +4,19 @@ import sys
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 from convgen import plugins
 from convgen.testing import invoke  # noqa: F401  (the tests import it from here)
 
 ROOT = Path(__file__).resolve().parent.parent
 TEST_PLUGINS = Path(__file__).resolve().parent / "plugins"
+
+# CI replays the same examples on every run, so a red build can be reproduced; run with
+# HYPOTHESIS_PROFILE=explore (or --hypothesis-seed=N) to search new examples while developing.
+settings.register_profile("ci", derandomize=True, print_blob=True)
+settings.register_profile("explore", print_blob=True)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 
 @pytest.fixture(autouse=True)

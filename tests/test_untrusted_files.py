@@ -177,8 +177,10 @@ def test_a_genuine_file_passes_the_check_unchanged(tmp_path):
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.data())
 def test_any_corruption_of_a_weights_file_reads_or_is_one_data_error(tmp_path, data):
-    """Flip, cut or splice bytes anywhere in a real weights file: the result is the tensors or a
-    one-line DataError, never another exception (the fuzzing a hostile file would do)."""
+    """Flip, cut or splice bytes anywhere in a real weights file: the result is a one-line
+    DataError, never another exception (the fuzzing a hostile file would do), or, when the damage
+    still leaves a well-formed file (a flipped byte in a tensor's name or data), tensors that fit
+    in the file: a header never makes the reader allocate more than the file holds."""
     path = tmp_path / "w.safetensors"
     save_file({"w": torch.arange(12, dtype=torch.float32), "n": torch.ones(3, dtype=torch.int64)}, str(path), metadata={"k": "v"})
     raw = bytearray(path.read_bytes())
@@ -196,7 +198,8 @@ def test_any_corruption_of_a_weights_file_reads_or_is_one_data_error(tmp_path, d
     except DataError as err:
         assert "\n" not in str(err)
     else:
-        assert set(state) <= {"w", "n"}
+        assert len(state) <= 2 and all(isinstance(name, str) for name in state)
+        assert sum(t.numel() * t.element_size() for t in state.values()) <= len(raw)
 
 
 # -- owner-only galleries --------------------------------------------------------------
