@@ -5,8 +5,11 @@ divided by its value at zero activation (`convgen.style.transfer`), on the same 
 encoder, from the same start (content + noise, same seed), with the same L-BFGS (chunks of 10
 iterations, strong-Wolfe line search, clamped to the input range between chunks):
 
-- convgen: `StyleTransfer.run`. Its taps stop at the deepest layer used, and the target
-  Grams are computed once.
+- convgen: `StyleTransfer.run`. Its taps stop at the deepest layer used, the target
+  Grams are computed once, and the layers PyTorch runs slowly for a batch of one (small 3D
+  convolutions, 1D average pooling) run through `convgen.style.frozen`.
+- convgen, stock layers: the same engine with every layer run as PyTorch runs it, to show
+  how much of the speed-up is the engine's design and how much the faster layers.
 - reference: the PyTorch tutorial "Neural Transfer Using PyTorch". It is an ``nn.Sequential``
   of the encoder's layers with ContentLoss / StyleLoss modules after the chosen layers. As
   the issue specifies, it runs the whole network (body and head) and recomputes the target
@@ -16,10 +19,10 @@ Each (implementation, case) runs in a fresh subprocess. How to read the table: m
 optimisation's wall time divided by the iterations. One L-BFGS iteration is one or more cost
 evaluations ("evals"). Peak RSS is the growth of ru_maxrss from after imports and setup to
 the end, in MiB. loss@0 and loss@N are the total cost at the start and after N iterations.
-speed-up is reference ms/iter / convgen ms/iter. Δ loss@0 must be below 1e-4, because the
-two costs are the same function. With these encoders it is exactly 0: every channel count is a
+speed-up is reference ms/iter / that row's ms/iter. Δ loss@0 must be below 1e-4, because the
+costs are the same function. With these encoders it is exactly 0: every channel count is a
 power of two, so the two normalisations round the same way. Δ loss@N is the reference's final loss relative to
-convgen's: L-BFGS paths in float32 drift apart, so expect a small difference.
+that row's: L-BFGS paths in float32 drift apart, so expect a small difference (positive: the row ended lower).
 
     python benchmarks/bench_style.py [--quick] [--iterations 50] [--cases 1d,2d,3d] [--encoder vgg19] [--json out.json]
 
@@ -210,7 +213,11 @@ def run_case(impl: str, encoder_name: str, dims: int, size: int, iterations: int
     baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     with torch.no_grad():
         encoder(content[None])  # warm-up at the case's size
-    run = run_convgen if impl == "convgen" else run_reference
+    if impl == "convgen-stock":  # the ablation: no faster layers
+        import convgen.style.transfer
+
+        convgen.style.transfer.frozen_layers = lambda enc: list(enc.body.named_children())
+    run = run_reference if impl == "reference" else run_convgen
     out = run(encoder, content, style, style_layers, content_layers, iterations)
     out["peak_mib"] = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - baseline) / 1024  # KiB on Linux
     out["weights"] = sum(float(p.double().sum()) for p in encoder.parameters())  # same encoder in every child
@@ -259,34 +266,38 @@ def main() -> None:
         size = quick if args.quick else size
         iterations = args.iterations or (10 if args.quick else 50)
         case = (args.encoder, dims, size, iterations, args.threads)
-        runs = [(measure("convgen", *case), measure("reference", *case)) for _ in range(args.repeats)]
-        ours, ref = (min((run[i] for run in runs), key=lambda r: r["seconds"]) for i in (0, 1))
-        assert ours["weights"] == ref["weights"], "the two children built different encoders"
-        speedup = ref["seconds"] / ours["seconds"]
-        start_diff, final_diff = relative(ref["start"], ours["start"]), relative(ref["final"], ours["final"])
-        failed |= abs(start_diff) > 1e-4
+        impls = ("convgen", "convgen-stock", "reference")
+        runs = [[measure(impl, *case) for impl in impls] for _ in range(args.repeats)]
+        ours, stock, ref = (min((run[i] for run in runs), key=lambda r: r["seconds"]) for i in range(len(impls)))
+        assert ours["weights"] == stock["weights"] == ref["weights"], "the children built different encoders"
+        speedup, stock_speedup = ref["seconds"] / ours["seconds"], ref["seconds"] / stock["seconds"]
         shape = "×".join([str(size)] * dims)
-        for impl, r in (("convgen", ours), ("reference", ref)):
-            extra = (f"{speedup:.2f}×", f"{start_diff:.1e}" + (" ✓" if abs(start_diff) <= 1e-4 else " ✗"), f"{final_diff:+.2%}")
-            table.add_row(shape if impl == "convgen" else "", impl, str(iterations), str(r["evals"]), f"{r['seconds'] / iterations * 1e3:,.1f}",
+        for label, r in (("convgen", ours), ("convgen, stock layers", stock), ("reference", ref)):
+            start_diff, final_diff = relative(ref["start"], r["start"]), relative(ref["final"], r["final"])
+            failed |= abs(start_diff) > 1e-4
+            extra = (f"{ref['seconds'] / r['seconds']:.2f}×", f"{start_diff:.1e}" + (" ✓" if abs(start_diff) <= 1e-4 else " ✗"), f"{final_diff:+.2%}")
+            table.add_row(shape if r is ours else "", label, str(iterations), str(r["evals"]), f"{r['seconds'] / iterations * 1e3:,.1f}",
                           f"{r['seconds'] / r['evals'] * 1e3:,.1f}", f"{r['peak_mib']:,.0f}", f"{r['start']:.5g}", f"{r['final']:.5g}",
-                          *(extra if impl == "reference" else ("", "", "")))  # fmt: skip
+                          *(extra if r is not ref else ("", "", "")))  # fmt: skip
         table.add_section()
-        results.append({"case": name, "spatial_dims": dims, "size": size, "iterations": iterations, "convgen": ours, "reference": ref,
-                        "speedup": speedup, "start_rel_diff": start_diff, "final_rel_diff": final_diff})  # fmt: skip
+        results.append({"case": name, "spatial_dims": dims, "size": size, "iterations": iterations, "convgen": ours, "convgen_stock": stock,
+                        "reference": ref, "speedup": speedup, "stock_speedup": stock_speedup,
+                        "start_rel_diff": relative(ref["start"], ours["start"]), "final_rel_diff": relative(ref["final"], ours["final"])})  # fmt: skip
         console.print(f"done: {name} {shape}, {iterations} iterations: {speedup:.2f}×", style="dim")
     table.caption = (
         f"Style layers {', '.join(style_layers)} (equal weights), content {', '.join(content_layers)}; alpha={ALPHA:g}, beta={BETA:g}; "
         f"every layer's cost normalised by its value at zero activation. L-BFGS(lr=1, history 50, strong Wolfe), chunks of "
-        f"{LBFGS_CHUNK} iterations, clamped to [0, 1] between chunks. Speed-up: reference ms/iter ÷ convgen ms/iter. "
-        f"Δ: (reference − convgen) / convgen. Peak RSS: ru_maxrss growth after setup, one fresh subprocess per row."
+        f"{LBFGS_CHUNK} iterations, clamped to [0, 1] between chunks. Speed-up: reference ms/iter ÷ the row's ms/iter. "
+        f"Δ: (reference − row) / row. Peak RSS: ru_maxrss growth after setup, one fresh subprocess per row."
         + (f" Fastest of {args.repeats} interleaved runs." if args.repeats > 1 else "")
     )
     console.print(table)
     for r in results:
-        mark = "[green]met[/green]" if r["speedup"] >= 1.5 and abs(r["final_rel_diff"]) <= 0.01 else "[red]MISSED[/red]"
-        console.print(f"{r['case']}: convgen {r['speedup']:.2f}× faster per iteration, final loss {r['final_rel_diff']:+.2%} "
-                      f"(target: ≥ 1.5× at equal loss, |Δ loss@N| ≤ 1%) {mark}")  # fmt: skip
+        # "At equal loss": convgen may end lower than the reference, not more than 1% higher.
+        mark = "[green]met[/green]" if r["speedup"] >= 1.5 and r["final_rel_diff"] >= -0.01 else "[red]MISSED[/red]"
+        console.print(f"{r['case']}: convgen {r['speedup']:.2f}× faster per iteration ({r['stock_speedup']:.2f}× with stock layers), "
+                      f"reference's final loss {r['final_rel_diff']:+.2%} from convgen's (target: ≥ 1.5× at equal loss, "
+                      f"convgen's final loss at most 1% above the reference's) {mark}")  # fmt: skip
     console.print(f"total {time.perf_counter() - began:.0f} s", style="dim")
     if args.json:
         with open(args.json, "w") as f:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Iterable
+from typing import Callable, Iterable, Sequence
 
 import torch
 from torch import nn
@@ -55,8 +55,12 @@ class TappedEncoder(nn.Module):
         self.check_input(x)
         return self.head(self.body(x))
 
-    def taps(self, x: torch.Tensor, names: Iterable[str]) -> dict[str, torch.Tensor]:
-        """Activations of the named layers, running the body no further than needed."""
+    def taps(self, x: torch.Tensor, names: Iterable[str], layers: Sequence[tuple[str, Callable]] | None = None) -> dict[str, torch.Tensor]:
+        """Activations of the named layers, running the body no further than needed.
+
+        ``layers`` replaces the body's ``(name, layer)`` pairs by callables that compute the
+        same thing another way (the style engine's `convgen.style.frozen.frozen_layers`).
+        """
         self.check_input(x)
         wanted = list(dict.fromkeys(names))
         order = {name: i for i, name in enumerate(self.tap_names)}
@@ -67,7 +71,7 @@ class TappedEncoder(nn.Module):
             return {}
         deepest = max(order[name] for name in wanted)
         out = {}
-        for i, (name, layer) in enumerate(self.body.named_children()):
+        for i, (name, layer) in enumerate(layers or self.body.named_children()):
             x = layer(x)
             if name in wanted:
                 out[name] = x

@@ -1,7 +1,8 @@
 """The style transfer engine: ``J(G) = alpha * J_content + beta * J_style + gamma * TV``.
 
 The encoder is frozen and read through its named taps, so it runs only as far as the
-deepest layer used. Target activations (content) and target statistics (style Grams)
+deepest layer used, with the layers PyTorch runs slowly for a batch of one replaced by
+faster equivalents (`convgen.style.frozen`). Target activations (content) and target statistics (style Grams)
 are computed once, without gradients; only the generated input ``G`` is optimised.
 
 With ``normalize_layers`` (the default) every layer's cost is divided by its value at
@@ -24,6 +25,7 @@ from convgen.errors import ConfigError, DataError
 from convgen.nets.tapped import TappedEncoder
 from convgen.progress import bar
 from convgen.style.costs import GramCost, content_cost, total_variation
+from convgen.style.frozen import frozen_layers
 
 INITS = ("content+noise", "noise", "content")
 OPTIMIZERS = ("lbfgs", "adam")
@@ -135,9 +137,14 @@ class StyleTransfer:
         self.alpha, self.beta, self.tv = float(alpha), float(beta), float(tv)
         self.normalize_layers = normalize_layers
         self.layers = list(dict.fromkeys([*self.content_layers, *self.style_layers]))
+        self._frozen = frozen_layers(self.encoder)
         self._content: dict[str, torch.Tensor] = {}
         self._style: dict[str, list[tuple[float, torch.Tensor]]] = {}
         self._scale: dict[str, float] = {}
+
+    def taps(self, x: torch.Tensor, names) -> dict[str, torch.Tensor]:
+        """The encoder's activations, run the engine's way (`convgen.style.frozen`)."""
+        return self.encoder.taps(x, names, self._frozen)
 
     @torch.no_grad()
     def set_targets(self, content: torch.Tensor | None, styles: Sequence[torch.Tensor], blend: Sequence[float] | None = None) -> None:
@@ -151,19 +158,19 @@ class StyleTransfer:
             raise ConfigError(f"style_weights must be one non-negative weight per style input ({len(styles)}), got {blend}")
         self._content = {}
         if self.content_layers:
-            taps = self.encoder.taps(content[None], self.content_layers)
+            taps = self.taps(content[None], self.content_layers)
             for name, a in taps.items():
                 self._content[name] = a
                 self._scale[("content", name)] = self._normaliser(content_cost(torch.zeros_like(a), a), name)
         self._style = {name: [] for name in self.style_layers}
         for weight, style in zip(blend, styles):
-            for name, a in self.encoder.taps(style[None], self.style_layers).items():
+            for name, a in self.taps(style[None], self.style_layers).items():
                 target = self.style_cost.statistic(a) if hasattr(self.style_cost, "statistic") else a
                 self._style[name].append((weight / sum(blend), target))
         for name, targets in self._style.items():
             if hasattr(self.style_cost, "statistic"):  # blend the statistics: one target per layer
                 self._style[name] = [(1.0, sum(w * t for w, t in targets))]
-            zero = torch.zeros_like(self.encoder.taps(styles[0][None], [name])[name])
+            zero = torch.zeros_like(self.taps(styles[0][None], [name])[name])
             self._scale[("style", name)] = self._normaliser(self._style_cost(zero, name), name)
 
     def _normaliser(self, value: torch.Tensor, layer: str) -> float:
@@ -181,7 +188,7 @@ class StyleTransfer:
 
     def loss(self, generated: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
         """The total cost of a batch of one generated input ``(1, C, *spatial)`` and its terms."""
-        taps = self.encoder.taps(generated, self.layers)
+        taps = self.taps(generated, self.layers)
         j_content = sum(
             (w * content_cost(taps[n], self._content[n]) / self._scale[("content", n)] for n, w in self.content_layers.items()),
             generated.new_zeros(()),

@@ -23,6 +23,7 @@ import torch
 from convgen.errors import ConfigError
 from convgen.progress import bar
 from convgen.style.costs import content_cost
+from convgen.style.frozen import frozen_layers
 from convgen.style.transfer import StyleTransfer, activation_bytes
 
 LBFGS_HISTORY = 50
@@ -112,8 +113,9 @@ def style_statistics(encoder, style: torch.Tensor, layers: Sequence[str], cost, 
         raise ConfigError("patch-wise style transfer needs a style cost with statistics (style_cost.name=gram)")
     sums: dict[str, torch.Tensor] = {}
     counts: dict[str, int] = {}
+    frozen = frozen_layers(encoder)
     for box in tiles(style.shape[1:], tile or max(style.shape[1:]), 0):
-        for name, a in encoder.taps(style[(slice(None), *box)][None], list(layers)).items():
+        for name, a in encoder.taps(style[(slice(None), *box)][None], list(layers), frozen).items():
             positions = a[0, 0].numel()
             sums[name] = sums.get(name, 0) + cost.statistic(a) * positions
             counts[name] = counts.get(name, 0) + positions
@@ -143,7 +145,7 @@ class FixedStyle(StyleTransfer):
     def set_targets(self, content, styles=(), blend=None) -> None:
         self._content = {}
         if self.content_layers:
-            for name, a in self.encoder.taps(content[None], list(self.content_layers)).items():
+            for name, a in self.taps(content[None], list(self.content_layers)).items():
                 self._content[name] = a
                 value = float(content_cost(torch.zeros_like(a), a))
                 self._scale[("content", name)] = value if value > 0 and self.normalize_layers else 1.0  # a blank tile: nothing to keep
