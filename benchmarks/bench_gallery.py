@@ -1,11 +1,18 @@
 """Gallery search at scale: exact search against memory bandwidth, FAISS HNSW against exact.
 
-A synthetic gallery of ``--size`` L2-normalised float32 embeddings (default 10⁶ × 128),
-uniform on the sphere: the hardest case for an ANN index, since such data has no low-
-dimensional structure to exploit. Genuine probes are enrolled vectors plus isotropic noise,
-re-normalised, with median squared distance ``--genuine`` to their match (0.5, i.e. cosine
-0.75, a typical same-person pair; a second, easier set at 0.3 shows how much that matters);
-impostor probes are fresh random vectors (nobody enrolled).
+A synthetic gallery of ``--size`` L2-normalised float32 embeddings (default 10⁶ × 128), from
+one of two models (``--model``):
+
+- ``uniform`` (default): uniform on the sphere, the hardest case for an ANN index, since such
+  data has no low-dimensional structure to exploit. Genuine probes are enrolled vectors plus
+  isotropic noise, re-normalised, with median squared distance ``--genuine`` to their match
+  (0.5, i.e. cosine 0.75; a second, easier set at 0.3 shows how much that matters).
+- ``dlib-orl``: a Gaussian with the mean and covariance of real face embeddings (dlib's
+  encoder on the ORL photos, measured by ``measure_embedding_statistics.py`` and shipped in
+  ``benchmarks/data``), re-normalised. A genuine probe is its enrolled vector plus the
+  difference between two photos of one person (twice the measured within-person covariance).
+
+Impostor probes are fresh draws from the model (nobody enrolled).
 
 Measured: the machine's memory read bandwidth; enrolment through `convgen.gallery.store.Gallery`
 (one person per transaction, and in bulk) and the index rebuild it triggers; exact search
@@ -58,6 +65,33 @@ def genuine_probes(gallery: np.ndarray, count: int, distance: float, seed: int) 
     probes = gallery[rows] + sigma * rng.standard_normal((count, gallery.shape[1]), dtype=np.float32)
     probes /= np.linalg.norm(probes, axis=1, keepdims=True)
     return probes.astype(np.float32, copy=False), rows
+
+
+STATISTICS = Path(__file__).resolve().parent / "data" / "dlib_orl_statistics.safetensors"
+
+
+def gaussian(n: int, mean: np.ndarray, cov: np.ndarray, seed: int, normalise: bool = True) -> np.ndarray:
+    """``n`` draws from N(mean, cov), L2-normalised, as float32 (in chunks, like `synthetic`)."""
+    rng = np.random.default_rng(seed)
+    root = np.linalg.cholesky(cov + 1e-9 * np.eye(len(cov))).astype(np.float32).T
+    out = np.empty((n, len(mean)), np.float32)
+    for start in range(0, n, 1 << 16):
+        chunk = rng.standard_normal((min(1 << 16, n - start), len(mean)), dtype=np.float32) @ root + mean
+        out[start : start + len(chunk)] = chunk / np.linalg.norm(chunk, axis=1, keepdims=True) if normalise else chunk
+    return out
+
+
+def face_like(n: int, queries: int) -> tuple[np.ndarray, list[tuple[np.ndarray, np.ndarray]], np.ndarray]:
+    """Gallery, genuine probes and impostor probes drawn with the moments of real face embeddings."""
+    from safetensors.numpy import load_file
+
+    stats = load_file(str(STATISTICS))
+    mean = stats["mean"].astype(np.float32)
+    gallery = gaussian(n, mean, stats["total"].astype(np.float64), seed=0)
+    rows = np.random.default_rng(1).choice(n, queries, replace=False)
+    probes = gallery[rows] + gaussian(queries, np.zeros_like(mean), 2 * stats["within"].astype(np.float64), seed=3, normalise=False)
+    probes /= np.linalg.norm(probes, axis=1, keepdims=True)
+    return gallery, [(probes.astype(np.float32), rows)], gaussian(queries, mean, stats["total"].astype(np.float64), seed=2)
 
 
 def timed(fn, repeats: int) -> list[float]:
@@ -130,12 +164,13 @@ def measure_enrolment(work: Path, vectors: np.ndarray, singles: int) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", type=int, default=1_000_000, help="gallery entries (e.g. 100000 for a quick run)")
-    parser.add_argument("--dim", type=int, default=128)
+    parser.add_argument("--model", choices=["uniform", "dlib-orl"], default="uniform", help="how the synthetic embeddings are drawn (see above)")
+    parser.add_argument("--dim", type=int, default=128, help="uniform model only (dlib-orl is 128-d)")
     parser.add_argument("--queries", type=int, default=200, help="genuine and impostor probes for recall")
     parser.add_argument("--batch", type=int, default=64, help="queries per batched exact search")
     parser.add_argument("--k", type=int, default=10, help="neighbours per query")
     parser.add_argument("--genuine", type=float, nargs="+", default=[0.5, 0.3],
-                        help="median squared distance of genuine probes to their match; the first set is timed")  # fmt: skip
+                        help="uniform model: median squared distance of genuine probes to their match; the first set is timed")  # fmt: skip
     parser.add_argument("--m", type=int, default=32, help="HNSW graph degree")
     parser.add_argument("--ef-construction", type=int, default=80)
     parser.add_argument("--ef", type=int, nargs="+", default=[32, 64, 128, 256, 512, 1024, 2048])
@@ -144,19 +179,24 @@ def main() -> None:
     args = parser.parse_args()
 
     console = Console(width=max(Console().width, 140))
-    n, dim = args.size, args.dim
+    n, dim = args.size, (128 if args.model == "dlib-orl" else args.dim)
     matrix_bytes = n * dim * 4
     note = lambda text: console.print(text, style="dim")  # noqa: E731
     rows: list[tuple[str, str, str, str]] = []
     sections: list[int] = []
     blocked = [name for name in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE") if name in os.environ]
 
-    note(f"generating {n:,} × {dim} unit vectors ({matrix_bytes / 1e6:,.0f} MB)")
-    gallery = synthetic(n, dim, seed=0)
+    note(f"generating {n:,} × {dim} unit vectors ({matrix_bytes / 1e6:,.0f} MB), model {args.model}")
+    if args.model == "uniform":
+        gallery = synthetic(n, dim, seed=0)
+        probe_sets = [genuine_probes(gallery, args.queries, level, seed=1 + i) for i, level in enumerate(args.genuine)]
+        impostor = synthetic(args.queries, dim, seed=2)
+        set_names = [f"d² {level:g}" for level in args.genuine]
+    else:
+        gallery, probe_sets, impostor = face_like(n, args.queries)
+        set_names = ["face-like"]
     ids = np.arange(n, dtype=np.int64)
-    probe_sets = [genuine_probes(gallery, args.queries, level, seed=1 + i) for i, level in enumerate(args.genuine)]
     genuine, truth_rows = probe_sets[0]
-    impostor = synthetic(args.queries, dim, seed=2)
 
     # -- machine
     bandwidth = {t: read_bandwidth(gallery, t) for t in sorted({1, os.cpu_count() or 1})}
@@ -213,8 +253,8 @@ def main() -> None:
         rows.append(("numpy X @ q (no top-k)", f"{matvec * 1e3:.1f} ms", f"exact index takes {single / matvec:.2f}× this", ""))
         truths = [exact.search(probes, 1)[1][:, 0] for probes, _ in probe_sets]
         _, truth_impostor = exact.search(impostor, 1)
-        for (probes, sources), truth, level in zip(probe_sets, truths, args.genuine):
-            rows.append((f"genuine probes (d² {level:g}): exact top-1 = source", f"{(truth == sources).mean():.3f}",
+        for (probes, sources), truth, name in zip(probe_sets, truths, set_names):
+            rows.append((f"genuine probes ({name}): exact top-1 = source", f"{(truth == sources).mean():.3f}",
                          f"median d² to source {np.median(((probes - gallery[sources]) ** 2).sum(1)):.2f}", ""))  # fmt: skip
         sections.append(len(rows))
 
@@ -236,14 +276,14 @@ def main() -> None:
             for i, recall in enumerate(recalls):
                 if recall >= 0.99 and chosen[i] is None:
                     chosen[i] = (ef, latency, recall)
-            levels = ", ".join(f"{r:.3f} (d² {level:g})" for r, level in zip(recalls, args.genuine))
+            levels = ", ".join(f"{r:.3f} ({name})" for r, name in zip(recalls, set_names))
             rows.append((f"faiss: efSearch={ef}", f"{latency * 1e3:.3f} ms",
                          f"recall@1 {levels}, {recall_impostor:.3f} impostor; batched {batched_ann * 1e3:.3f} ms/query; "
                          f"{single / latency:.0f}× exact", "← chosen" if chosen[0] and chosen[0][0] == ef else ""))  # fmt: skip
             note(f"efSearch={ef}: recall@1 {levels}; {latency * 1e3:.3f} ms")
         sections.append(len(rows))
-        for level, point in zip(args.genuine, chosen):
-            what = f"ANN speed-up at recall@1 ≥ 0.99 (d² {level:g})"
+        for name, point in zip(set_names, chosen):
+            what = f"ANN speed-up at recall@1 ≥ 0.99 ({name})"
             if point:
                 ef, latency, recall = point
                 mark = "met" if single / latency >= 100 else "MISSED"
@@ -254,7 +294,7 @@ def main() -> None:
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
-    table = Table(title=f"Gallery search, {n:,} × {dim} float32 (L2-normalised), k={args.k}, {os.cpu_count()} cores")
+    table = Table(title=f"Gallery search, {n:,} × {dim} float32 (L2-normalised, model {args.model}), k={args.k}, {os.cpu_count()} cores")
     for column in ("measure", "value", "detail", "target"):
         table.add_column(column, justify="right" if column == "value" else "left")
     for i, row in enumerate(rows):
