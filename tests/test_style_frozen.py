@@ -93,3 +93,15 @@ def test_the_engine_cost_and_its_gradient_equal_the_plain_encoders(dims, size, m
     plain = cost_and_gradient()
     assert torch.allclose(fast[0], plain[0], rtol=1e-5)
     assert torch.allclose(fast[1], plain[1], rtol=1e-4, atol=1e-5 * plain[1].abs().max())
+
+
+def test_the_flipped_kernel_follows_weights_changed_in_place():
+    conv = nn.Conv3d(8, 8, 3, padding=1).requires_grad_(False)
+    fast = frozen.frozen_layer(conv)
+    x = torch.randn(1, 8, 10, 10, 10)
+    value_and_input_gradient(fast, x, torch.ones(1, 8, 10, 10, 10))  # builds the flipped kernel
+    with torch.no_grad():
+        conv.weight.mul_(-2)
+    _, grad = value_and_input_gradient(conv, x, ones := torch.ones(1, 8, 10, 10, 10))
+    _, grad_fast = value_and_input_gradient(fast, x, ones)
+    assert torch.allclose(grad_fast, grad, atol=1e-5 * grad.abs().max())

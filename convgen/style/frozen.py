@@ -6,11 +6,11 @@ for exactly that case, so the engine runs those layers its own way (same numbers
 rounding, tested against the plain layers):
 
 - **3D convolutions.** For a batch of one, PyTorch's heuristic sends small volumes to its
-  native im2col kernel (``Slow3d``, ``SlowDilated3d``), 3-10x slower than oneDNN on these shapes. Where it
-  would, the forward pass runs through oneDNN, and so does the input gradient: with the
-  weights frozen and stride 1, the gradient of a convolution with respect to its input is
-  a convolution of the output gradient with the spatially flipped kernel, input and output
-  channels swapped.
+  native im2col kernels (``Slow3d``, ``SlowDilated3d``), 3-10x slower than oneDNN on these
+  shapes. Where it would, the forward pass runs through oneDNN, and so does the input
+  gradient: with the weights frozen and stride 1, the gradient of a convolution with
+  respect to its input is a convolution of the output gradient with the spatially flipped
+  kernel, input and output channels swapped.
 - **1D average pooling** with kernel = stride (no padding) is a reshape and a mean; PyTorch
   runs it through its 2D pooling kernel, which costs more than the convolution beside it.
 
@@ -57,15 +57,16 @@ class FrozenConv3d:
 
     def __init__(self, conv: nn.Conv3d):
         self.conv = conv
-        self.flipped = None
+        self.flipped, self.made_from = None, None
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         conv = self.conv
         if x.dtype != torch.float32 or x.device.type != "cpu" or _select_backend(x, conv) not in SLOW_BACKENDS:
             return conv(x)
         weight = conv.weight.detach()
-        if self.flipped is None or self.flipped.device != weight.device:
+        if self.made_from != (weight.device, conv.weight._version):  # moved or changed since: flip again
             self.flipped = weight.flip([2, 3, 4]).transpose(0, 1).contiguous()
+            self.made_from = (weight.device, conv.weight._version)
         bias = None if conv.bias is None else conv.bias.detach()
         return _OneDnnConv3d.apply(x.contiguous(), weight, bias, self.flipped, list(conv.padding), list(conv.dilation))
 

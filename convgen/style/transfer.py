@@ -2,8 +2,9 @@
 
 The encoder is frozen and read through its named taps, so it runs only as far as the
 deepest layer used, with the layers PyTorch runs slowly for a batch of one replaced by
-faster equivalents (`convgen.style.frozen`). Target activations (content) and target statistics (style Grams)
-are computed once, without gradients; only the generated input ``G`` is optimised.
+faster equivalents (`convgen.style.frozen`). Target activations (content) and target
+statistics (style Grams) are computed once, without gradients; only the generated input
+``G`` is optimised.
 
 With ``normalize_layers`` (the default) every layer's cost is divided by its value at
 ``G``'s activation = 0 (for the Gram cost: ``||G(S)/M||^2 / (2 n_C)^2``; for content:
