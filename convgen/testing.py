@@ -19,3 +19,16 @@ def one_line_error(result, *contains: str) -> None:
     assert "Traceback" not in result.output
     for text in contains:
         assert text in lines[0], lines[0]
+
+
+def tiny_encoder_weights(path, spatial_dims: int, in_channels: int = 1):
+    """Save a small seeded ResNet encoder (16-d embeddings) to ``path``: weights for recipe tests."""
+    import torch
+
+    from convgen.weights import build_encoder, encoder_spec, save_encoder
+
+    torch.manual_seed(0)
+    spec = encoder_spec({"name": "resnet", "channels": [8, 16], "strides": [1, 2], "embedding_dim": 16},
+                        spatial_dims=spatial_dims, in_channels=in_channels)  # fmt: skip
+    save_encoder(path, build_encoder(spec), spec)
+    return path

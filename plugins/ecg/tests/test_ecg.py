@@ -13,8 +13,7 @@ from convgen_ecg.signals import read_record, write_csv
 
 from convgen import io
 from convgen.errors import DataError
-from convgen.testing import invoke, one_line_error
-from convgen.weights import build_encoder, encoder_spec, save_encoder
+from convgen.testing import invoke, one_line_error, tiny_encoder_weights
 
 ECGID = sample_dir("ecgid")
 MITDB = sample_dir("mitdb")
@@ -127,11 +126,7 @@ def test_one_long_record_per_person_becomes_sessions():
 
 @pytest.fixture
 def ecg_weights(tmp_path):
-    torch.manual_seed(0)
-    spec = encoder_spec({"name": "resnet", "channels": [8, 16], "strides": [1, 2], "embedding_dim": 16}, spatial_dims=1, in_channels=1)
-    path = tmp_path / "ecg.safetensors"
-    save_encoder(path, build_encoder(spec), spec)
-    return path
+    return tiny_encoder_weights(tmp_path / "ecg.safetensors", spatial_dims=1)
 
 
 def test_evaluate_enrols_from_one_record_and_identifies_from_the_others(tmp_path, ecg_weights):

@@ -12,7 +12,7 @@ from PIL import Image
 
 from convgen import io
 from convgen.errors import DataError
-from convgen.testing import invoke, one_line_error
+from convgen.testing import invoke, one_line_error, tiny_encoder_weights
 from convgen.weights import build_encoder, encoder_spec, save_encoder
 
 PHOTOS = sample_dir("photos")
@@ -135,11 +135,7 @@ def test_lfw_pairs_are_read_and_scored_by_evaluate(tmp_path):
 
 @pytest.fixture
 def face_weights(tmp_path):
-    torch.manual_seed(0)
-    spec = encoder_spec({"name": "resnet", "channels": [8, 16], "strides": [1, 2], "embedding_dim": 16}, spatial_dims=2, in_channels=1)
-    path = tmp_path / "face.safetensors"
-    save_encoder(path, build_encoder(spec), spec)
-    return path
+    return tiny_encoder_weights(tmp_path / "face.safetensors", spatial_dims=2)
 
 
 def test_enrol_verify_identify_from_photos(tmp_path, face_weights):
