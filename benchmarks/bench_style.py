@@ -7,7 +7,8 @@ iterations, strong-Wolfe line search, clamped to the input range between chunks)
 
 - convgen: `StyleTransfer.run`. Its taps stop at the deepest layer used, the target
   Grams are computed once, and the layers PyTorch runs slowly for a batch of one (small 3D
-  convolutions, 1D average pooling) run through `convgen.style.frozen`.
+  convolutions, one-channel-input convolutions, average pooling) run through
+  `convgen.style.frozen`.
 - convgen, stock layers: the same engine with every layer run as PyTorch runs it, to show
   how much of the speed-up is the engine's design and how much the faster layers.
 - reference: the PyTorch tutorial "Neural Transfer Using PyTorch". It is an ``nn.Sequential``

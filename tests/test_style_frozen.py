@@ -23,7 +23,7 @@ def value_and_input_gradient(layer, x, weights):
         (nn.Conv3d(8, 4, 3, padding=0, bias=False), 9),  # valid convolution, no bias
         (nn.Conv3d(4, 8, (3, 5, 1), padding=(1, 2, 0)), 8),  # anisotropic kernel
         (nn.Conv3d(4, 8, 3, padding=2, dilation=2), 11),
-        (nn.Conv3d(1, 8, 3, padding=1), 12),  # a single input channel, as in a CT encoder's first layer
+        (nn.Conv3d(2, 8, 3, padding=1), 12),  # few input channels (one goes the matrix-product way)
     ],
 )
 def test_a_3d_convolution_through_onednn_matches_pytorch_in_value_and_input_gradient(conv, size):
@@ -37,15 +37,61 @@ def test_a_3d_convolution_through_onednn_matches_pytorch_in_value_and_input_grad
     assert torch.allclose(grad_fast, grad, rtol=1e-5, atol=1e-5 * grad.abs().max())
 
 
-@pytest.mark.parametrize("kernel, length", [(2, 64), (2, 65), (3, 31)])
-def test_1d_average_pooling_as_a_mean_matches_pytorch_with_odd_lengths(kernel, length):
-    pool = nn.AvgPool1d(kernel)
+@pytest.mark.parametrize(
+    "conv, shape",
+    [
+        (nn.Conv1d(1, 8, 3, padding=1), (50,)),
+        (nn.Conv1d(1, 8, 5, padding=0, bias=False), (9,)),
+        (nn.Conv2d(1, 8, 3, padding=1), (17, 20)),
+        (nn.Conv2d(1, 8, (3, 5), padding=(2, 0), dilation=(2, 1)), (12, 9)),
+        (nn.Conv2d(1, 8, 7, padding=4), (8, 8)),  # more padding than the kernel reaches
+        (nn.Conv3d(1, 8, 3, padding=1), (6, 7, 8)),
+        (nn.Conv3d(1, 4, 2, padding=0, dilation=3), (5, 6, 7)),
+    ],
+)
+def test_a_single_channel_convolution_as_a_matrix_product_matches_pytorch(conv, shape):
+    conv.requires_grad_(False)
+    fast = frozen.frozen_layer(conv)
+    assert isinstance(fast, frozen.FrozenSingleChannelConv)
+    x = torch.randn(2, 1, *shape)
+    y, grad = value_and_input_gradient(conv, x, weights := torch.randn_like(conv(x)))
+    y_fast, grad_fast = value_and_input_gradient(fast, x, weights)
+    assert y_fast.shape == y.shape
+    assert torch.allclose(y_fast, y, rtol=1e-5, atol=1e-5 * y.abs().max())
+    assert torch.allclose(grad_fast, grad, rtol=1e-5, atol=1e-5 * grad.abs().max())
+
+
+def test_a_single_channel_convolution_on_too_small_an_input_fails_as_pytorch_does():
+    conv = nn.Conv2d(1, 8, 5).requires_grad_(False)
+    with pytest.raises(RuntimeError, match="(?i)kernel size can't be greater|input image .* too small"):
+        frozen.frozen_layer(conv)(torch.randn(1, 1, 3, 3))
+
+
+@pytest.mark.parametrize(
+    "pool, shape",
+    [
+        (nn.AvgPool1d(1), (10,)),
+        (nn.AvgPool1d(2), (64,)),
+        (nn.AvgPool1d(2), (65,)),
+        (nn.AvgPool1d(2), (4099,)),
+        (nn.AvgPool1d(3), (31,)),
+        (nn.AvgPool1d(4), (4099,)),
+        (nn.AvgPool1d(5), (5,)),
+        (nn.AvgPool1d(7), (100,)),
+        (nn.AvgPool2d(2), (32, 33)),
+        (nn.AvgPool2d((2, 1)), (9, 7)),
+        (nn.AvgPool2d(3, stride=3), (10, 12)),
+        (nn.AvgPool3d(2), (9, 8, 11)),
+        (nn.AvgPool3d((1, 2, 3)), (5, 8, 13)),
+    ],
+)
+def test_average_pooling_as_block_means_matches_pytorch_with_odd_lengths(pool, shape):
     fast = frozen.frozen_layer(pool)
     assert fast is not pool
-    x = torch.randn(2, 3, length)
+    x = torch.randn(2, 3, *shape)
     y, grad = value_and_input_gradient(pool, x, weights := torch.randn_like(pool(x)))
     y_fast, grad_fast = value_and_input_gradient(fast, x, weights)
-    assert torch.allclose(y_fast, y, atol=1e-6) and torch.allclose(grad_fast, grad, atol=1e-6)
+    assert y_fast.shape == y.shape and torch.allclose(y_fast, y, atol=1e-6) and torch.allclose(grad_fast, grad, atol=1e-6)
 
 
 @pytest.mark.parametrize(
@@ -56,9 +102,15 @@ def test_1d_average_pooling_as_a_mean_matches_pytorch_with_odd_lengths(kernel, l
         nn.Conv3d(4, 8, 3, padding="same"),
         nn.Conv3d(4, 8, 3, padding=1, padding_mode="reflect"),
         nn.Conv3d(4, 8, 3, padding=3),  # more padding than the kernel reaches: the gradient would need negative padding
+        nn.Conv2d(1, 8, 3, stride=2),
+        nn.Conv1d(1, 8, 3, padding="same"),
+        nn.Conv2d(1, 8, 3, padding=1, padding_mode="reflect"),
+        nn.Conv2d(2, 8, 3, padding=1),
         nn.AvgPool1d(3, stride=2),
         nn.AvgPool1d(2, padding=1),
-        nn.AvgPool2d(2),
+        nn.AvgPool2d(2, ceil_mode=True),
+        nn.AvgPool2d(2, divisor_override=3),
+        nn.AvgPool3d((2, 2, 2), stride=(2, 2, 1)),
         nn.ReLU(),
     ],
 )
@@ -73,7 +125,7 @@ def test_a_large_volume_keeps_pytorchs_own_kernel():
     assert torch.equal(frozen.frozen_layer(conv)(x), conv(x))
 
 
-@pytest.mark.parametrize("dims, size", [(1, 300), (3, 14)])
+@pytest.mark.parametrize("dims, size", [(1, 300), (2, 37), (3, 14)])
 def test_the_engine_cost_and_its_gradient_equal_the_plain_encoders(dims, size, monkeypatch):
     torch.manual_seed(0)
     encoder = VGGEncoder(dims, 1, channels=(8, 16, 16), convs=(1, 1, 1), pool="avg")

@@ -284,8 +284,9 @@ class StyleTransfer:
             return total
 
         # L-BFGS runs in chunks of several iterations (its line search needs its curvature
-        # history intact); G is clamped to the valid range between chunks (and L-BFGS
-        # restarts when the clamp moved G), Adam every step.
+        # history intact); G is clamped to the valid range between chunks, Adam every step.
+        # L-BFGS keeps its history across a clamp, as the PyTorch tutorial does: restarting
+        # it there cost extra evaluations and ended at a higher cost (bench_style.py).
         chunk = LBFGS_CHUNK if optimizer == "lbfgs" else 1
         done = 0
         with bar("stylize", show=show_progress) as progress:
@@ -299,10 +300,7 @@ class StyleTransfer:
                 opt.step(closure)
                 done += steps
                 with torch.no_grad():
-                    outside = bool(((g < low) | (g > high)).any())
                     g.clamp_(low, high)
-                if outside and optimizer == "lbfgs":
-                    opt.state.clear()  # its curvature pairs describe the unclamped path: start afresh
                 if not math.isfinite(last["loss"]):
                     raise DataError(f"the cost became {last['loss']} at iteration {done}; lower lr or the term weights")
                 history.append({"iteration": done, **last})
