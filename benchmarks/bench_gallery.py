@@ -171,9 +171,10 @@ def main() -> None:
     parser.add_argument("--k", type=int, default=10, help="neighbours per query")
     parser.add_argument("--genuine", type=float, nargs="+", default=[0.5, 0.3],
                         help="uniform model: median squared distance of genuine probes to their match; the first set is timed")  # fmt: skip
-    parser.add_argument("--m", type=int, default=32, help="HNSW graph degree")
-    parser.add_argument("--ef-construction", type=int, default=80)
-    parser.add_argument("--ef", type=int, nargs="+", default=[32, 64, 128, 256, 512, 1024, 2048])
+    parser.add_argument("--m", type=int, help="HNSW graph degree (default: the faiss backend's)")
+    parser.add_argument("--ef-construction", type=int, help="(default: the faiss backend's)")
+    parser.add_argument("--storage", choices=["float16", "float32"], help="how the HNSW graph stores the vectors (default: the faiss backend's)")
+    parser.add_argument("--ef", type=int, nargs="+", default=[16, 24, 32, 48, 64, 128, 256, 512, 1024, 2048])
     parser.add_argument("--enrol-singles", type=int, default=2000, help="one-transaction enrolments (rest in bulk)")
     parser.add_argument("--no-enrol", action="store_true", help="skip enrolment through the store")
     args = parser.parse_args()
@@ -259,13 +260,15 @@ def main() -> None:
         sections.append(len(rows))
 
         # -- faiss
-        note(f"FAISS HNSW build (M={args.m}, efConstruction={args.ef_construction})")
-        ann = open_index("faiss", work / "bench.db", dim, m=args.m, ef_construction=args.ef_construction)
+        given = {"m": args.m, "ef_construction": args.ef_construction, "storage": args.storage}
+        ann = open_index("faiss", work / "bench.db", dim, **{name: value for name, value in given.items() if value is not None})
+        graph = "M={m}, efConstruction={ef_construction}, {storage} storage".format(**ann.options)
+        note(f"FAISS HNSW build ({graph})")
         start = time.perf_counter()
         for chunk in range(0, n, 100_000):
             ann.add(ids[chunk : chunk + 100_000], gallery[chunk : chunk + 100_000])
         build = time.perf_counter() - start
-        rows.append(("faiss: HNSW build", f"{build:.1f} s", f"{n / build:,.0f} vectors/s, M={args.m}, efConstruction={args.ef_construction}", ""))
+        rows.append(("faiss: HNSW build", f"{build:.1f} s", f"{n / build:,.0f} vectors/s, {graph}", ""))
         chosen: list[tuple[int, float, float] | None] = [None] * len(probe_sets)
         for ef in args.ef:
             ann.options["ef_search"] = ef
