@@ -1,1 +1,2 @@
-"""Similarity learning: embeddings, and (to come) losses, miners and evaluation."""
+"""Similarity learning: the Siamese embedder, triplet/contrastive/pair-classifier losses with
+online miners, P×K sampling, the training loop's recipes, and evaluation (ROC, EER, rank-k, open set)."""
