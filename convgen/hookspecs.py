@@ -109,6 +109,36 @@ def register_datasets(register):
         def register_datasets(register):
             register("my-scans", MyScans)  # MyScans(root=".", ...)
         ```
+
+    A dataset made from files should also say how ONE file became its samples: an
+    attribute ``pipeline_spec`` (``{"name": PIPELINE, **options}``, see
+    ``register_pipelines``) that training records in the weights file, and a class
+    attribute ``pipeline_name`` so that ``evaluate`` can set the dataset's options from
+    the pipeline an encoder recorded.
+    """
+
+
+@hookspec
+def register_pipelines(register):
+    """Register input pipelines: how one file becomes the encoder's input(s).
+
+    Call ``register(name, factory)``; ``factory(**options)`` (every option has a default
+    and is JSON-able) returns a callable ``pipeline(path)`` that gives a float tensor
+    ``(n, C, *spatial)``, ``n >= 1`` inputs for one file (a photo gives one face crop, an
+    ECG record one window per heartbeat); the file's embedding is the normalised mean of
+    theirs. The pipeline that made the training samples is saved with the weights, so
+    every command reads files the way the encoder was trained (see `convgen.pipelines`).
+    It may offer ``pipeline.preview(path)`` (a ``(C, H, W)`` tensor in [0, 1]) for
+    contact sheets.
+
+    Example:
+        ```python
+        @convgen.hookimpl
+        def register_pipelines(register):
+            def text_samples(scale: float = 1.0):
+                return lambda path: read_txt(path)[None] * scale  # (1, C, L)
+            register("text", text_samples)
+        ```
     """
 
 

@@ -1,6 +1,6 @@
 """Named registries of components, filled by the plugins' ``register_*`` hooks.
 
-Each kind (encoder, loss, style_cost, dataset, recipe, reader, writer) has one
+Each kind (encoder, loss, style_cost, dataset, pipeline, recipe, reader, writer) has one
 `Registry`. A registry is built the first time it is asked for, by calling every
 plugin's hook with a ``register`` callback that knows which plugin is calling, so that a
 duplicate name can name both plugins.
@@ -21,6 +21,7 @@ KINDS: dict[str, tuple[str, str]] = {
     "loss": ("register_losses", "loss"),
     "style_cost": ("register_style_costs", "style cost"),
     "dataset": ("register_datasets", "dataset"),
+    "pipeline": ("register_pipelines", "pipeline"),
     "recipe": ("register_recipes", "recipe"),
     "reader": ("register_readers", "reader for file type"),
     "writer": ("register_writers", "writer for file type"),

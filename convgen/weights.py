@@ -3,7 +3,9 @@
 The header's metadata records the encoder's registry name, its full config (every
 keyword argument, defaults filled in) and a fingerprint: a SHA-256 over that config and
 every tensor. Galleries and embeddings store the fingerprint, so a mismatched model is
-caught before it silently produces meaningless distances.
+caught before it silently produces meaningless distances. The metadata also records the
+input pipeline (`convgen.pipelines`): how one file becomes the encoder's input, so that
+every command reads files the way the encoder was trained (`load_model`).
 
 Every safetensors file a user hands over (weights, checkpoints, gallery exports) is
 checked by `check_safetensors` before the library reads it: the header must fit in the
@@ -18,6 +20,7 @@ import inspect
 import itertools
 import json
 import math
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -139,11 +142,22 @@ def fingerprint(spec: dict, state: dict[str, torch.Tensor]) -> str:
     return digest.hexdigest()
 
 
-def save_encoder(path, encoder: torch.nn.Module, spec: dict) -> str:
-    """Write ``encoder``'s weights with its spec; returns the fingerprint. Atomic."""
+def save_encoder(path, encoder: torch.nn.Module, spec: dict, pipeline: dict | None = None) -> str:
+    """Write ``encoder``'s weights with its spec and input pipeline; returns the fingerprint. Atomic.
+
+    ``pipeline`` (``{"name": ..., **options}``, see `convgen.pipelines`) is how one file
+    becomes the encoder's input; it is checked, completed with its defaults and stored
+    as JSON in the header's ``pipeline`` entry. The fingerprint stays over the spec and
+    the tensors only: it names the network, so galleries built before a pipeline was
+    recorded still accept the same weights (a gallery records its own pipeline).
+    """
     state = {k: v.detach().cpu().contiguous() for k, v in encoder.state_dict().items()}
     fp = fingerprint(spec, state)
     metadata = {"format": FORMAT, "encoder": spec["name"], "spec": json.dumps(spec, sort_keys=True), "fingerprint": fp}
+    if pipeline is not None:
+        from convgen.pipelines import pipeline_spec
+
+        metadata["pipeline"] = json.dumps(pipeline_spec(pipeline), sort_keys=True)
     with atomic_path(Path(path)) as tmp:
         save_file(state, str(tmp), metadata=metadata)
     return fp
@@ -205,6 +219,42 @@ def load_encoder(path, expected: dict | None = None) -> tuple[torch.nn.Module, d
         )
     encoder.load_state_dict(state)
     return encoder, spec, fingerprint(spec, state)
+
+
+def read_pipeline(path) -> dict | None:
+    """The input pipeline a weights file records (``{"name": ..., **options}``), or None.
+
+    Reads only the header. None for weights saved before pipelines were recorded and for
+    plain safetensors files; a damaged entry is a one-line `DataError`.
+    """
+    header = check_safetensors(path, "safetensors weights file")
+    metadata = header.get("__metadata__") or {}
+    if metadata.get("format") != FORMAT or "pipeline" not in metadata:
+        return None
+    try:
+        pipeline = json.loads(metadata["pipeline"])
+    except json.JSONDecodeError:
+        pipeline = None
+    if not isinstance(pipeline, dict) or not isinstance(pipeline.get("name"), str):
+        raise DataError(f"{path} has a damaged input pipeline in its header; re-save the weights")
+    return pipeline
+
+
+@dataclass
+class Model:
+    """A loaded weights file: the encoder, its spec and fingerprint, and its input pipeline (None: not recorded)."""
+
+    encoder: torch.nn.Module
+    spec: dict
+    fingerprint: str
+    pipeline: dict | None
+    path: str | None = None
+
+
+def load_model(path, expected: dict | None = None) -> Model:
+    """`load_encoder` plus the recorded input pipeline, as one `Model`."""
+    encoder, spec, fp = load_encoder(path, expected)
+    return Model(encoder, spec, fp, read_pipeline(path), str(Path(path).resolve()))
 
 
 def _compare(expected: dict, got: dict) -> tuple[list[str], list[str]]:

@@ -1,4 +1,4 @@
-"""Built-in file types: NumPy ``.npy`` arrays, channel-first ``(C, *spatial)``."""
+"""Built-in file types: NumPy ``.npy`` arrays, channel-first ``(C, *spatial)``; the ``array`` pipeline (one file, one input)."""
 
 import convgen
 from convgen.errors import DataError
@@ -31,3 +31,10 @@ def register_readers(register):
 @convgen.hookimpl
 def register_writers(register):
     register(".npy", write_npy)
+
+
+@convgen.hookimpl
+def register_pipelines(register):
+    from convgen.pipelines import ArrayPipeline
+
+    register("array", ArrayPipeline)

@@ -1,5 +1,5 @@
 """A small third-party plugin: a text-file reader/writer, a tiny encoder, a dataset, a loss,
-a style cost, a recipe and a CLI command. The tests install it through its entry point."""
+a style cost, an input pipeline, a recipe and a CLI command. The tests install it through its entry point."""
 
 from collections import OrderedDict
 from pathlib import Path
@@ -118,6 +118,21 @@ def register_readers(register):
 @convgen.hookimpl
 def register_writers(register):
     register(".txt", write_txt)
+
+
+class TextSamples:
+    """A text file as one input ``(1, 1, L)``, scaled by ``scale``."""
+
+    def __init__(self, scale: float = 1.0):
+        self.scale = scale
+
+    def __call__(self, path):
+        return read_txt(path)[None] * self.scale
+
+
+@convgen.hookimpl
+def register_pipelines(register):
+    register("text", TextSamples)
 
 
 @convgen.hookimpl

@@ -36,3 +36,10 @@ def register_recipes(register):
     from convgen_audio import recipes
 
     recipes.register(register)
+
+
+@convgen.hookimpl
+def register_pipelines(register):
+    from convgen_audio.pipelines import audio
+
+    register("audio", audio)

@@ -30,3 +30,10 @@ def register_recipes(register):
     from convgen_ct import recipes
 
     recipes.register(register)
+
+
+@convgen.hookimpl
+def register_pipelines(register):
+    from convgen_ct.pipelines import ct
+
+    register("ct", ct)

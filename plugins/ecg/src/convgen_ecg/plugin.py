@@ -22,3 +22,10 @@ def register_recipes(register):
     from convgen_ecg import recipes
 
     recipes.register(register)
+
+
+@convgen.hookimpl
+def register_pipelines(register):
+    from convgen_ecg.pipelines import ecg
+
+    register("ecg", ecg)

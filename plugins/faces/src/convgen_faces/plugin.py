@@ -37,3 +37,10 @@ def register_recipes(register):
     from convgen_faces import recipes
 
     recipes.register(register)
+
+
+@convgen.hookimpl
+def register_pipelines(register):
+    from convgen_faces.pipelines import faces
+
+    register("faces", faces)
