@@ -21,7 +21,9 @@ from __future__ import annotations
 import copy
 import difflib
 import inspect
+import math
 import os
+import re
 from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any, Callable
 
@@ -107,28 +109,155 @@ def is_recipe_file(spec: str) -> bool:
 
 
 def _type_name(value) -> str:
-    return {bool: "a boolean", int: "an integer", float: "a number", str: "a string", list: "a list", dict: "a mapping"}.get(
+    return {bool: "a boolean", int: "an integer", float: "a number", str: "a string", list: "a list", tuple: "a list", dict: "a mapping"}.get(
         type(value), type(value).__name__
     )
 
 
-def _check_type(path: str, default, value) -> None:
-    if default is None or value is None:
-        return
+def _shown(default) -> str:
+    return repr(list(default) if isinstance(default, tuple) else default)
+
+
+def _fits(default, value) -> bool:
+    """Does ``value`` have the type of ``default`` (an int is a number; a tuple a list)?"""
     if isinstance(default, bool):
-        ok = isinstance(value, bool)
-    elif isinstance(default, int):
-        ok = isinstance(value, int) and not isinstance(value, bool)
-    elif isinstance(default, float):
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-    elif isinstance(default, (list, tuple)):
-        ok = isinstance(value, (list, tuple))
-    elif isinstance(default, dict):
-        ok = isinstance(value, dict)
-    else:
-        ok = isinstance(value, type(default))
-    if not ok:
-        raise ConfigError(f"key {path!r} expects {_type_name(default)} (like {default!r}), got {value!r}")
+        return isinstance(value, bool)
+    if isinstance(default, int):
+        return isinstance(value, int) and not isinstance(value, bool)
+    if isinstance(default, float):
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if isinstance(default, (list, tuple)):
+        return isinstance(value, (list, tuple))
+    if isinstance(default, dict):
+        return isinstance(value, dict)
+    return isinstance(value, type(default))
+
+
+def _check_type(path: str, default, value) -> None:
+    """``value`` must have its default's type; a list's items that of the default's items."""
+    if default is None:
+        return
+    if value is None:
+        if isinstance(default, (int, float, list, tuple)) or path.rpartition(".")[2] in RANGES:
+            raise ConfigError(f"key {path!r} expects {_type_name(default)} (like {_shown(default)}), got null")
+        return
+    if not _fits(default, value):
+        raise ConfigError(f"key {path!r} expects {_type_name(default)} (like {_shown(default)}), got {value!r}")
+    if isinstance(default, (list, tuple)) and default and len({type(d) for d in default}) == 1:
+        for item in value:
+            if not _fits(default[0], item):
+                raise ConfigError(f"key {path!r} expects a list of {_type_name(default[0]).split(' ', 1)[1]}s (like {list(default)!r}), got {value!r}")
+
+
+# Ranges of numeric keys, by leaf name or full dotted path (the path wins), in interval
+# notation; for a list the range applies to each item. Types come from the defaults (the
+# recipe's, or the component's signature); these bound what a type cannot.
+INF = "inf"
+RANGES = {
+    "spatial_dims": "[1, 3]", "epochs": "[1, inf)", "batch_size": "[1, inf)", "embedding_dim": "[1, 65536]",
+    "channels": "[1, 16384]", "in_channels": "[1, 16384]", "filters": "[1, 16384]", "strides": "[1, 64]",
+    "convs": "[1, 64]", "kernel_size": "[1, 64]", "kernel_sizes": "[1, 1024]", "stem_kernel": "[1, 64]",
+    "stem_stride": "[1, 64]", "subunits": "[1, 64]", "head_grid": "[1, 64]", "dropout": "[0, 1)",
+    "size": "[1, 65536]", "style_size": "[1, 65536]", "input_size": "[1, 65536]", "identities": "[1, 10000000]",
+    "samples_per_identity": "[1, 1000000]", "motifs": "[1, 1024]", "motif_size": "[1, 1024]", "noise": "[0, inf)",
+    "iterations": "[1, inf)", "top_k": "[1, inf)", "lr": "(0, inf)", "weight_decay": "[0, inf)", "momentum": "[0, 1]",
+    "gamma": "(0, inf)", "warmup_epochs": "[0, inf)", "margin": "[0, inf)", "grad_clip": "[0, inf)",
+    "val_fraction": "(0, 1)", "threshold": "[0, inf)", "fpir": "(0, 1)", "far": "(0, 1)", "seed": "[-9223372036854775808, 18446744073709551615]",
+    "sampler.p": "[2, inf)", "sampler.k": "[2, inf)", "alpha": "[0, inf)", "beta": "[0, inf)", "tv": "[0, inf)",
+    "memory_budget_gb": "(0, inf)", "max_pairs": "[1, inf)", "folds": "[2, inf)", "episodes": "[1, inf)",
+    "n_way": "[2, inf)", "k_shot": "[1, inf)", "queries": "[1, inf)", "n_fft": "[2, 1048576]", "hop": "[1, 1048576]",
+    "n_mels": "[1, 4096]", "sample_rate": "(0, 10000000]", "fs": "(0, 10000000]", "snapshot_every": "[0, inf)",
+}  # fmt: skip
+MAX_SAMPLE_ELEMENTS = 2**28  # one sample of a size key (size ** spatial_dims): 1 GiB as float32
+MAX_DEPTH = 16  # nesting of a config: real ones need 3
+
+
+def _interval(text: str) -> tuple[float, float, bool, bool]:
+    low, high = (float(x) for x in text[1:-1].split(","))
+    return low, high, text[0] == "(", text[-1] == ")"
+
+
+def _check_range(path: str, value) -> None:
+    rule = RANGES.get(path) or RANGES.get(path.rpartition(".")[2])
+    items = value if isinstance(value, (list, tuple)) else [value]
+    for item in items:
+        if isinstance(item, bool) or not isinstance(item, (int, float)):
+            continue
+        if not math.isfinite(item):
+            raise ConfigError(f"key {path!r} must be a finite number, got {value!r}")
+        if rule is None:
+            continue
+        low, high, open_low, open_high = _interval(rule)
+        if item < low or item > high or (open_low and item == low) or (open_high and item == high):
+            where = "each item of " if isinstance(value, (list, tuple)) else ""
+            raise ConfigError(f"key {path!r} is out of range: {where}{path.rpartition('.')[2]} must be in {rule}, got {value!r}")
+
+
+def check_values(path: str, value, depth: int = 0) -> None:
+    """Every number finite and within its key's range, nesting bounded (recursive over mappings)."""
+    if depth > MAX_DEPTH:
+        raise ConfigError(f"key {path!r} is nested more than {MAX_DEPTH} levels deep; a recipe needs only a few")
+    if isinstance(value, dict):
+        for key, sub in value.items():
+            check_values(f"{path}.{key}" if path else str(key), sub, depth + 1)
+        return
+    if isinstance(value, (list, tuple)):
+        for item in value:
+            if isinstance(item, (dict, list, tuple)):
+                check_values(path, item, depth + 1)
+    _check_range(path, value)
+
+
+def _check_sample_sizes(config: dict) -> None:
+    """A size key must not ask for a sample larger than ``MAX_SAMPLE_ELEMENTS`` (terabytes fail late and slowly)."""
+    dims = config.get("spatial_dims") if isinstance(config.get("spatial_dims"), int) else None
+
+    def walk(path, node):
+        for key, value in node.items():
+            here = f"{path}.{key}" if path else key
+            if isinstance(value, dict):
+                walk(here, value)
+            elif key in ("size", "style_size", "input_size") and value is not None:
+                sizes = value if isinstance(value, (list, tuple)) else [value] * (dims or 1)
+                if all(isinstance(s, int) and not isinstance(s, bool) for s in sizes) and math.prod(sizes) > MAX_SAMPLE_ELEMENTS:
+                    raise ConfigError(
+                        f"key {here!r}={value!r} asks for samples of {math.prod(sizes):.3g} elements each "
+                        f"(at most {MAX_SAMPLE_ELEMENTS:.3g}); choose a smaller size"
+                    )
+
+    walk("", config)
+
+
+def _check_device(value) -> None:
+    if not isinstance(value, str):
+        return
+    if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", value):
+        raise ConfigError(f"unknown device {value!r}; use auto, cpu, cuda or cuda:N")
+    if value.startswith("cuda"):
+        import torch
+
+        index = int(value.partition(":")[2] or 0)
+        if not torch.cuda.is_available():
+            raise ConfigError(f"device={value} but this machine has no usable CUDA GPU; use device=auto or device=cpu")
+        if index >= torch.cuda.device_count():
+            raise ConfigError(f"device={value} but this machine has {torch.cuda.device_count()} CUDA GPU(s); use cuda:0 to cuda:{torch.cuda.device_count() - 1}")
+
+
+def check_component_types(kind: str, factory: Callable, block: dict, where: str) -> None:
+    """Each argument of a component block has the type of the factory's default for it, where
+    the factory annotates that argument with one type (``channels: Sequence[int] = (32, 64)``;
+    an unannotated or union argument may take other types, so only its range is checked)."""
+    try:
+        params = inspect.signature(factory).parameters
+    except (TypeError, ValueError):
+        return
+    for key, value in block.items():
+        param = params.get(key)
+        if param is None or param.default is inspect.Parameter.empty or param.annotation is inspect.Parameter.empty:
+            continue
+        annotation = str(param.annotation)
+        if not any(mark in annotation for mark in ("|", "Union", "Optional", "Any")):
+            _check_type(f"{where}.{key}", param.default, value)
 
 
 class _Resolver:
@@ -196,6 +325,10 @@ class _Resolver:
                 if (key, arg) in self.explicit:
                     check_component_kwargs(kind, block["name"], registry.get(block["name"]), {arg: block[arg]}, where=key)
                 del block[arg]  # a default meant for the previous component
+            check_component_types(kind, registry.get(block["name"]), block, key)
+        check_values("", self.config)
+        _check_sample_sizes(self.config)
+        _check_device(self.config.get("device"))
         check_output_paths(self.config)
         return self.config
 

@@ -8,6 +8,8 @@ that matches, so ``.nii.gz`` beats ``.gz``). Every sample read is checked: a flo
 from __future__ import annotations
 
 import contextlib
+import errno
+import json
 import os
 import tempfile
 from pathlib import Path
@@ -15,7 +17,7 @@ from typing import Callable, Iterator
 
 import torch
 
-from convgen.errors import DataError, PathError
+from convgen.errors import ConvgenError, DataError, PathError
 
 
 @contextlib.contextmanager
@@ -45,6 +47,50 @@ def _umask() -> int:
     mask = os.umask(0o022)
     os.umask(mask)
     return mask
+
+
+MAX_JSON_DEPTH = 64  # nesting of any JSON a user hands over; convgen's own needs 3
+
+
+def loads_json(text, what: str):
+    """Parse JSON from an untrusted file: one-line `DataError` when it is not JSON or nested
+    deeper than ``MAX_JSON_DEPTH`` (a header nested 200,000 deep would otherwise be a RecursionError)."""
+    try:
+        value = json.loads(text)
+    except RecursionError:
+        raise DataError(f"{what} is nested too deeply to be real; re-export the file") from None
+    except (ValueError, TypeError) as exc:
+        raise DataError(f"{what} is not valid JSON ({str(exc).splitlines()[0]}); re-export the file") from None
+    stack = [(value, 0)]
+    while stack:  # iterative: a deep value cannot blow the stack here either
+        node, depth = stack.pop()
+        if depth > MAX_JSON_DEPTH:
+            raise DataError(f"{what} is nested more than {MAX_JSON_DEPTH} levels deep; re-export the file")
+        children = node.values() if isinstance(node, dict) else node if isinstance(node, list) else ()
+        stack.extend((child, depth + 1) for child in children if isinstance(child, (dict, list)))
+    return value
+
+
+def os_problem(exc: OSError) -> str:
+    """The cause of a failed file operation in words a user acts on (disk full, read-only, permission)."""
+    causes = {
+        errno.ENOSPC: "the disk is full; free some space",
+        errno.EDQUOT: "the disk quota is exceeded; free some space",
+        errno.EROFS: "the file system is read-only; choose a writable place",
+        errno.EACCES: "permission denied; check the file's and folder's permissions",
+        errno.EPERM: "operation not permitted; check the file's and folder's permissions",
+        errno.ENOTDIR: "a part of the path is a file, not a folder",
+        errno.EISDIR: "it is a folder, not a file",
+        errno.ENAMETOOLONG: "the name is too long",
+        errno.EIO: "an input/output error (a failing disk or a lost network mount)",
+    }
+    return causes.get(exc.errno) or exc.strerror or (str(exc).splitlines() or [type(exc).__name__])[0]
+
+
+def os_error(exc: OSError, path, action: str = "write") -> ConvgenError:
+    """A `PathError` (missing, wrong kind) or `DataError` (anything else) that names the real cause."""
+    kind = PathError if exc.errno in (errno.ENOENT, errno.ENOTDIR, errno.EISDIR) else DataError
+    return kind(f"cannot {action} {path}: {os_problem(exc)}")
 
 
 def atomic_write_text(path: Path, text: str) -> None:

@@ -28,7 +28,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from convgen.errors import ConfigError, DataError, ModelMismatchError, PathError
-from convgen.io import atomic_path
+from convgen.io import atomic_path, loads_json
 
 FORMAT = "convgen.encoder/1"
 
@@ -60,9 +60,11 @@ def check_safetensors(path, what: str = "safetensors file") -> dict:
             refuse(f"the header claims {length} bytes but the file holds {size - 8} after the length field")
         raw = handle.read(length)
     try:
-        header = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        refuse("the header is not JSON")
+        header = loads_json(raw.decode("utf-8"), "header")
+    except UnicodeDecodeError:
+        refuse("the header is not UTF-8 JSON")
+    except DataError as exc:
+        refuse(str(exc).partition(";")[0])
     if not isinstance(header, dict):
         refuse("the header is not a JSON object")
     data_bytes = size - 8 - length
@@ -104,13 +106,17 @@ def encoder_spec(spec: dict, **context) -> dict:
     ``context`` (e.g. ``spatial_dims``, ``in_channels`` inferred from the data) fills
     arguments the block leaves unset.
     """
-    from convgen.config import check_component_kwargs
+    from convgen.config import check_component_kwargs, check_component_types, check_values
     from convgen.registry import get
 
+    if not isinstance(spec, dict) or not isinstance(spec.get("name"), str) or not all(isinstance(k, str) for k in spec):
+        raise ConfigError(f"an encoder spec is a mapping with a 'name' (like {{'name': 'resnet', ...}}), got {str(spec)[:80]!r}")
     spec = dict(spec)
     name = spec.pop("name", None)
     factory = get("encoder", name)
     check_component_kwargs("encoder", name, factory, spec, where="encoder")
+    check_component_types("encoder", factory, spec, "encoder")
+    check_values("encoder", spec)
     signature = inspect.signature(factory)
     for key, value in context.items():
         if key in signature.parameters and spec.get(key) is None:
@@ -129,7 +135,44 @@ def build_encoder(spec: dict, **context) -> torch.nn.Module:
 
     full = encoder_spec(spec, **context)
     kwargs = {k: v for k, v in full.items() if k != "name"}
-    return get("encoder", full["name"])(**kwargs)
+    factory = get("encoder", full["name"])
+    skeleton = _skeleton(factory, kwargs)
+    if skeleton is not None:
+        _check_memory(full, skeleton)
+    return factory(**kwargs)
+
+
+def _skeleton(factory, kwargs) -> torch.nn.Module | None:
+    """The encoder built on the meta device: its parameters' shapes and dtypes, no memory.
+    None when a factory cannot build there (it reads a file, say); user errors still raise."""
+    from convgen.errors import ConvgenError
+
+    try:
+        with torch.device("meta"):
+            return factory(**kwargs)
+    except ConvgenError:
+        raise
+    except Exception:  # noqa: BLE001 - the real build below raises it again, or works
+        return None
+
+
+def _physical_memory() -> int:
+    import os
+
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return 1 << 40
+
+
+def _check_memory(spec: dict, skeleton: torch.nn.Module) -> None:
+    """Refuse an encoder whose weights, gradients and two optimiser states would not fit in memory."""
+    nbytes = sum(t.numel() * t.element_size() for t in skeleton.state_dict().values())
+    if 4 * nbytes > _physical_memory():
+        raise ConfigError(
+            f"encoder {_describe(spec)} has {nbytes / 2**30:.3g} GiB of weights, more than this machine can train "
+            f"({_physical_memory() / 2**30:.3g} GiB of memory); choose fewer or narrower layers"
+        )
 
 
 def fingerprint(spec: dict, state: dict[str, torch.Tensor]) -> str:
@@ -179,10 +222,11 @@ def read_weights(path) -> tuple[dict[str, torch.Tensor], dict | None]:
         raise DataError(f"{path} is not a readable safetensors weights file ({str(exc).splitlines()[0]})") from None
     spec = None
     if metadata.get("format") == FORMAT:
-        try:
-            spec = json.loads(metadata["spec"])
-        except (KeyError, json.JSONDecodeError):
-            raise DataError(f"{path} has a damaged convgen header; re-save the weights") from None
+        if not isinstance(metadata.get("spec"), str):
+            raise DataError(f"{path} has a damaged convgen header (no encoder spec); re-save the weights")
+        spec = loads_json(metadata["spec"], f"{path}: the encoder spec in the header")
+        if not isinstance(spec, dict) or not isinstance(spec.get("name"), str):
+            raise DataError(f"{path} has a damaged convgen header (the encoder spec is {type(spec).__name__}, not a mapping with a name); re-save the weights")
     return state, spec
 
 
@@ -211,12 +255,20 @@ def load_encoder(path, expected: dict | None = None) -> tuple[torch.nn.Module, d
                 f"{path} holds weights for {_describe(spec)} but the recipe builds {_describe(wanted)} "
                 f"({'; '.join(differ)}); set the recipe's encoder to match, or encoder=null to use the file's"
             )
+    # The spec is untrusted: check it, and build on the meta device first, so that it is
+    # checked against the stored tensors' shapes and dtypes before any memory is allocated.
+    from convgen.registry import get
+
+    try:
+        full = encoder_spec(spec)
+    except ConfigError as exc:
+        raise DataError(f"{path} has an encoder spec that cannot be built ({exc}); re-save the weights") from None
+    kwargs = {k: v for k, v in full.items() if k != "name"}
+    skeleton = _skeleton(get("encoder", full["name"]), kwargs)
+    if skeleton is not None:
+        _refuse_mismatch(path, spec, skeleton.state_dict(), state)
     encoder = build_encoder(spec)
-    missing, unexpected = _compare(encoder.state_dict(), state)
-    if missing or unexpected:
-        raise ModelMismatchError(
-            f"{path} does not fit encoder {_describe(spec)}: {'; '.join(missing + unexpected)[:300]}"
-        )
+    _refuse_mismatch(path, spec, encoder.state_dict(), state)
     encoder.load_state_dict(state)
     return encoder, spec, fingerprint(spec, state)
 
@@ -232,8 +284,8 @@ def read_pipeline(path) -> dict | None:
     if metadata.get("format") != FORMAT or "pipeline" not in metadata:
         return None
     try:
-        pipeline = json.loads(metadata["pipeline"])
-    except json.JSONDecodeError:
+        pipeline = loads_json(metadata["pipeline"], "pipeline")
+    except DataError:
         pipeline = None
     if not isinstance(pipeline, dict) or not isinstance(pipeline.get("name"), str):
         raise DataError(f"{path} has a damaged input pipeline in its header; re-save the weights")
@@ -257,12 +309,23 @@ def load_model(path, expected: dict | None = None) -> Model:
     return Model(encoder, spec, fp, read_pipeline(path), str(Path(path).resolve()))
 
 
+def _refuse_mismatch(path, spec: dict, expected: dict, got: dict) -> None:
+    missing, unexpected = _compare(expected, got)
+    if missing or unexpected:
+        raise ModelMismatchError(f"{path} does not fit encoder {_describe(spec)}: {'; '.join(missing + unexpected)[:300]}")
+
+
 def _compare(expected: dict, got: dict) -> tuple[list[str], list[str]]:
     missing = [f"missing {k}" for k in expected if k not in got]
     wrong = [
         f"{k} has shape {tuple(got[k].shape)}, expected {tuple(expected[k].shape)}"
         for k in expected
         if k in got and got[k].shape != expected[k].shape
+    ]
+    wrong += [
+        f"{k} is {str(got[k].dtype).removeprefix('torch.')}, expected {str(expected[k].dtype).removeprefix('torch.')}"
+        for k in expected
+        if k in got and got[k].shape == expected[k].shape and got[k].dtype != expected[k].dtype
     ]
     unexpected = [f"unexpected {k}" for k in got if k not in expected]
     return missing + wrong, unexpected
