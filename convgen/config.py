@@ -32,6 +32,7 @@ import yaml
 from convgen.errors import ConfigError, PathError
 
 RECIPE_KEY = "recipe"
+MAX_RECIPE_BYTES = 1 << 20
 OUTPUT_KEYS = ("output",)  # keys naming a file the run writes, relative to its folder
 
 
@@ -76,7 +77,9 @@ def parse_override(text: str) -> tuple[tuple[str, ...], Any]:
     try:
         value = yaml.safe_load(raw) if raw.strip() else ""
     except yaml.YAMLError as exc:
-        raise ConfigError(f"cannot parse the value of override {key}: {raw!r} is not valid YAML ({_yaml_problem(exc)})") from None
+        raise ConfigError(f"cannot parse the value of override {key}: {raw[:80]!r} is not valid YAML ({_yaml_problem(exc)})") from None
+    except RecursionError:
+        raise ConfigError(f"the value of override {key} is nested too deeply; a recipe value needs only a few levels") from None
     return path, value
 
 
@@ -93,11 +96,19 @@ def read_yaml(path: Path) -> dict:
     if path.is_dir():
         raise PathError(f"{path} is a directory; give a recipe YAML file or a recipe name")
     try:
+        if path.stat().st_size > MAX_RECIPE_BYTES:
+            raise ConfigError(f"recipe file {path} is {path.stat().st_size} bytes; a recipe is a few lines (at most {MAX_RECIPE_BYTES})")
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
         raise ConfigError(f"cannot parse recipe file {path}: {_yaml_problem(exc)}") from None
     except UnicodeDecodeError:
         raise ConfigError(f"recipe file {path} is not UTF-8 text") from None
+    except RecursionError:
+        raise ConfigError(f"recipe file {path} is nested too deeply; a recipe needs only a few levels") from None
+    except OSError as exc:
+        from convgen.errors import describe_os_error
+
+        raise ConfigError(f"cannot read recipe file {path}: {describe_os_error(exc)}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"recipe file {path} must hold a mapping of keys (recipe: NAME, ...), not {type(data).__name__}")
     return data

@@ -15,8 +15,8 @@ import torch
 
 from convgen import config as configuration
 from convgen.distributed import env_rank
-from convgen.errors import ConfigError, ConvgenError
-from convgen.io import atomic_write_text
+from convgen.errors import ConfigError, ConvgenError, PathError
+from convgen.io import atomic_write_text, os_error
 
 
 @dataclass(frozen=True)
@@ -59,16 +59,21 @@ def supports_resume(recipe: Recipe) -> bool:
     return "resume" in inspect.signature(recipe.run).parameters
 
 
-def run_recipe(recipe: Recipe, config: dict, out_dir: Path, resume: bool = False) -> Any:
+def run_recipe(recipe: Recipe, config: dict, out_dir: Path, resume: bool = False, force: bool = False) -> Any:
     """Write the resolved config next to the outputs, seed, and run the recipe.
 
     With ``resume``, ``out_dir`` must hold the same resolved config (the run being
-    continued); recipes that can resume take a ``resume`` keyword argument.
+    continued); recipes that can resume take a ``resume`` keyword argument. Otherwise
+    an existing ``out_dir`` must be empty, unless ``force`` (a run never silently
+    overwrites another run's outputs); outputs are never written through a symlinked
+    folder inside ``out_dir``.
     Under ``torchrun`` only rank 0 writes the config and the summary. A run refused with
     a user error before it wrote any output leaves nothing behind, not even its config.
     """
     text = configuration.dump(recipe.name, config)
     main = env_rank() == 0
+    if main:  # under torchrun rank 0 decides; the others follow (or are stopped with it)
+        check_output_folder(out_dir, text, resume, force, config)
     if resume:
         if not supports_resume(recipe):
             raise ConfigError(f"recipe {recipe.name!r} cannot resume; run it again instead")
@@ -77,10 +82,14 @@ def run_recipe(recipe: Recipe, config: dict, out_dir: Path, resume: bool = False
             raise ConfigError(f"nothing to resume in {out_dir}: it has no config.yaml")
         if saved.read_text(encoding="utf-8") != text:
             raise ConfigError(f"{saved} differs from this run's config; resume with `convgen run {out_dir} --resume`")
+    check_confined(out_dir, config)
     created = [p for p in (out_dir, *out_dir.parents) if not p.exists()]  # deepest first
-    out_dir.mkdir(parents=True, exist_ok=True)
-    if main:
-        atomic_write_text(out_dir / "config.yaml", text)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        if main:
+            atomic_write_text(out_dir / "config.yaml", text)
+    except OSError as exc:
+        raise os_error(exc, out_dir, "write the run's outputs to") from None
     seed_everything(config.get("seed"))
     try:
         summary = recipe.run(config, out_dir, resume=True) if resume else recipe.run(config, out_dir)
@@ -91,6 +100,47 @@ def run_recipe(recipe: Recipe, config: dict, out_dir: Path, resume: bool = False
     if summary is not None and main:
         atomic_write_text(out_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
     return summary
+
+
+RUN_FILES = ("config.yaml", "summary.json", "checkpoint.safetensors")  # what marks a folder as a run's
+
+
+def check_output_folder(out_dir: Path, text: str, resume: bool, force: bool, config: dict | None = None) -> None:
+    """Refuse ``-o`` a file, or a folder that already holds a run (another one, or this one
+    without ``--resume``) or a file this run writes. Other files (inputs kept beside the
+    outputs) do not make a folder a run's."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise PathError(f"-o {out_dir} is a file; give a folder for the run's outputs")
+    if resume or force or not out_dir.is_dir():
+        return
+    ours = [*RUN_FILES, *(str(config[k]) for k in configuration.OUTPUT_KEYS if isinstance((config or {}).get(k), str))]
+    try:
+        taken = [name for name in ours if (out_dir / name).exists() or (out_dir / name).is_symlink()]
+        saved = out_dir / "config.yaml"
+        same = saved.is_file() and saved.read_text(encoding="utf-8", errors="replace") == text
+    except OSError as exc:
+        raise os_error(exc, out_dir, "read the output folder") from None
+    if not taken:
+        return
+    if same:
+        raise PathError(f"{out_dir} already holds this run; continue it with `convgen run {out_dir} --resume`, or pass --force to run it again over its outputs")
+    what = "another run's outputs" if saved.exists() else f"{taken[0]}, which this run would overwrite"
+    raise PathError(f"{out_dir} already holds {what}; choose a new folder with -o, or pass --force to overwrite")
+
+
+def check_confined(out_dir: Path, config: dict) -> None:
+    """Refuse an ``output`` whose folders inside the run folder include a symlink (it would write elsewhere)."""
+    for key in configuration.OUTPUT_KEYS:
+        value = config.get(key)
+        if not isinstance(value, str):
+            continue
+        folder = out_dir
+        for part in Path(value).parts[:-1]:
+            folder = folder / part
+            if folder.is_symlink():
+                raise PathError(f"{key}={value!r}: {folder} is a symlink, so the output would land outside the run's folder; remove the link or choose another output")
+            if folder.exists() and not folder.is_dir():
+                raise PathError(f"{key}={value!r}: {folder} is a file, not a folder; choose another output")
 
 
 def _discard_if_untouched(out_dir: Path, created: list[Path]) -> None:
@@ -110,6 +160,9 @@ def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
-        return torch.device(name)
+        device = torch.device(name)
     except RuntimeError:
         raise ConfigError(f"unknown device {name!r}; use auto, cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device={name} but this machine has no usable CUDA GPU; use device=auto or device=cpu")
+    return device

@@ -13,18 +13,19 @@ import typer
 from typer.core import TyperGroup
 
 from convgen import __version__
-from convgen.errors import ConvgenError
+from convgen.errors import ConvgenError, from_environment
 
 
 class _ConvgenGroup(TyperGroup):
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
-        except ConvgenError as exc:
-            if ctx.params.get("debug"):
+        except Exception as exc:  # noqa: BLE001 - a user error, or a fault of the machine (disk full...), is one line
+            error = exc if isinstance(exc, ConvgenError) else from_environment(exc)
+            if error is None or ctx.params.get("debug"):
                 raise
-            typer.echo(f"error: {exc}", err=True)
-            raise typer.Exit(exc.exit_code) from None
+            typer.echo(f"error: {error}", err=True)
+            raise typer.Exit(error.exit_code) from None
 
 
 app = typer.Typer(

@@ -19,8 +19,13 @@ def run(
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Output folder [default: runs/RECIPE-TIMESTAMP]."),
     print_config: bool = typer.Option(False, "--print-config", help="Print the resolved config as YAML and exit."),
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run: `convgen run RUN_DIR --resume`."),
+    force: bool = typer.Option(False, "--force", help="Run into an -o folder that already holds outputs, overwriting them."),
 ):
-    """Run a recipe. The resolved config is saved as OUTPUT/config.yaml; `convgen run OUTPUT/config.yaml` reruns it."""
+    """Run a recipe. The resolved config is saved as OUTPUT/config.yaml; `convgen run OUTPUT/config.yaml` reruns it.
+
+    An existing OUTPUT folder must be empty (a run never overwrites another's outputs): continue an
+    interrupted run with --resume, or overwrite with --force.
+    """
     from convgen import config
     from convgen.recipes import run_recipe
 
@@ -38,5 +43,5 @@ def run(
         typer.echo(config.dump(resolved_recipe.name, resolved), nl=False)
         return
     out = output or Path("runs") / f"{resolved_recipe.name}-{time.strftime('%Y%m%d-%H%M%S')}"
-    run_recipe(resolved_recipe, resolved, out, resume=resume)
+    run_recipe(resolved_recipe, resolved, out, resume=resume, force=force)
     typer.echo(f"outputs: {out}")
