@@ -1,8 +1,10 @@
-"""Photos in and out through Pillow: JPEG, PNG, PGM/PPM, BMP, TIFF.
+"""Photos in and out through Pillow: JPEG, PNG, PGM/PPM, BMP, TIFF, GIF.
 
 A photo becomes a float tensor ``(C, H, W)`` in [0, 1]: one channel for grey images,
 three for colour (palette, CMYK and alpha are converted to RGB). EXIF orientation is
-applied, so a portrait taken with a rotated phone is upright.
+applied, so a portrait taken with a rotated phone is upright. An animated GIF gives its
+first frame. Pillow's decompression-bomb limit stays on: a file claiming more pixels
+than ``PIL.Image.MAX_IMAGE_PIXELS`` is refused with a one-line `DataError`.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import torch
 from convgen.errors import DataError
 from convgen.io import atomic_path
 
-SUFFIXES = [".jpg", ".jpeg", ".png", ".pgm", ".ppm", ".pnm", ".bmp", ".tif", ".tiff"]
+SUFFIXES = [".jpg", ".jpeg", ".png", ".pgm", ".ppm", ".pnm", ".bmp", ".tif", ".tiff", ".gif"]
 GREY_MODES = {"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F"}
 
 
@@ -25,13 +27,19 @@ def load_image(path):
 
     try:
         with Image.open(path) as image:
+            image.seek(0)  # an animated GIF: its first frame
             image = ImageOps.exif_transpose(image)
             if image.mode in ("I", "I;16", "I;16B", "I;16L", "F"):  # 16-bit or float grey
                 array = np.asarray(image, dtype=np.float64)
                 top = 65535.0 if image.mode.startswith("I;16") or array.max() > 255 else 255.0
                 return Image.fromarray(np.clip(array / top * 255, 0, 255).astype(np.uint8), "L")
             return image.convert("L" if image.mode in GREY_MODES else "RGB")
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+    except Image.DecompressionBombError as exc:
+        raise DataError(
+            f"{path} is refused: {str(exc).splitlines()[0][:160]}; shrink the image, "
+            "or raise PIL.Image.MAX_IMAGE_PIXELS if you trust the file"
+        ) from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError) as exc:
         raise DataError(f"{path} is not a readable image ({str(exc).splitlines()[0][:120]}); re-save it as PNG or JPEG") from None
 
 

