@@ -68,9 +68,13 @@ class Trainer:
         spec: the encoder spec (see `convgen.weights.encoder_spec`), saved with the weights.
         validate: ``validate(model) -> dict`` of metrics, run on the main process after
             each epoch; ``monitor`` names the metric that picks the best model (lower is
-            better when ``mode="min"``).
+            better when ``mode="min"``), and ``tie_break`` (``(metric, mode)``) decides
+            between epochs whose ``monitor`` is equal (a rank-1 rate over few searches
+            ties often).
         run_id: a digest of the resolved config; resuming with another config is refused.
     """
+
+    pipeline: dict | None = None  # the input pipeline that made the samples, saved with the encoder
 
     def __init__(
         self,
@@ -87,6 +91,7 @@ class Trainer:
         validate: Callable[[torch.nn.Module], dict] | None = None,
         monitor: str = "val_eer",
         mode: str = "min",
+        tie_break: tuple[str, str] | None = None,
         run_id: str = "",
     ):
         if epochs < 1:
@@ -97,6 +102,7 @@ class Trainer:
         self.optimizer = make_optimizer(list(model.parameters()) + list(loss_fn.parameters()), **optimizer)
         self.scheduler, self.grad_clip = dict(scheduler), grad_clip
         self.validate, self.monitor, self.mode, self.run_id = validate, monitor, mode, run_id
+        self.tie_break, self.best_tie, self.best_epoch = tie_break, None, None
         self.base_lrs = [group["lr"] for group in self.optimizer.param_groups]
         self.net = model
         if distributed.world_size() > 1:
@@ -117,7 +123,8 @@ class Trainer:
             train_stats = self._train_epoch(loader, total_steps)
             self._end_epoch(train_stats)
         distributed.barrier()
-        return {"epochs": self.epochs, "best": self.best, "monitor": self.monitor, "history": self.history}
+        return {"epochs": self.epochs, "best": self.best, "best_epoch": self.best_epoch, "monitor": self.monitor,
+                "history": self.history}  # fmt: skip
 
     def _train_epoch(self, loader, total_steps: int) -> dict:
         self.net.train()
@@ -171,9 +178,13 @@ class Trainer:
                 self.model.eval()
                 with torch.no_grad():
                     row.update(self.validate(self.model))
-            if self.validate is None or self._is_better(row.get(self.monitor)):
+            if self.validate is None or self._is_better(row):
                 self.best = row.get(self.monitor, self.best)
-                save_encoder(self.out_dir / BEST, self.model.encoder, self.spec)  # without validation: the last
+                self.best_tie = row.get(self.tie_break[0]) if self.tie_break else None
+                self.best_epoch = row["epoch"]
+                fp = save_encoder(self.out_dir / BEST, self.model.encoder, self.spec, self.pipeline)  # without validation: the last
+                if hasattr(self.loss_fn, "save_head"):  # a trained verification head travels with its encoder
+                    self.loss_fn.save_head(self.out_dir / BEST, fp)
             self.history.append(row)
             self.epoch += 1
             self.save_checkpoint()
@@ -187,14 +198,21 @@ class Trainer:
     def _report(self, row: dict) -> None:
         shown = {k: v for k, v in row.items() if k not in ("epoch", "lr", "samples_per_s")}
         text = "  ".join(f"{k} {v:.4g}" for k, v in shown.items() if isinstance(v, (int, float)))
-        best = " (best)" if self.validate is not None and row.get(self.monitor) == self.best else ""
+        best = " (best)" if self.validate is not None and row["epoch"] == self.best_epoch else ""
         Console().print(f"epoch {row['epoch']}/{self.epochs}  {text}{best}  {row['samples_per_s']:.0f} samples/s", highlight=False, soft_wrap=True)
 
-    def _is_better(self, value) -> bool:
+    def _is_better(self, row: dict) -> bool:
+        value = row.get(self.monitor)
         if value is None or (isinstance(value, float) and math.isnan(value)):
             return False
         if self.best is None:
             return True
+        if value == self.best and self.tie_break:
+            key, mode = self.tie_break
+            tie = row.get(key)
+            if tie is None or (isinstance(tie, float) and math.isnan(tie)):
+                return False
+            return self.best_tie is None or (tie < self.best_tie if mode == "min" else tie > self.best_tie)
         return value < self.best if self.mode == "min" else value > self.best
 
     def _write_logs(self) -> None:
@@ -220,7 +238,8 @@ class Trainer:
                     other_state[f"{pid}.{key}"] = value
         tensors["rng.torch"] = torch.get_rng_state()
         trainer = {
-            "epoch": self.epoch, "step": self.step, "best": self.best, "history": self.history,
+            "epoch": self.epoch, "step": self.step, "best": self.best, "best_tie": self.best_tie,
+            "best_epoch": self.best_epoch, "history": self.history,
             "param_groups": optim["param_groups"], "optim_other": other_state, "run_id": self.run_id,
             "numpy_rng": _numpy_state(), "python_rng": _python_state(),
         }  # fmt: skip
@@ -262,6 +281,7 @@ class Trainer:
         np.random.set_state(_numpy_restore(trainer["numpy_rng"]))
         random.setstate(_python_restore(trainer["python_rng"]))
         self.epoch, self.step, self.best, self.history = trainer["epoch"], trainer["step"], trainer["best"], trainer["history"]
+        self.best_tie, self.best_epoch = trainer.get("best_tie"), trainer.get("best_epoch")
 
 
 def _numpy_state():

@@ -142,6 +142,30 @@ def register_pipelines(register):
     """
 
 
+@hookspec
+def register_baselines(register):
+    """Register baselines that ``evaluate`` scores beside every encoder: what a learned encoder must beat.
+
+    Call ``register(name, fn)``; ``fn(dataset, **context)`` returns one feature vector per
+    sample, an array ``(len(dataset), D)``, computed without the evaluated encoder
+    (``context`` holds ``spec``, ``seed``, ``batch_size`` and ``device`` for baselines that
+    need them; accept ``**context``). ``evaluate`` L2-normalises the features and scores them
+    with the same people, split and protocol as the encoder; a recipe lists the names it
+    runs in its ``baselines`` key (the core registers ``samples`` and ``untrained``). Raise
+    `convgen.errors.DataError` to skip a baseline on data it cannot handle: the report says why.
+
+    Example:
+        ```python
+        @convgen.hookimpl
+        def register_baselines(register):
+            def spectrum(dataset, **context):
+                \"\"\"Magnitude spectra of the samples.\"\"\"
+                return np.stack([np.abs(np.fft.rfft(x.numpy().ravel())) for x, _ in dataset])
+            register("spectrum", spectrum)
+        ```
+    """
+
+
 # ---------------------------------------------------------------------------------------
 # Files: who can read and write which file type
 # ---------------------------------------------------------------------------------------

@@ -1,16 +1,21 @@
 """Named registries of components, filled by the plugins' ``register_*`` hooks.
 
-Each kind (encoder, loss, style_cost, dataset, pipeline, recipe, reader, writer) has one
+Each kind (encoder, loss, style_cost, dataset, pipeline, baseline, recipe, reader, writer) has one
 `Registry`. A registry is built the first time it is asked for, by calling every
 plugin's hook with a ``register`` callback that knows which plugin is calling, so that a
 duplicate name can name both plugins.
+
+A plugin may register a ``"package.module:attribute"`` reference instead of the object, as
+entry points do, and declare recipes by name and description (``register.lazy``): listing
+what is registered (``convgen recipes list``, ``convgen plugins``) then imports no heavy
+module, and each component is imported the first time it is used.
 """
 
 from __future__ import annotations
 
 import difflib
 import functools
-from dataclasses import dataclass
+import importlib
 from typing import Any, Callable
 
 from convgen.errors import ConfigError
@@ -22,17 +27,57 @@ KINDS: dict[str, tuple[str, str]] = {
     "style_cost": ("register_style_costs", "style cost"),
     "dataset": ("register_datasets", "dataset"),
     "pipeline": ("register_pipelines", "pipeline"),
+    "baseline": ("register_baselines", "baseline"),
     "recipe": ("register_recipes", "recipe"),
     "reader": ("register_readers", "reader for file type"),
     "writer": ("register_writers", "writer for file type"),
 }
 
 
-@dataclass(frozen=True)
+def resolve(reference: str) -> Any:
+    """The object that a ``"package.module:attribute"`` reference names, imported now."""
+    module_name, colon, attribute = reference.partition(":")
+    if not (module_name and colon and attribute):
+        raise ConfigError(f"{reference!r} is not a 'package.module:attribute' reference")
+    obj = importlib.import_module(module_name)
+    for part in attribute.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+class _Deferred:
+    """A component built by ``load()`` the first time it is used."""
+
+    def __init__(self, load: Callable[[], Any]):
+        self.load = load
+
+
 class Entry:
-    name: str
-    obj: Any
-    plugin: str
+    """One registered component: its name, the plugin that registered it, a one-line
+    description (recipes), and the object, imported on first use if registered by reference."""
+
+    def __init__(self, name: str, obj: Any, plugin: str, description: str = ""):
+        self.name, self.plugin, self.description = name, plugin, description
+        self._obj = obj
+
+    @property
+    def obj(self) -> Any:
+        if isinstance(self._obj, str):
+            self._obj = _Deferred(functools.partial(resolve, self._obj))
+        if isinstance(self._obj, _Deferred):
+            try:
+                self._obj = self._obj.load()
+            except ModuleNotFoundError as exc:  # an optional dependency of the plugin is missing
+                raise ConfigError(f"{self.name!r} from plugin {self.plugin!r} cannot be loaded: {exc}; install what it needs") from None
+        return self._obj
+
+    @property
+    def loaded(self) -> bool:
+        """Whether the object has been imported (listing names never imports it)."""
+        return not isinstance(self._obj, (str, _Deferred))
+
+    def __repr__(self) -> str:
+        return f"Entry({self.name!r}, plugin={self.plugin!r}, loaded={self.loaded})"
 
 
 class Registry:
@@ -42,8 +87,10 @@ class Registry:
         self.kind = kind
         self.label = KINDS[kind][1] if kind in KINDS else kind
         self._entries: dict[str, Entry] = {}
+        self._groups: list[_RecipeGroup] = []  # declared recipes whose register function has not run yet
 
-    def add(self, name: str, obj: Any, plugin: str) -> None:
+    def add(self, name: str, obj: Any, plugin: str, description: str = "") -> None:
+        """Add ``obj`` (or a ``"package.module:attribute"`` reference to it) under ``name``."""
         if not isinstance(name, str) or not name:
             raise ConfigError(f"plugin {plugin!r} registered a {self.label} with an invalid name {name!r}")
         if name in self._entries:
@@ -52,18 +99,25 @@ class Registry:
                 f"{self.label} {name!r} is registered twice: by plugin {first!r} and by plugin {plugin!r}; "
                 f"uninstall or disable one of them (CONVGEN_LOAD_PLUGINS)"
             )
-        self._entries[name] = Entry(name, obj, plugin)
+        self._entries[name] = Entry(name, obj, plugin, description)
 
     def get(self, name: str) -> Any:
         return self.entry(name).obj
 
     def entry(self, name: str) -> Entry:
-        try:
-            return self._entries[name]
-        except (KeyError, TypeError):
-            raise ConfigError(self.unknown_message(name)) from None
+        if name not in self:
+            raise ConfigError(self.unknown_message(name))
+        return self._entries[name]
+
+    def _load_groups(self) -> bool:
+        """Run every pending declared-recipe function (they may register undeclared names)."""
+        pending, self._groups = self._groups, []
+        for group in pending:
+            group.load()
+        return bool(pending)
 
     def unknown_message(self, name: str) -> str:
+        self._load_groups()
         known = sorted(self._entries)
         close = difflib.get_close_matches(str(name), known, n=1)
         hint = f"; did you mean {close[0]!r}?" if close else ""
@@ -71,7 +125,10 @@ class Registry:
         return f"unknown {self.label} {name!r}{hint} (known: {listing})"
 
     def __contains__(self, name: object) -> bool:
-        return name in self._entries
+        try:
+            return name in self._entries or (self._load_groups() and name in self._entries)
+        except TypeError:  # unhashable
+            return False
 
     def __iter__(self):
         return iter(sorted(self._entries))
@@ -94,6 +151,60 @@ def _file_type_adder(registry: Registry, plugin: str) -> Callable:
     return register
 
 
+def _recipe(name: str, run, options: dict):
+    from convgen.recipes import Recipe
+
+    options = dict(options)
+    if isinstance(options.get("defaults"), str):
+        options["defaults"] = resolve(options["defaults"])
+    return Recipe(name=name, run=resolve(run) if isinstance(run, str) else run, **options)
+
+
+class _RecipeGroup:
+    """Recipes a plugin declares by name and description, registered by one function of a
+    module that is imported only when one of them is first used."""
+
+    def __init__(self, registry: Registry, reference: str, plugin: str, declared: dict[str, str]):
+        self.registry, self.reference, self.plugin, self.declared = registry, reference, plugin, declared
+        self.recipes: dict | None = None
+
+    def load(self) -> dict:
+        if self.recipes is None:
+            found = {}
+            resolve(self.reference)(lambda name, run, **options: found.__setitem__(name, _recipe(name, run, options)))
+            self.recipes = found
+            for name, recipe in found.items():
+                if name not in self.declared:  # works, but `recipes list` misses it until declared
+                    self.registry.add(name, recipe, self.plugin, recipe.description)
+        return self.recipes
+
+    def get(self, name: str):
+        recipes = self.load()
+        if name not in recipes:
+            raise ConfigError(f"plugin {self.plugin!r} declares recipe {name!r}, but {self.reference} does not register it; "
+                              f"reinstall the plugin or report it to its authors")  # fmt: skip
+        return recipes[name]
+
+
+class _RegisterRecipe:
+    """The ``register`` callback of ``register_recipes`` (see `convgen.hookspecs.register_recipes`)."""
+
+    def __init__(self, registry: Registry, plugin: str):
+        self.registry, self.plugin = registry, plugin
+
+    def __call__(self, name: str, run, **options) -> None:
+        deferred = _Deferred(functools.partial(_recipe, name, run, options))
+        self.registry.add(name, deferred, self.plugin, options.get("description", ""))
+
+    def lazy(self, reference: str, recipes: dict[str, str]) -> None:
+        """Declare ``recipes`` (name -> description) that the function ``reference``
+        (``"package.module:function"``, called with a ``register`` callback) registers."""
+        group = _RecipeGroup(self.registry, reference, self.plugin, dict(recipes))
+        for name, description in recipes.items():
+            self.registry.add(name, _Deferred(functools.partial(group.get, name)), self.plugin, description)
+        self.registry._groups.append(group)
+
+
 def _build(kind: str) -> Registry:
     from convgen.plugins import get_plugin_manager
 
@@ -105,10 +216,7 @@ def _build(kind: str) -> Registry:
         if kind in ("reader", "writer"):
             register = _file_type_adder(registry, plugin)
         elif kind == "recipe":
-            from convgen.recipes import Recipe
-
-            def register(name, run, _plugin=plugin, **kwargs):
-                registry.add(name, Recipe(name=name, run=run, **kwargs), _plugin)
+            register = _RegisterRecipe(registry, plugin)
         else:
 
             def register(name, factory, _plugin=plugin):

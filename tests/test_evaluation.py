@@ -106,7 +106,12 @@ def test_tar_at_far_by_hand_and_the_resolution_note():
     s = np.r_[np.ones(4, bool), np.zeros(10, bool)]
     out = ev.tar_at_far(d, s, far_targets=(0.1, 0.3, 0.01))
     # FAR <= .1 allows one false accept (.3) but not .4: accept d <= .35 -> TAR 3/4
-    assert out[0.1] == {"tar": 0.75, "far": 0.1, "threshold": 0.35, "different_pairs": 10, "note": None}
+    entry = out[0.1]
+    assert {k: entry[k] for k in ("tar", "far", "threshold", "different_pairs", "note")} == {
+        "tar": 0.75, "far": 0.1, "threshold": 0.35, "different_pairs": 10, "note": None}  # fmt: skip
+    # 1 false accept of 10: the exact 95% interval, and a warning (10 pairs cannot bound 10% below 20%)
+    assert entry["far_ci95"] == pytest.approx([0.0025286, 0.4450161], abs=1e-6)
+    assert "FAR 0.1 rests on only 10 trials" in entry["warning"] and entry["people"] is None
     # FAR <= .3 allows .3 .4 .6 -> accept d <= .6 -> all 4 same pairs
     assert out[0.3]["tar"] == 1.0 and out[0.3]["threshold"] == 0.6 and out[0.3]["far"] == pytest.approx(0.3)
     # 10 different pairs cannot measure a FAR of 1% : no number, a note instead

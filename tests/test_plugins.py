@@ -34,7 +34,7 @@ def test_installed_plugin_shows_its_components(hello):
     components = item["components"]
     assert components["encoder"] == ["tiny"] and components["loss"] == ["center"]
     assert components["style_cost"] == ["mean-std"] and components["recipe"] == ["count"]
-    assert components["dataset"] == ["sines"]
+    assert components["dataset"] == ["sines"] and components["baseline"] == ["dominant-frequency"]
     assert components["reader"] == [".txt"] and components["writer"] == [".txt"]
     assert "command" in components
     assert report["convgen.default_plugins.encoders"]["components"]["encoder"] == ["resnet", "vgg", "vgg19-torchvision"]
@@ -64,6 +64,21 @@ def test_plugin_components_are_usable_from_recipes_and_the_cli(hello, tmp_path):
     assert result.returncode == 0, result.stderr
     summary = json.loads((tmp_path / "count" / "summary.json").read_text())
     assert summary == {"samples": 3, "per_identity": {"ann": 2, "bob": 1}}
+
+
+def test_a_plugin_baseline_is_scored_beside_the_encoder(hello, tmp_path):
+    """register_baselines: evaluate scores the plugin's features on the same people and protocol."""
+    out = tmp_path / "evaluate"
+    result = run_convgen("run", "evaluate", "spatial_dims=1", "encoder.name=tiny", "dataset.name=sines",
+                         "dataset.identities=6", "dataset.samples_per_identity=4", "episodes.n_way=3",
+                         "baselines=[samples, dominant-frequency]", "-o", out, pythonpath=[hello])  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    report = json.loads((out / "report.json").read_text())
+    frequency = report["baselines"]["dominant-frequency"]
+    assert frequency["description"].startswith("The strongest frequency")
+    assert frequency["identification_one_shot"]["rank_1"] == 1.0  # the peak is the identity
+    assert [row["method"] for row in report["comparison"]] == ["samples", "dominant-frequency", "trained"]
+    assert "what training bought" in result.stdout
 
 
 def test_environment_switches_control_autoloading(hello, broken):

@@ -6,7 +6,16 @@ one-shot closed-set identification (rank-k, one enrolled sample per identity), o
 identification (half the identities enrolled, thresholds calibrated on searches for the
 others, DIR@FPIR), N-way k-shot episodes and, for a dataset of recordings (``sessions``),
 enrol-from-one-recording identification across recordings, as ``report.json`` plus
-``roc.png`` and ``distances.png``.
+``roc.png`` and ``distances.png``. Every FAR / FPIR it measures comes with its 95%
+Clopper–Pearson interval and a warning when the data are too thin for the target.
+
+Beside the encoder it scores, on the same people and by the same protocol (across
+sessions where the dataset has them, else one-shot), the baselines named in
+``baselines``: ``samples`` (the dataset's preprocessed samples, flattened and
+L2-normalised: nearest neighbour without learning), ``untrained`` (the same
+architecture with seeded random weights) and any a plugin registers (see
+``register_baselines``), so a report shows what training bought. When the weights file
+carries a trained pair-classifier head, verification is also scored by its probability.
 """
 
 from __future__ import annotations
@@ -21,8 +30,9 @@ from rich.table import Table
 from convgen.errors import DataError
 from convgen.io import atomic_write_text
 from convgen.metric import evaluation
-from convgen.metric.embed import dataset_and_encoder
+from convgen.metric.embed import dataset_and_encoder, print_inputs, recorded_inputs
 from convgen.metric.embedder import Embedder, embed_dataset
+from convgen.metric.losses import load_pair_head
 from convgen.metric.plots import plot_distance_histograms, plot_roc
 from convgen.recipes import resolve_device
 
@@ -33,6 +43,7 @@ DEFAULTS = {
     "dataset": {"name": "synthetic", "identities": 32, "samples_per_identity": 6, "identity_offset": 1000},
     "encoder": None,
     "weights": None,
+    "pipeline": None,  # explicit changes to the weights' recorded input pipeline (pipeline.name=... pipeline.KEY=...)
     "batch_size": 64,
     "device": "auto",
     "max_pairs": 200000,
@@ -42,7 +53,11 @@ DEFAULTS = {
     "fpir_targets": [0.1, 0.01],
     "open_set_fraction": 0.5,
     "episodes": {"n_way": 5, "k_shot": 1, "queries": 5, "episodes": 200},
+    "baselines": ["samples", "untrained"],
 }
+
+#: Above this many values (samples × values per sample) the ``samples`` baseline is skipped.
+MAX_BASELINE_VALUES = 1 << 28
 
 
 def one_shot_gallery(labels, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -66,17 +81,46 @@ def balanced_pairs(pairs: evaluation.Pairs, seed: int = 0) -> np.ndarray:
     return np.sort(np.concatenate([rng.choice(same, n, replace=False), rng.choice(different, n, replace=False)]))
 
 
-def validation_metrics(embeddings: np.ndarray, labels, max_pairs: int = 50000) -> dict:
-    """The few numbers a training run watches: EER, AUC and one-shot rank-1 on unseen identities."""
+def validation_protocol(labels, sessions=None) -> str:
+    """``"cross-session"`` when at least 2 people have 2 or more sessions, else ``"one-shot"``."""
+    if sessions is None:
+        return "one-shot"
+    people: dict = {}
+    for label, session in zip(np.asarray(labels).tolist(), np.asarray(sessions).astype(str).tolist()):
+        people.setdefault(label, set()).add(session)
+    return "cross-session" if sum(len(s) >= 2 for s in people.values()) >= 2 else "one-shot"
+
+
+def validation_metrics(embeddings: np.ndarray, labels, max_pairs: int = 50000, sessions=None) -> dict:
+    """The few numbers a training run watches, scored by the protocol a user will run.
+
+    With ``sessions`` (one recording name per sample) and at least 2 people recorded
+    twice, ``cross-session``: each person is enrolled from one recording (its template)
+    and identified from each of their other recordings (``rank_1``; single samples of
+    those recordings: ``rank_1_samples``), never within a recording, and ``eer`` / ``auc``
+    are over pairs of recording templates (see `convgen.metric.evaluation.cross_session`).
+    Otherwise ``one-shot``: one enrolled sample per person, the others searched; ``eer`` /
+    ``auc`` over pairs of samples. ``protocol`` says which.
+    """
+    labels = np.asarray(labels)
+    if validation_protocol(labels, sessions) == "cross-session":
+        c = evaluation.cross_session(embeddings, labels, sessions, ranks=(1,))
+        return {
+            "protocol": "cross-session",
+            "rank_1": c["closed_set"]["sessions"]["rank_1"],
+            "rank_1_samples": c["closed_set"]["samples"]["rank_1"],
+            "eer": c["verification"]["eer"],
+            "auc": c["verification"]["auc"],
+        }
     pairs = evaluation.pairs_from_labels(embeddings, labels, max_pairs=max_pairs)
     far, tar, _ = evaluation.roc(pairs.distances, pairs.same)
     gallery, probes = one_shot_gallery(labels)
-    labels = np.asarray(labels)
     ident = evaluation.identification(embeddings[gallery], labels[gallery], embeddings[probes], labels[probes], ranks=(1,))
     return {
+        "protocol": "one-shot",
+        "rank_1": ident["rank_1"],
         "eer": evaluation.eer(pairs.distances, pairs.same)[0],
         "auc": evaluation.auc(far, tar),
-        "rank_1": ident["rank_1"],
     }
 
 
@@ -110,7 +154,8 @@ def report(embeddings: np.ndarray, labels, config: dict, given_pairs=None, sessi
             "auc": evaluation.auc(far, tar),
             "eer": eer,
             "eer_threshold": eer_threshold,
-            "tar_at_far": {str(k): v for k, v in evaluation.tar_at_far(pairs.distances, pairs.same, config["far_targets"]).items()},
+            "tar_at_far": {str(k): v for k, v in evaluation.tar_at_far(pairs.distances, pairs.same, config["far_targets"],
+                                                                       people=int(len(np.unique(labels)))).items()},  # fmt: skip
             "kfold_accuracy": acc,
             "kfold_accuracy_std": acc_std,
             "kfold_pairs": int(len(balanced)),
@@ -138,16 +183,75 @@ def report(embeddings: np.ndarray, labels, config: dict, given_pairs=None, sessi
         out["episodes"] = evaluation.few_shot_episodes(embeddings, labels, seed=config["seed"], **config["episodes"])
     except DataError as exc:
         out["episodes"] = {"skipped": str(exc)}
+    out["protocol"] = "cross-session" if "cross_session" in out else "one-shot"
     return out, pairs
 
 
+def headline(result: dict) -> dict:
+    """The protocol's rank-1 and EER of a report: across sessions when it has them, else one-shot."""
+    if "cross_session" in result:
+        c = result["cross_session"]
+        return {"protocol": "cross-session", "rank_1": c["closed_set"]["sessions"]["rank_1"], "eer": c["verification"]["eer"]}
+    return {"protocol": "one-shot", "rank_1": result["identification_one_shot"]["rank_1"], "eer": result["verification"]["eer"]}
+
+
+def samples_baseline(dataset, **context) -> np.ndarray:
+    """The dataset's preprocessed samples, flattened: nearest neighbour with no learning at all."""
+    first, _ = dataset[0]
+    if len(dataset) * first.numel() > MAX_BASELINE_VALUES:
+        raise DataError(f"{len(dataset)} samples of {first.numel()} values are too many to compare raw; "
+                        "leave 'samples' out of baselines")  # fmt: skip
+    return np.stack([dataset[i][0].reshape(-1).float().numpy() for i in range(len(dataset))])
+
+
+def untrained_baseline(dataset, *, spec: dict, seed: int = 0, batch_size: int = 64, device=None, **context) -> np.ndarray:
+    """The evaluated architecture with seeded random weights: what the network gives before training."""
+    import torch
+
+    from convgen.weights import build_encoder
+
+    torch.manual_seed(seed)
+    device = device or torch.device("cpu")
+    return embed_dataset(Embedder(build_encoder(spec)).to(device), dataset, batch_size, device)
+
+
+def baseline_reports(dataset, labels, config: dict, spec: dict, device, given_pairs=None, sessions=None) -> dict:
+    """Each of ``config["baselines"]`` scored like the encoder: ``{name: report}`` (or ``{"skipped": why}``)."""
+    from convgen import registry
+
+    out = {}
+    for name in config.get("baselines") or []:
+        fn = registry.get("baseline", name)
+        if name == "untrained" and not config.get("weights"):
+            out[name] = {"skipped": "the evaluated encoder is itself untrained"}
+            continue
+        try:
+            features = np.asarray(fn(dataset, spec=spec, seed=config["seed"], batch_size=config["batch_size"], device=device),
+                                  dtype=np.float64).reshape(len(dataset), -1)  # fmt: skip
+        except DataError as exc:
+            out[name] = {"skipped": str(exc)}
+            continue
+        features /= np.maximum(np.linalg.norm(features, axis=1, keepdims=True), 1e-12)
+        out[name] = report(features, labels, config, given_pairs, sessions)[0]
+        out[name]["description"] = (fn.__doc__ or name).strip().splitlines()[0]
+    return out
+
+
 def run(config: dict, out_dir: Path) -> dict:
+    config, inputs = recorded_inputs(config)
     dataset, encoder, spec, fp = dataset_and_encoder(config)
     device = resolve_device(config["device"])
     embeddings = embed_dataset(Embedder(encoder).to(device), dataset, config["batch_size"], device, show_progress=True)
-    result, pairs = report(embeddings, dataset.labels, config, getattr(dataset, "pairs", None), getattr(dataset, "sessions", None))
-    result = {"encoder": spec["name"], "encoder_fingerprint": fp, **result}
+    given_pairs, sessions = getattr(dataset, "pairs", None), getattr(dataset, "sessions", None)
+    result, pairs = report(embeddings, dataset.labels, config, given_pairs, sessions)
+    result = {"encoder": spec["name"], "encoder_fingerprint": fp, "inputs": inputs, **result}
+    head = load_pair_head(config["weights"], fp) if config.get("weights") else None
+    if head is not None:
+        result["verification_head"] = head_verification(head, embeddings, pairs, config)
+    result["baselines"] = baseline_reports(dataset, dataset.labels, config, spec, device, given_pairs, sessions)
+    result["comparison"] = comparison(result)
     atomic_write_text(out_dir / "report.json", json.dumps(_finite(result), indent=2) + "\n")
+    print_inputs(inputs)
 
     v = result["verification"]
     far, tar, _ = evaluation.roc(pairs.distances, pairs.same)
@@ -165,7 +269,43 @@ def run(config: dict, out_dir: Path) -> dict:
     if "cross_session" in result:
         c = result["cross_session"]
         summary.update(cross_session_rank_1=c["closed_set"]["sessions"]["rank_1"], cross_session_eer=c["verification"]["eer"])
+    summary["protocol"] = result["protocol"]
+    summary["comparison"] = result["comparison"]
     return summary
+
+
+def comparison(result: dict) -> list[dict]:
+    """One row per method (baselines, the encoder, its pair head): the protocol's rank-1 and EER."""
+    rows = []
+    for name, entry in result["baselines"].items():
+        rows.append({"method": name, **(headline(entry) if "skipped" not in entry else {"skipped": entry["skipped"]})})
+    rows.append({"method": "trained", **headline(result)})
+    if "verification_head" in result:
+        rows.append({"method": "trained, pair head", "protocol": "pairs", "rank_1": None, "eer": result["verification_head"]["eer"]})
+    return rows
+
+
+def head_verification(head, embeddings: np.ndarray, pairs: evaluation.Pairs, config: dict) -> dict:
+    """Verification by the pair head's probability on the same pairs as distance scoring.
+
+    The score is the head's negative logit (a "distance": lower means more alike), so the
+    ROC, EER and TAR@FAR functions apply unchanged; thresholds are reported as probabilities.
+    """
+    import torch
+
+    with torch.no_grad():
+        e = torch.from_numpy(np.asarray(embeddings, dtype=np.float32))
+        logits = torch.cat([head.logits(e[i[:, 0]], e[i[:, 1]]) for i in np.array_split(pairs.index, max(1, len(pairs.index) // 65536))])
+    score = -logits.double().numpy()
+    far, tar, _ = evaluation.roc(score, pairs.same)
+    rate, tau = evaluation.eer(score, pairs.same)
+    at_far = evaluation.tar_at_far(score, pairs.same, config["far_targets"])
+    probability = lambda t: None if t is None or not np.isfinite(t) else float(1 / (1 + np.exp(t)))  # noqa: E731
+    return {
+        "distance": head.distance, "auc": evaluation.auc(far, tar), "eer": rate, "eer_probability": probability(tau),
+        "tar_at_far": {str(k): {"tar": v["tar"], "far": v["far"], "far_ci95": v.get("far_ci95"),
+                                "probability": probability(v["threshold"]), "note": v["note"]} for k, v in at_far.items()},
+    }  # fmt: skip
 
 
 def _finite(value):
@@ -192,9 +332,12 @@ def _print(result: dict) -> None:
     for key, value in result["identification_one_shot"].items():
         if key.startswith("rank_"):
             table.add_row(f"one-shot {key.replace('_', '-')}", f"{value:.4f}")
+    warnings = [e["warning"] for e in v["tar_at_far"].values() if e.get("warning")]
     if "identification_open_set" in result:
-        for fpir, entry in result["identification_open_set"]["fpir"].items():
-            table.add_row(f"open-set DIR @ FPIR {fpir}", f"{entry['dir']:.4f}" if entry["dir"] is not None else "n/a: too few searches")
+        o = result["identification_open_set"]
+        for fpir, entry in o["fpir"].items():
+            table.add_row(f"open-set DIR @ FPIR {fpir}", _dir(entry, o["non_mated_people"]))
+            warnings += [entry["warning"]] if entry.get("warning") else []
     if "cross_session" in result:
         c = result["cross_session"]
         where = f"{c['people_with_2_sessions']} people with 2+ of {c['sessions']} sessions"
@@ -202,10 +345,34 @@ def _print(result: dict) -> None:
             table.add_row(f"enrol 1 session, identify other {unit}: rank-1", f"{c['closed_set'][unit]['rank_1']:.4f}")
         table.add_row("cross-session EER (session templates)", f"{c['verification']['eer']:.4f}")
         for fpir, entry in c["open_set"]["fpir"].items():
-            value = f"{entry['dir']:.4f}" if entry["dir"] is not None else "n/a: too few strangers"
-            table.add_row(f"cross-session DIR @ FPIR {fpir}", value)
+            table.add_row(f"cross-session DIR @ FPIR {fpir}", _dir(entry, c["open_set"]["non_mated_people"]))
+            warnings += [entry["warning"]] if entry.get("warning") else []
         table.caption = f"cross-session: {where}"
     e = result["episodes"]
     if "accuracy" in e:
         table.add_row(f"{e['n_way']}-way {e['k_shot']}-shot", f"{e['accuracy']:.4f} ± {e['ci95']:.4f} (chance {e['chance']:.2f})")
-    Console().print(table)
+    if "verification_head" in result:
+        h = result["verification_head"]
+        table.add_row(f"pair head ({h['distance']}): ROC AUC", f"{h['auc']:.4f}")
+        table.add_row("pair head: EER (probability)", f"{h['eer']:.4f} ({h['eer_probability']:.4f})" if h["eer_probability"] is not None else f"{h['eer']:.4f}")
+    console = Console()
+    console.print(table)
+    bought = Table(title=f"what training bought ({result['protocol']}, same people)")
+    for column in ("method", "rank-1", "EER"):
+        bought.add_column(column, justify="left" if column == "method" else "right")
+    for row in result["comparison"]:
+        if "skipped" in row:
+            bought.add_row(row["method"], "skipped", row["skipped"][:60])
+        else:
+            bought.add_row(row["method"], "—" if row["rank_1"] is None else f"{row['rank_1']:.4f}", f"{row['eer']:.4f}")
+    console.print(bought)
+    for line in dict.fromkeys(warnings):  # each once, in order
+        console.print(f"warning: {line}", style="yellow", highlight=False, soft_wrap=True)
+
+
+def _dir(entry: dict, people: int) -> str:
+    """DIR at an FPIR target, with the FPIR reached, its 95% interval and the strangers behind it."""
+    if entry["dir"] is None:
+        return "n/a: too few searches"
+    lo, hi = entry["fpir_ci95"]
+    return f"{entry['dir']:.4f} (FPIR {entry['fpir']:.3g} [{lo:.2g}, {hi:.2g}], {people} people)"

@@ -20,6 +20,7 @@ says how to fix it. Everything is pure numpy: no plotting, no files (see
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import NamedTuple, Sequence
 
@@ -116,6 +117,77 @@ def _resolvable(available: int, target: float) -> bool:
     return available * target >= 1.0 - 1e-9
 
 
+# --------------------------------------------------------------------------- how sure is a rate?
+
+#: Below this many distinct people, error rates measured on them get a warning: the
+#: searches of one person are alike, so a look-alike stranger moves the rate by a whole
+#: person's share, and an interval that treats searches as independent is too narrow.
+MIN_PEOPLE = 10
+
+
+def clopper_pearson(errors: int, trials: int, confidence: float = 0.95) -> tuple[float, float]:
+    """The exact (Clopper–Pearson) ``confidence`` interval of a rate seen as ``errors`` of ``trials``.
+
+    The bounds are Beta quantiles: ``lower = B(α/2; k, n − k + 1)`` (0 when k = 0),
+    ``upper = B(1 − α/2; k + 1, n − k)`` (1 when k = n), α = 1 − confidence. It never
+    undercovers, which is what a threshold promise needs; with 0 errors in n trials the
+    upper bound is ``1 − (α/2)^(1/n)`` (≈ 3.7/n at 95%), not 0.
+    """
+    from scipy.stats import beta
+
+    k, n = int(errors), int(trials)
+    if n < 1 or not 0 <= k <= n:
+        raise DataError(f"a rate needs 0 <= errors <= trials and trials >= 1, got {k} of {n}")
+    alpha = 1.0 - float(confidence)
+    lower = 0.0 if k == 0 else float(beta.ppf(alpha / 2, k, n - k + 1))
+    upper = 1.0 if k == n else float(beta.ppf(1 - alpha / 2, k + 1, n - k))
+    return lower, upper
+
+
+@functools.lru_cache(maxsize=64)
+def min_trials(target: float, factor: float = 2.0, confidence: float = 0.95) -> int:
+    """The fewest trials that bound a rate calibrated at ``target`` below ``factor × target``.
+
+    A threshold calibrated at rate ``target`` on n trials lets through ``floor(target·n)``
+    of them; the Clopper–Pearson upper bound of that rate falls below ``factor × target``
+    only when enough errors are observed. The smallest n from which this holds for every
+    larger n is about ``7.2 / target`` at 95% and factor 2 (FPIR 1%: 718 searches;
+    0.1%: 7,208), because 7 errors are needed before the upper bound of k/n drops under
+    2k/n. Computed exactly here (a search over n up to ``40 / target``).
+    """
+    from scipy.stats import beta
+
+    target = float(target)
+    if not 0 < target < 1:
+        raise DataError(f"the target rate must lie in (0, 1), got {target}")
+    n = np.arange(1, int(math.ceil(40 / target)) + 1)
+    k = np.floor(target * n + 1e-9)
+    upper = np.where(k >= n, 1.0, beta.ppf(1 - (1 - confidence) / 2, k + 1, np.maximum(n - k, 1)))
+    bad = np.flatnonzero(upper >= factor * target)
+    return int(n[bad[-1]] + 1) if len(bad) else 1
+
+
+def rate_estimate(errors: int, trials: int, people: int | None, target: float, what: str = "FPIR") -> dict:
+    """A measured rate with its 95% interval, the people behind it, and a warning when too thin.
+
+    Returns ``{"ci95": [lower, upper], "trials", "people", "warning"}``; ``warning`` is one
+    line (or ``None``) when the trials cannot bound the rate below twice the target (see
+    `min_trials`) or come from fewer than `MIN_PEOPLE` people.
+    """
+    lower, upper = clopper_pearson(errors, trials)
+    problems = []
+    needed = min_trials(target) if target < 1 else 1
+    if trials < needed:
+        problems.append(f"{trials} trials (need {needed} for an upper bound below {2 * target:g})")
+    if people is not None and people < MIN_PEOPLE:
+        problems.append(f"{people} people (need at least {MIN_PEOPLE})")
+    warning = None
+    if problems:
+        warning = (f"{what} {target:g} rests on only {' and '.join(problems)}: the true rate may be up to "
+                   f"{upper:.3g}; measure on more people")  # fmt: skip
+    return {"ci95": [lower, upper], "trials": int(trials), "people": None if people is None else int(people), "warning": warning}
+
+
 def _sq_distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Squared Euclidean distances ``(len(a), len(b))``, clipped at 0 against round-off."""
     d = (a * a).sum(1)[:, None] + (b * b).sum(1)[None, :] - 2.0 * (a @ b.T)
@@ -187,7 +259,7 @@ def eer(distances, same) -> tuple[float, float]:
     return float(rate), float(tau)
 
 
-def tar_at_far(distances, same, far_targets: Sequence[float] = (1e-1, 1e-2, 1e-3)) -> dict:
+def tar_at_far(distances, same, far_targets: Sequence[float] = (1e-1, 1e-2, 1e-3), people: int | None = None) -> dict:
     """TAR at fixed FAR: for each target, the largest TAR whose FAR <= target, and its threshold.
 
     This is how a deployed verifier is set: "let in at most 1 impostor in 1000, how many
@@ -196,6 +268,8 @@ def tar_at_far(distances, same, far_targets: Sequence[float] = (1e-1, 1e-2, 1e-3
     accepted distance (accept ``d <= threshold``). A FAR of ``target`` cannot be measured with
     fewer than ``1/target`` different pairs (a single false accept already exceeds it): then
     ``tar`` and ``threshold`` are ``None`` and ``note`` says how many pairs are needed.
+    A measured FAR also comes with ``far_ci95`` (Clopper–Pearson), ``people`` (the
+    identities behind the different pairs, when given) and ``warning`` (see `rate_estimate`).
     """
     targets = _check_targets(far_targets, "far_targets")
     d, s = _check_pairs(distances, same)
@@ -211,6 +285,8 @@ def tar_at_far(distances, same, far_targets: Sequence[float] = (1e-1, 1e-2, 1e-3
         else:
             i = int(np.flatnonzero(far <= target + 1e-12)[-1])  # tar is non-decreasing along the curve
             entry.update(tar=float(tar[i]), far=float(far[i]))
+            sure = rate_estimate(int(round(far[i] * n_diff)), n_diff, people, target, "FAR")
+            entry.update(far_ci95=sure["ci95"], people=sure["people"], warning=sure["warning"])
             if np.isfinite(thresholds[i]):
                 entry["threshold"] = float(thresholds[i])
             else:
@@ -464,9 +540,13 @@ def open_set(gallery_emb, gallery_labels, probe_emb, probe_labels, fpir_targets:
     ``<= tau``. As in `tar_at_far`, a target needs at least ``1/target`` non-mated probes;
     otherwise ``dir`` and ``threshold`` are ``None`` with a ``note``.
 
-    Returns ``{"fpir": {target: {"dir", "fpir", "threshold", "note"}}, "rank_1": closed-set
-    rank-1 rate of the mated probes, "mated_probes", "non_mated_probes",
-    "gallery_identities", "gallery_samples"}``.
+    Each measured FPIR comes with its 95% Clopper–Pearson interval ``fpir_ci95`` and a
+    one-line ``warning`` when the non-mated searches, or the ``non_mated_people`` behind
+    them, are too few to support the target (see `rate_estimate`).
+
+    Returns ``{"fpir": {target: {"dir", "fpir", "fpir_ci95", "threshold", "warning",
+    "note"}}, "rank_1": closed-set rank-1 rate of the mated probes, "mated_probes",
+    "non_mated_probes", "non_mated_people", "gallery_identities", "gallery_samples"}``.
     """
     targets = _check_targets(fpir_targets, "fpir_targets")
     identities, py, mated, n_gallery, chunks = _identity_distances(gallery_emb, gallery_labels, probe_emb, probe_labels)
@@ -485,6 +565,7 @@ def open_set(gallery_emb, gallery_labels, probe_emb, probe_labels, fpir_targets:
         best[rows] = dist[np.arange(len(rows)), nearest]
         hit[rows] = identities[nearest] == py[rows]
     non = np.sort(best[~mated])
+    non_mated_people = int(len(np.unique(py[~mated])))
     mated_best, mated_hit = best[mated], hit[mated]
     out = {}
     for target in targets:
@@ -496,10 +577,14 @@ def open_set(gallery_emb, gallery_labels, probe_emb, probe_labels, fpir_targets:
         else:
             allowed = int(math.floor(target * n_non + 1e-9))
             tau = math.inf if allowed >= n_non else float(np.nextafter(non[allowed], -np.inf))
+            false_positives = int((non <= tau).sum())
+            sure = rate_estimate(false_positives, n_non, non_mated_people, target, "FPIR")
             entry.update(
                 threshold=tau,
-                fpir=float((non <= tau).mean()),
+                fpir=false_positives / n_non,
                 dir=float((mated_hit & (mated_best <= tau)).mean()),
+                fpir_ci95=sure["ci95"],
+                warning=sure["warning"],
             )
         out[target] = entry
     return {
@@ -507,6 +592,7 @@ def open_set(gallery_emb, gallery_labels, probe_emb, probe_labels, fpir_targets:
         "rank_1": float(mated_hit.mean()),
         "mated_probes": n_mated,
         "non_mated_probes": n_non,
+        "non_mated_people": non_mated_people,
         "gallery_identities": len(identities),
         "gallery_samples": n_gallery,
     }

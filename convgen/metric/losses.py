@@ -10,6 +10,8 @@ O(B² log B).
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -17,7 +19,7 @@ from torch.autograd.function import once_differentiable
 
 from convgen.errors import ConfigError, DataError
 
-__all__ = ["pairwise_sq_dists", "TripletLoss", "ContrastiveLoss", "PairClassifierLoss"]
+__all__ = ["pairwise_sq_dists", "TripletLoss", "ContrastiveLoss", "PairClassifierLoss", "head_path", "load_pair_head"]
 
 MINING = ("all", "batch-hard", "semi-hard")
 
@@ -436,3 +438,56 @@ class PairClassifierLoss(nn.Module):
         accuracy = ((logits > 0) == (targets > 0.5)).float().mean()
         self.stats = {"loss": float(loss.detach()), "pair_accuracy": float(accuracy), "pairs": float(len(pairs))}
         return loss
+
+    def save_head(self, weights, encoder_fingerprint: str) -> Path:
+        """Write the head beside the encoder's weights file (see `head_path`), bound to that encoder. Atomic."""
+        from safetensors.torch import save_file
+
+        from convgen.io import atomic_path
+
+        tensors = {k: v.detach().cpu().contiguous() for k, v in self.head.state_dict().items()}
+        metadata = {"format": HEAD_FORMAT, "distance": self.distance, "eps": repr(self.eps), "encoder_fingerprint": encoder_fingerprint}
+        with atomic_path(head_path(weights)) as tmp:
+            save_file(tensors, str(tmp), metadata=metadata)
+        return head_path(weights)
+
+
+HEAD_FORMAT = "convgen.pair-head/1"
+
+
+def head_path(weights) -> Path:
+    """Where the trained pair head of a weights file lives: ``encoder.safetensors`` → ``encoder.head.safetensors``."""
+    weights = Path(weights)
+    return weights.with_name(weights.stem + ".head.safetensors")
+
+
+def load_pair_head(weights, encoder_fingerprint: str) -> PairClassifierLoss | None:
+    """The pair head trained with the encoder of ``weights``, or None when there is none.
+
+    A head file whose recorded encoder fingerprint differs from ``encoder_fingerprint``
+    belongs to other weights (say, an older run in the same folder) and is ignored.
+    """
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    from convgen.weights import check_safetensors
+
+    path = head_path(weights)
+    if not path.is_file():
+        return None
+    check_safetensors(path, "pair-head file")
+    with safe_open(str(path), framework="pt") as handle:
+        metadata = handle.metadata() or {}
+    if metadata.get("format") != HEAD_FORMAT:
+        raise DataError(f"{path} is not a convgen pair-head file; remove it or re-train")
+    if metadata.get("encoder_fingerprint") != encoder_fingerprint:
+        return None
+    state = load_file(str(path))
+    if set(state) != {"weight", "bias"} or state["weight"].ndim != 2 or state["weight"].shape[0] != 1:
+        raise DataError(f"{path} does not hold a pair head (weight (1, D), bias (1,)); re-train")
+    try:
+        head = PairClassifierLoss(state["weight"].shape[1], metadata.get("distance", "abs"), eps=float(metadata.get("eps", "1e-6")))
+    except (ConfigError, ValueError):
+        raise DataError(f"{path} has a damaged header; re-train") from None
+    head.head.load_state_dict(state)
+    return head.eval()

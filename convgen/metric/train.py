@@ -1,11 +1,16 @@
 """The ``train`` recipe: learn a similarity function on identity-disjoint splits.
 
-Identities are split so that validation measures one-shot performance on people the
-encoder never saw: after each epoch the validation identities are embedded and the
-verification EER / AUC and one-shot rank-1 accuracy are logged; the encoder with the best
-validation EER is kept as ``encoder.safetensors``. When the identities are a few classes
-(two diagnoses), ``split.by: sample`` keeps every class on both sides and holds out
-samples instead. ``augment`` (off by default) randomly flips, shifts, rotates, zooms
+Identities are split so that validation measures performance on people the encoder
+never saw, by the protocol a user will run: where the dataset records sessions
+(``sessions``: recordings, takes, photo sessions), each validation person is enrolled
+from one session and identified from the others (never within a session); otherwise
+one-shot (one enrolled sample per person). After each epoch the validation people are
+embedded, the protocol's rank-1 and EER are logged (``val_protocol`` names it), and the
+encoder with the best validation rank-1 (ties broken by the lower EER) is kept as
+``encoder.safetensors``. P×K batches draw a person's samples from different sessions
+where there are several. When the identities are a few classes (two diagnoses),
+``split.by: sample`` keeps every class on both sides, holds out samples instead, and
+keeps the encoder with the lowest validation EER. ``augment`` (off by default) randomly flips, shifts, rotates, zooms
 and changes the contrast of training samples only.
 """
 
@@ -29,7 +34,7 @@ from convgen.metric.augment import Augment, Augmented
 from convgen.metric.embed import dataset_and_encoder
 from convgen.metric.embedder import Embedder
 from convgen.metric.embedder import embed_dataset
-from convgen.metric.evaluate import validation_metrics
+from convgen.metric.evaluate import validation_metrics, validation_protocol
 from convgen.metric.sampling import PKSampler, identity_split, stratified_split
 from convgen.recipes import resolve_device
 
@@ -55,30 +60,48 @@ DEFAULTS = {
 SPLITTERS = {"identity": identity_split, "sample": stratified_split}
 
 
+def recorded_pipeline(dataset, config: dict) -> dict | None:
+    """The input pipeline saved with the encoder: the dataset's, else that of the weights fine-tuned from."""
+    from convgen import pipelines
+    from convgen.weights import read_pipeline
+
+    return pipelines.of_dataset(dataset) or (read_pipeline(config["weights"]) if config.get("weights") else None)
+
+
 def run(config: dict, out_dir: Path, resume: bool = False) -> dict:
     dataset, encoder, spec, _ = dataset_and_encoder(config)
     labels = [int(label) for label in dataset.labels]
+    sessions = getattr(dataset, "sessions", None)
     by = config["split"].get("by", "identity")
     if by not in SPLITTERS:
         raise ConfigError(f"split.by must be {' or '.join(SPLITTERS)}, got {by!r}")
-    train_idx, val_idx = SPLITTERS[by](labels, config["split"]["val_fraction"], seed=config["seed"])
+    extra = {"sessions": sessions} if by == "identity" else {}
+    train_idx, val_idx = SPLITTERS[by](labels, config["split"]["val_fraction"], seed=config["seed"], **extra)
     model = Embedder(encoder)
     loss_fn = registry.build("loss", config["loss"], embedding_dim=spec.get("embedding_dim"))
-    sampler = PKSampler([labels[i] for i in train_idx], seed=config["seed"] * 101 + distributed.env_rank(), **config["sampler"])
+    sampler = PKSampler([labels[i] for i in train_idx], seed=config["seed"] * 101 + distributed.env_rank(),
+                        sessions=None if sessions is None else [sessions[i] for i in train_idx], **config["sampler"])  # fmt: skip
     val_set = Subset(dataset, val_idx)
     val_labels = [labels[i] for i in val_idx]
+    val_sessions = None if sessions is None or by == "sample" else [sessions[i] for i in val_idx]
     device = resolve_device(config["device"])
 
     def validate(m):
         embeddings = embed_dataset(m, val_set, config["batch_size"], next(m.parameters()).device)
-        return {f"val_{k}": v for k, v in validation_metrics(embeddings, val_labels).items()}
+        return {f"val_{k}": v for k, v in validation_metrics(embeddings, val_labels, sessions=val_sessions).items()}
+
+    # people: the best rank-1 of the protocol, ties broken by EER; classes (split by sample): the best EER
+    monitor = {"monitor": "val_eer", "mode": "min"} if by == "sample" else {
+        "monitor": "val_rank_1", "mode": "max", "tie_break": ("val_eer", "min")}  # fmt: skip
 
     trainer = Trainer(
         model, loss_fn, spec=spec, out_dir=out_dir, epochs=config["epochs"], optimizer=config["optimizer"],
         scheduler=config["scheduler"], grad_clip=config["grad_clip"], device=device, validate=validate,
-        monitor="val_eer", mode="min", run_id=hashlib.sha256(dump("train", config).encode()).hexdigest(),
+        **monitor, run_id=hashlib.sha256(dump("train", config).encode()).hexdigest(),
     )  # fmt: skip
+    trainer.pipeline = recorded_pipeline(dataset, config)
     split = {"train": sorted({dataset.classes[labels[i]] for i in train_idx}), "val": sorted({dataset.classes[l] for l in val_labels})}
+    split["val_protocol"] = validation_protocol(val_labels, val_sessions)
     if by == "sample":  # the same identities on both sides: say how many samples each side holds
         split.update(by="sample", train_samples=len(train_idx), val_samples=len(val_idx))
     if distributed.env_rank() == 0:
@@ -88,10 +111,12 @@ def run(config: dict, out_dir: Path, resume: bool = False) -> dict:
     result = trainer.fit(Augmented(train_set, augment) if augment.active else train_set, sampler, resume=resume)
     distributed.teardown()
     last = result["history"][-1]
+    best = result["history"][result["best_epoch"] - 1] if result["best_epoch"] else last
     summary = {
         "train_identities": len(split["train"]), "val_identities": len(split["val"]),
-        "epochs": result["epochs"], "best_val_eer": result["best"],
-        **{k: v for k, v in last.items() if k != "epoch"},
+        "epochs": result["epochs"], "val_protocol": last.get("val_protocol"), "selected_by": result["monitor"],
+        "best_epoch": result["best_epoch"], "best_val_rank_1": best.get("val_rank_1"), "best_val_eer": best.get("val_eer"),
+        **{k: v for k, v in last.items() if k not in ("epoch", "val_protocol")},
     }  # fmt: skip
     table = Table(title=f"train: {spec['name']} with {config['loss']['name']} on {config['dataset']['name']}", show_header=False)
     for key, value in summary.items():
