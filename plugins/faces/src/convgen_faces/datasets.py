@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import sys
 from importlib import resources
 from pathlib import Path
 
@@ -22,10 +23,15 @@ def sample_dir(name: str = "orl") -> Path:
 class _Faces(LabelledDataset):
     """Photos through a `FacePipeline`, preprocessed once and kept in memory (``cache``)."""
 
-    def _setup(self, size, channels, detect, margin, align, if_no_face, cache):
-        self.pipeline = FacePipeline.of(size, channels, detect, margin, align, if_no_face)
+    def _setup(self, size, channels, detect, margin, align, if_no_face, cache, detector="mmod"):
+        self.pipeline = FacePipeline.of(size, channels, detect, margin, align, if_no_face, detector)
         self.cache = cache
         self._cached: dict[int, torch.Tensor] = {}
+        self._seen: set[int] = set()
+
+    def input_report(self) -> dict:
+        """Photos seen and photos with no face found, for the run's report (see `FacePipeline.input_report`)."""
+        return self.pipeline.input_report()
 
     def __len__(self) -> int:
         return len(self.files)
@@ -36,6 +42,11 @@ class _Faces(LabelledDataset):
             sample = self.pipeline(self.files[index])
             if self.cache:
                 self._cached[index] = sample
+            if index not in self._seen:
+                self._seen.add(index)
+                if len(self._seen) == len(self.files) and self.pipeline.detect:
+                    # every photo has been through detection once: say how many had no face
+                    print(f"faces: {self.pipeline.input_summary()}", file=sys.stderr)
         return sample, self.labels[index]
 
 
@@ -44,9 +55,9 @@ class FaceFolder(_Faces):
 
     Args:
         root: the folder (default: the bundled ORL sample, 40 people × 6 photos).
-        size, channels, detect, margin, align, if_no_face: how each photo becomes the
-            encoder's input (see `FacePipeline`); ``detect: false`` for photos that are
-            already face crops, ``align: dlib`` for the ``dlib-resnet`` encoder.
+        size, channels, detect, margin, align, if_no_face, detector: how each photo
+            becomes the encoder's input (see `FacePipeline`); ``detect: false`` for photos
+            that are already face crops, ``align: dlib`` for the ``dlib-resnet`` encoder.
         people: only these people (sub-folder names), e.g. the training side of a split.
         max_per_person: use at most this many photos of each person (sorted by name).
         cache: keep preprocessed faces in memory (detection runs once per photo).
@@ -54,7 +65,7 @@ class FaceFolder(_Faces):
 
     def __init__(self, root: str | None = None, size=64, channels: int = 1, detect: bool = True, margin: float = 0.2,
                  align: str = "none", if_no_face: str = "error", people: list[str] | None = None,
-                 max_per_person: int | None = None, cache: bool = True):  # fmt: skip
+                 max_per_person: int | None = None, cache: bool = True, detector: str = "mmod"):  # fmt: skip
         self.root = Path(root) if root else sample_dir("orl")
         if not self.root.is_dir():
             raise PathError(f"face folder not found: {self.root} (expected one sub-folder of photos per person)")
@@ -73,7 +84,7 @@ class FaceFolder(_Faces):
                 self.labels += [len(self.classes) - 1] * len(photos)
         if not self.files:
             raise DataError(f"no photos under {self.root}: expected sub-folders (one per person) of {', '.join(SUFFIXES)} files")
-        self._setup(size, channels, detect, margin, align, if_no_face, cache)
+        self._setup(size, channels, detect, margin, align, if_no_face, cache, detector)
 
 
 class LFWPairs(_Faces):
@@ -87,7 +98,8 @@ class LFWPairs(_Faces):
     """
 
     def __init__(self, root: str = ".", pairs: str = "pairs.txt", size=64, channels: int = 1, detect: bool = False,
-                 margin: float = 0.2, align: str = "none", if_no_face: str = "error", cache: bool = True):  # fmt: skip
+                 margin: float = 0.2, align: str = "none", if_no_face: str = "error", cache: bool = True,
+                 detector: str = "mmod"):  # fmt: skip
         self.root, pairs_path = Path(root), Path(pairs)
         if not pairs_path.is_absolute() and not pairs_path.exists():
             pairs_path = self.root / pairs_path
@@ -112,7 +124,7 @@ class LFWPairs(_Faces):
             self.pairs.append((first, second, int(a == b)))
         if not self.pairs:
             raise DataError(f"{pairs_path} lists no pairs")
-        self._setup(size, channels, detect, margin, align, if_no_face, cache)
+        self._setup(size, channels, detect, margin, align, if_no_face, cache, detector)
 
     def _item(self, items: dict, name: str, number: int) -> int:
         if (name, number) not in items:
