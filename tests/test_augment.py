@@ -61,3 +61,19 @@ def test_the_train_recipe_takes_an_augment_block(tmp_path):
                     "encoder.strides=[1,2]", "-o", tmp_path / "run")  # fmt: skip
     assert result.exit_code == 0, result.output
     assert (tmp_path / "run" / "encoder.safetensors").is_file()
+
+
+@pytest.mark.parametrize("dims", [1, 2])
+def test_drift_adds_an_offset_and_ramp_within_its_bound(dims):
+    """Baseline wander / a lighting gradient: x + a·std(x)·(offset + ramps), every term within ±drift."""
+    torch.manual_seed(0)
+    x = torch.randn(2, *(16,) * dims)
+    for _ in range(20):
+        change = Augment(drift=0.5)(x) - x
+        assert torch.allclose(change[0], change[1], atol=1e-5)  # the same slow field on every channel
+        assert change.abs().max() <= 0.5 * x.std() * (1 + dims) + 1e-5
+        if dims == 1:  # an offset plus a straight line: second differences vanish
+            assert torch.allclose(change[0].diff(n=2), torch.zeros(14), atol=1e-5)
+    assert not torch.allclose(Augment(drift=0.5)(x), Augment(drift=0.5)(x))
+    with pytest.raises(ConfigError, match="augment.drift"):
+        Augment(drift=-1)

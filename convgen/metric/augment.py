@@ -2,9 +2,10 @@
 
 With few samples per identity (a handful of photos or beats per person), an encoder
 memorises its training set; small random flips, shifts, rotations, zooms, contrast
-changes and noise teach it what does not change who someone is. Geometry is one affine
-resampling (``grid_sample``, border padding); 1D signals are treated as images one pixel
-high (no rotation), 3D volumes rotate in the plane of their last two axes.
+changes, slow drifts (baseline wander, uneven lighting) and noise teach it what does not
+change who someone is. Geometry is one affine resampling (``grid_sample``, border
+padding); 1D signals are treated as images one pixel high (no rotation), 3D volumes
+rotate in the plane of their last two axes.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from torch.utils.data import Dataset
 
 from convgen.errors import ConfigError
 
-DEFAULTS = {"flip": [], "shift": 0.0, "rotate": 0.0, "scale": 0.0, "contrast": 0.0, "noise": 0.0}
+DEFAULTS = {"flip": [], "shift": 0.0, "rotate": 0.0, "scale": 0.0, "contrast": 0.0, "drift": 0.0, "noise": 0.0}
 
 
 class Augment:
@@ -29,22 +30,27 @@ class Augment:
         rotate: largest rotation in degrees (2D; 3D in the plane of the last two axes).
         scale: largest relative zoom (0.1: 90% to 110%).
         contrast: largest relative contrast change around the sample's mean.
+        drift: largest slow additive change (baseline wander of a signal, a lighting
+            gradient of an image): a random offset plus a random linear ramp along each
+            spatial axis, each up to ``drift`` × the sample's standard deviation.
         noise: Gaussian noise, as a fraction of the sample's standard deviation.
     """
 
-    def __init__(self, flip=(), shift: float = 0.0, rotate: float = 0.0, scale: float = 0.0, contrast: float = 0.0, noise: float = 0.0):
-        for name, value, top in (("shift", shift, 0.5), ("rotate", rotate, 180), ("scale", scale, 0.9), ("contrast", contrast, 1), ("noise", noise, 10)):
+    def __init__(self, flip=(), shift: float = 0.0, rotate: float = 0.0, scale: float = 0.0, contrast: float = 0.0, noise: float = 0.0,
+                 drift: float = 0.0):  # fmt: skip
+        for name, value, top in (("shift", shift, 0.5), ("rotate", rotate, 180), ("scale", scale, 0.9), ("contrast", contrast, 1),
+                                 ("drift", drift, 10), ("noise", noise, 10)):  # fmt: skip
             if not isinstance(value, (int, float)) or not 0 <= value <= top:
                 raise ConfigError(f"augment.{name} must be a number between 0 and {top}, got {value!r}")
         flip = list(flip or [])
         if any(not isinstance(a, int) or not 1 <= a <= 3 for a in flip):
             raise ConfigError(f"augment.flip lists spatial axes 1, 2 or 3, got {flip!r}")
         self.flip, self.shift, self.rotate, self.scale = flip, float(shift), float(rotate), float(scale)
-        self.contrast, self.noise = float(contrast), float(noise)
+        self.contrast, self.drift, self.noise = float(contrast), float(drift), float(noise)
 
     @property
     def active(self) -> bool:
-        return bool(self.flip or self.shift or self.rotate or self.scale or self.contrast or self.noise)
+        return bool(self.flip or self.shift or self.rotate or self.scale or self.contrast or self.drift or self.noise)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         dims = x.ndim - 1
@@ -58,9 +64,21 @@ class Augment:
         if self.contrast:
             mean = x.mean()
             x = mean + (x - mean) * (1 + self.contrast * (2 * torch.rand(()) - 1))
+        if self.drift:
+            x = x + self.drift * x.std() * self._ramp(x)
         if self.noise:
             x = x + self.noise * x.std() * torch.randn_like(x)
         return x
+
+    @staticmethod
+    def _ramp(x: torch.Tensor) -> torch.Tensor:
+        """A random offset plus a linear ramp along each spatial axis, each within [-1, 1]."""
+        out = (2 * torch.rand(()) - 1).expand_as(x[:1]).clone()
+        for axis, size in enumerate(x.shape[1:]):
+            shape = [1] * (x.ndim - 1)
+            shape[axis] = size
+            out = out + (2 * torch.rand(()) - 1) * torch.linspace(-1, 1, size).reshape(shape)
+        return out
 
     def _affine(self, x: torch.Tensor) -> torch.Tensor:
         dims = x.ndim - 1
