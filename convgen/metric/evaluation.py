@@ -135,9 +135,9 @@ def clopper_pearson(errors: int, trials: int, confidence: float = 0.95) -> tuple
     """
     from scipy.stats import beta
 
-    k, n = int(errors), int(trials)
-    if n < 1 or not 0 <= k <= n:
-        raise DataError(f"a rate needs 0 <= errors <= trials and trials >= 1, got {k} of {n}")
+    k, n = float(errors), float(trials)  # fractional counts: effective sample sizes (see `design_effect`)
+    if n <= 0 or not 0 <= k <= n:
+        raise DataError(f"a rate needs 0 <= errors <= trials and trials > 0, got {k:g} of {n:g}")
     alpha = 1.0 - float(confidence)
     lower = 0.0 if k == 0 else float(beta.ppf(alpha / 2, k, n - k + 1))
     upper = 1.0 if k == n else float(beta.ppf(1 - alpha / 2, k + 1, n - k))
@@ -167,25 +167,58 @@ def min_trials(target: float, factor: float = 2.0, confidence: float = 0.95) -> 
     return int(n[bad[-1]] + 1) if len(bad) else 1
 
 
-def rate_estimate(errors: int, trials: int, people: int | None, target: float, what: str = "FPIR") -> dict:
+def design_effect(scores, groups) -> float:
+    """Kish's design effect ``1 + (m̃ − 1)·ρ`` of trials that come in groups (searches by person).
+
+    The searches of one person are alike (one look-alike stranger fails on most of their
+    samples), so n searches by few people carry less information than n independent ones:
+    about ``n / design_effect``. ``ρ`` is the intra-person correlation of the continuous
+    ``scores`` (one-way ANOVA estimator, clipped to [0, 1]); ``m̃ = Σ m_i² / n`` the
+    size-weighted mean group size. The correlation of the thresholded outcome (false
+    positive or not) is lower than that of the scores, so this errs on the safe side.
+    """
+    x = np.asarray(scores, dtype=np.float64)
+    _, g = np.unique(np.asarray(groups), return_inverse=True)
+    g = g.reshape(-1)
+    n, k = len(x), int(g.max()) + 1 if len(g) else 0
+    if k < 2 or n <= k:
+        return float(max(n, 1)) if k < 2 else 1.0  # one person: all searches are one observation
+    sizes = np.bincount(g, minlength=k).astype(np.float64)
+    means = np.bincount(g, weights=x, minlength=k) / sizes
+    between = (sizes * (means - x.mean()) ** 2).sum() / (k - 1)
+    within = ((x - means[g]) ** 2).sum() / (n - k)
+    m0 = (n - (sizes**2).sum() / n) / (k - 1)
+    rho = 0.0 if between + (m0 - 1) * within <= 0 else (between - within) / (between + (m0 - 1) * within)
+    rho = min(max(rho, 0.0), 1.0)
+    return float(1.0 + ((sizes**2).sum() / n - 1.0) * rho)
+
+
+def rate_estimate(errors: int, trials: int, people: int | None, target: float, what: str = "FPIR", deff: float = 1.0) -> dict:
     """A measured rate with its 95% interval, the people behind it, and a warning when too thin.
 
-    Returns ``{"ci95": [lower, upper], "trials", "people", "warning"}``; ``warning`` is one
-    line (or ``None``) when the trials cannot bound the rate below twice the target (see
-    `min_trials`) or come from fewer than `MIN_PEOPLE` people.
+    ``deff`` (see `design_effect`) shrinks the trials to the ``effective_trials`` they
+    are worth when they come from few people; the Clopper–Pearson interval is computed
+    on those. Returns ``{"ci95": [lower, upper], "trials", "effective_trials", "people",
+    "warning"}``; ``warning`` is one line (or ``None``) when the effective trials cannot
+    bound the rate below twice the target (see `min_trials`) or come from fewer than
+    `MIN_PEOPLE` people.
     """
-    lower, upper = clopper_pearson(errors, trials)
+    deff = max(float(deff), 1.0)
+    effective = trials / deff
+    lower, upper = clopper_pearson(errors / deff, effective)
     problems = []
     needed = min_trials(target) if target < 1 else 1
-    if trials < needed:
-        problems.append(f"{trials} trials (need {needed} for an upper bound below {2 * target:g})")
+    if effective < needed:
+        worth = f" worth {effective:.0f} independent ones" if deff > 1.0 else ""
+        problems.append(f"{trials} trials{worth} (need {needed} for an upper bound below {2 * target:g})")
     if people is not None and people < MIN_PEOPLE:
         problems.append(f"{people} people (need at least {MIN_PEOPLE})")
     warning = None
     if problems:
         warning = (f"{what} {target:g} rests on only {' and '.join(problems)}: the true rate may be up to "
                    f"{upper:.3g}; measure on more people")  # fmt: skip
-    return {"ci95": [lower, upper], "trials": int(trials), "people": None if people is None else int(people), "warning": warning}
+    return {"ci95": [lower, upper], "trials": int(trials), "effective_trials": float(effective),
+            "people": None if people is None else int(people), "warning": warning}  # fmt: skip
 
 
 def _sq_distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -566,6 +599,7 @@ def open_set(gallery_emb, gallery_labels, probe_emb, probe_labels, fpir_targets:
         hit[rows] = identities[nearest] == py[rows]
     non = np.sort(best[~mated])
     non_mated_people = int(len(np.unique(py[~mated])))
+    deff = design_effect(best[~mated], py[~mated])
     mated_best, mated_hit = best[mated], hit[mated]
     out = {}
     for target in targets:
@@ -578,12 +612,13 @@ def open_set(gallery_emb, gallery_labels, probe_emb, probe_labels, fpir_targets:
             allowed = int(math.floor(target * n_non + 1e-9))
             tau = math.inf if allowed >= n_non else float(np.nextafter(non[allowed], -np.inf))
             false_positives = int((non <= tau).sum())
-            sure = rate_estimate(false_positives, n_non, non_mated_people, target, "FPIR")
+            sure = rate_estimate(false_positives, n_non, non_mated_people, target, "FPIR", deff)
             entry.update(
                 threshold=tau,
                 fpir=false_positives / n_non,
                 dir=float((mated_hit & (mated_best <= tau)).mean()),
                 fpir_ci95=sure["ci95"],
+                effective_searches=sure["effective_trials"],
                 warning=sure["warning"],
             )
         out[target] = entry
