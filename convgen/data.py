@@ -5,10 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from monai.transforms import GaussianSmooth, Resize
+from monai.transforms import GaussianSmooth
 from torch.utils.data import Dataset
 
-from convgen import io
 from convgen.errors import DataError, PathError
 
 
@@ -22,14 +21,24 @@ class LabelledDataset(Dataset):
 class FolderOfClasses(LabelledDataset):
     """One sub-folder per identity; each file is read by the reader of its file type.
 
+    Its samples are the ``array`` input pipeline's (`convgen.pipelines.ArrayPipeline`),
+    which training records with the weights.
+
     Args:
         root: the folder holding one sub-folder per identity.
         suffixes: only files with these suffixes (default: every file a reader claims).
         spatial_size: resize every sample to this size (an int for every axis, or a
             list), so that samples of different sizes can share a batch.
+        nested: identities are the folders that hold files at any depth, named by their
+            path relative to ``root`` (``alphabet/character`` for Omniglot's
+            ``alphabet/character/*.png``); False: only the direct sub-folders.
     """
 
-    def __init__(self, root: str = ".", suffixes: list[str] | None = None, spatial_size: int | list[int] | None = None):
+    pipeline_name = "array"
+
+    def __init__(self, root: str = ".", suffixes: list[str] | None = None, spatial_size: int | list[int] | None = None,
+                 nested: bool = False):  # fmt: skip
+        from convgen.pipelines import ArrayPipeline
         from convgen.registry import get_registry
 
         self.root = Path(root)
@@ -38,11 +47,14 @@ class FolderOfClasses(LabelledDataset):
             raise PathError(f"dataset folder {what}: {self.root} (expected a folder with one sub-folder per identity)")
         known = [s.lower() for s in (suffixes or list(get_registry("reader")))]
         self.classes, self.files, self.labels = [], [], []
-        for folder in sorted(p for p in self.root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        folders = self.root.rglob("*") if nested else self.root.iterdir()
+        for folder in sorted(p for p in folders if p.is_dir() and not p.name.startswith(".")):
+            if any(part.startswith(".") for part in folder.relative_to(self.root).parts):
+                continue
             files = sorted(f for f in folder.iterdir() if f.is_file() and f.name.lower().endswith(tuple(known)))
             if not files:
                 continue
-            self.classes.append(folder.name)
+            self.classes.append(folder.relative_to(self.root).as_posix())
             self.files += files
             self.labels += [len(self.classes) - 1] * len(files)
         if not self.files:
@@ -51,17 +63,14 @@ class FolderOfClasses(LabelledDataset):
                 f"holding files of type {', '.join(known) or '(none registered)'}"
             )
         self.spatial_size = spatial_size
+        self.pipeline = ArrayPipeline(spatial_size)
+        self.pipeline_spec = {"name": "array", "spatial_size": spatial_size}
 
     def __len__(self) -> int:
         return len(self.files)
 
     def __getitem__(self, index: int):
-        sample = io.read(self.files[index])
-        if self.spatial_size is not None:
-            size = self.spatial_size
-            size = [size] * (sample.ndim - 1) if isinstance(size, int) else list(size)
-            sample = Resize(size, mode="area")(sample)
-        return torch.as_tensor(sample, dtype=torch.float32), self.labels[index]
+        return self.pipeline.sample(self.files[index]), self.labels[index]
 
 
 class SyntheticClusters(LabelledDataset):

@@ -276,6 +276,6 @@ def dataset_config(dataset: dict, recorded: dict | None, overrides: dict | None 
         if isinstance(value, dict) and isinstance(block.get(key), dict):
             value = {**block[key], **value}
         if _jsonable(block.get(key)) != _jsonable(value):
-            notes.append(f"dataset.{key}: {block.get(key)!r} -> {value!r} (the encoder's recorded pipeline)")
+            notes.append(f"dataset.{key}: {block.get(key)!r} -> {value!r} ({'your pipeline override' if overrides else 'the encoder was trained so'})")
         block[key] = value
     return block, notes

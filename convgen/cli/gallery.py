@@ -34,56 +34,100 @@ def _print(data, as_json: bool, text: str) -> None:
         Console().print(text, highlight=False, soft_wrap=True)
 
 
+PIPELINE_OPTION = typer.Option(
+    None, "--pipeline-option", "-p",
+    help="Change a setting of the input pipeline the encoder recorded, KEY=VALUE (repeatable; name=NAME for another "
+         "pipeline). Written in the output and, at creation, in the gallery.",
+)  # fmt: skip
+NESTED = typer.Option(False, "--nested", help="A person is any folder below that holds files, named by its relative path (alphabet/character).")
+
+
+def _encoder(gallery, weights, options):
+    from convgen.gallery.api import Encoder
+    from convgen.pipelines import parse_options
+
+    return Encoder(weights, gallery, parse_options(options) or None)
+
+
+def _notice(encoder) -> None:
+    if encoder.notice:
+        typer.echo(encoder.notice, err=True)
+
+
 @gallery_app.command()
 def create(
     db: Path = DB,
-    weights: Path = typer.Option(..., "--weights", "-w", help="The encoder weights (.safetensors) every sample is embedded with."),
+    weights: Optional[Path] = typer.Option(None, "--weights", "-w", help="The encoder weights (.safetensors) every sample is embedded with."),
+    encoder: Optional[str] = typer.Option(None, "--encoder", help="Instead of --weights: an encoder whose weights ship with its plugin (e.g. dlib-resnet)."),
     scoring: str = typer.Option("closest", help="A person's distance: 'closest' sample or 'mean' embedding."),
     backend: str = typer.Option("exact", help="Search: 'exact', 'faiss' (ANN, large galleries) or 'milvus'."),
     milvus_uri: Optional[str] = typer.Option(None, help="Milvus server (http://host:19530) [default: a milvus-lite file beside DB]."),
     option: Optional[List[str]] = typer.Option(None, "--backend-option", help="Backend setting KEY=VALUE, e.g. ef_search=256 for faiss (repeatable)."),
-    spatial_size: Optional[List[int]] = typer.Option(None, help="Resize every sample to this size (repeat per axis, or once for all)."),
+    spatial_size: Optional[List[int]] = typer.Option(None, help="Resize every sample to this size (repeat per axis, or once for all): the 'array' pipeline's spatial_size."),
+    pipeline_option: Optional[List[str]] = PIPELINE_OPTION,
     as_json: bool = JSON,
 ):
-    """Create an empty gallery bound to one encoder (its fingerprint is recorded)."""
-    from convgen.gallery.api import Encoder
-    from convgen.gallery.store import Gallery
-
-    encoder = Encoder(weights)
-    size = list(spatial_size) if spatial_size else None
-    if size and len(size) == 1:
-        size = size * encoder.spec["spatial_dims"]
+    """Create an empty gallery bound to one encoder and its input pipeline (both recorded)."""
     from convgen.config import parse_override
+    from convgen.errors import ConfigError
+    from convgen.gallery import api
+    from convgen.pipelines import describe, parse_options
 
+    if bool(weights) == bool(encoder):
+        raise ConfigError("give --weights PATH (a trained encoder.safetensors) or --encoder NAME (weights shipped with a plugin)")
+    overrides = parse_options(pipeline_option)
+    if spatial_size:
+        overrides["spatial_size"] = list(spatial_size)
+    spec = None
+    if encoder:
+        from convgen.weights import encoder_spec
+
+        spec = encoder_spec({"name": encoder})
+    model = api.Encoder(weights, None, overrides or None, encoder=spec)
     options = {"uri": milvus_uri} if milvus_uri else {}
     for text in option or []:
         (key, *rest), value = parse_override(text)
         options[key] = value
-    with Gallery.create(db, fingerprint=encoder.fingerprint, encoder=encoder.spec, dim=encoder.spec["embedding_dim"],
-                        weights=encoder.weights, scoring=scoring, backend=backend, backend_options=options,
-                        spatial_size=size) as gallery:  # fmt: skip
-        info = {"gallery": str(db), "encoder": encoder.spec["name"], "fingerprint": gallery.fingerprint,
-                "dim": gallery.dim, "scoring": scoring, "backend": backend}  # fmt: skip
-    _print(info, as_json, f"created {db}: {encoder.spec['name']} embeddings ({info['dim']}-d), {scoring} scoring, {backend} search")
+    with api.create(db, model, scoring=scoring, backend=backend, backend_options=options) as gallery:
+        info = {"gallery": str(db), "encoder": model.spec["name"], "fingerprint": gallery.fingerprint,
+                "dim": gallery.dim, "scoring": scoring, "backend": backend, **model.record()}  # fmt: skip
+    _print(info, as_json, f"created {db}: {model.spec['name']} embeddings ({info['dim']}-d), {scoring} scoring, {backend} search; "
+                          f"files go through {describe(model.pipeline)}")  # fmt: skip
+    _notice(model)
 
 
 @gallery_app.command()
 def enrol(
     db: Path = DB,
-    name: str = typer.Argument(..., help="The person's name."),
-    files: List[Path] = typer.Argument(..., help="One or more samples of this person."),
+    target: str = typer.Argument(..., help="The person's name, or a FOLDER with one sub-folder of samples per person."),
+    files: Optional[List[Path]] = typer.Argument(None, help="One or more samples of this person (with NAME)."),
     append: bool = typer.Option(False, "--append", help="Add samples to a person already enrolled."),
+    nested: bool = NESTED,
     weights: Optional[Path] = WEIGHTS,
+    pipeline_option: Optional[List[str]] = PIPELINE_OPTION,
     as_json: bool = JSON,
 ):
-    """Enrol a person from one or more samples: no retraining, one transaction."""
-    from convgen.gallery.api import encoder_for
+    """Enrol one person (NAME FILE...) or everyone in FOLDER (a sub-folder per person), batched, in one transaction per person."""
+    from convgen.errors import ConfigError
+    from convgen.gallery import api
 
+    if files:
+        people = {target: list(files)}
+    elif Path(target).is_dir():
+        people = api.people_in(target, nested)
+    else:
+        raise ConfigError(f"give NAME FILE... (samples of one person) or a FOLDER with one sub-folder per person; {target} is not a folder")
     with _open(db) as gallery:
-        embeddings = encoder_for(gallery, weights).embed_files(files)
-        gallery.enrol(name, embeddings, [str(f) for f in files], append=append)
+        encoder = _encoder(gallery, weights, pipeline_option)
+        api.enrol_people(db, gallery, encoder, people, append, show_progress=True)
         count = len(gallery)
-    _print({"name": name, "samples": len(files), "people": count}, as_json, f"enrolled {name} ({len(files)} sample(s)); {count} people in {db}")
+    samples = sum(len(f) for f in people.values())
+    data = {"enrolled": list(people), "samples": samples, "people": count, **encoder.record()}
+    if len(people) == 1:
+        data["name"] = next(iter(people))
+    who = next(iter(people)) if len(people) == 1 else f"{len(people)} people"
+    _print(data, as_json, f"enrolled {who} ({samples} sample(s)); {count} people in {db}")
+    _notice(encoder)
 
 
 @gallery_app.command()
@@ -93,15 +137,24 @@ def verify(
     file: Path = typer.Argument(..., help="The sample to check."),
     threshold: Optional[float] = THRESHOLD,
     weights: Optional[Path] = WEIGHTS,
+    pipeline_option: Optional[List[str]] = PIPELINE_OPTION,
     as_json: bool = JSON,
 ):
     """1:1 — is FILE the person NAME? Exit code 0 when it matches, 10 when it does not."""
     from convgen.gallery import api
 
     with _open(db) as gallery:
-        result = api.verify(gallery, api.encoder_for(gallery, weights).embed_files([file]), name, threshold)
+        encoder = _encoder(gallery, weights, pipeline_option)
+        result = api.verify(gallery, encoder.embed_files([file]), name, threshold)
+    result = {**result, "match": bool(result["match"]), **encoder.record()}
     verdict = "match" if result["match"] else "no match"
-    _print(result, as_json, f"{verdict}: {file} vs {name}, distance {result['distance']:.4f} (τ = {result['threshold']:.4f})")
+    head = ""
+    if "probability" in result:  # the trained pair head's opinion, beside the distance's
+        head = f"; pair head: probability {result['probability']:.4f}"
+        if "head_match" in result:
+            head += f" ({'match' if result['head_match'] else 'no match'} at ≥ {result['head_threshold']:.4f})"
+    _print(result, as_json, f"{verdict}: {file} vs {name}, distance {result['distance']:.4f} (τ = {result['threshold']:.4f}){head}")
+    _notice(encoder)
     if not result["match"]:
         raise typer.Exit(10)
 
@@ -109,25 +162,30 @@ def verify(
 @gallery_app.command()
 def identify(
     db: Path = DB,
-    files: List[Path] = typer.Argument(..., help="Samples to identify."),
+    files: List[Path] = typer.Argument(..., help="Samples to identify, or folders of them (searched recursively)."),
     top_k: int = typer.Option(5, "--top-k", "-k", help="Candidates to list per sample."),
     threshold: Optional[float] = THRESHOLD,
     weights: Optional[Path] = WEIGHTS,
+    pipeline_option: Optional[List[str]] = PIPELINE_OPTION,
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Also write results.json and a contact sheet (sheet.html) in this folder."),
     as_json: bool = JSON,
 ):
-    """1:N, open set — who is in each file, or 'unknown' when nobody enrolled is within τ."""
+    """1:N, open set — who is in each file, or 'unknown' when nobody enrolled is within τ. Batched, with a progress bar."""
     from convgen.gallery import api
 
+    queries = api.query_files(files)
     with _open(db) as gallery:
-        results = api.identify(gallery, api.encoder_for(gallery, weights).embed_files(files), top_k, threshold)
-    for file, result in zip(files, results):
-        result["file"] = str(file)
-    lines = [
-        f"{r['file']}: {r['name'] or 'unknown'} (distance {r['distance']:.4f}, τ = {r['threshold']:.4f}; "
-        + ", ".join(f"{c['name']} {c['distance']:.3f}" for c in r["candidates"]) + ")"
-        for r in results
-    ]  # fmt: skip
-    _print(results, as_json, "\n".join(lines))
+        encoder = _encoder(gallery, weights, pipeline_option)
+        results = api.identify_files(gallery, encoder, queries, top_k, threshold, show_progress=not as_json)
+        sheet = api.write_results(output, gallery, encoder, results) if output else None
+    if as_json:
+        typer.echo(json.dumps(results, indent=2))
+    else:
+        console = Console()
+        console.print(api.identify_table(results, f"identify against {db}"))
+        if sheet:
+            console.print(f"wrote {output / 'results.json'} and {sheet}", highlight=False, soft_wrap=True)
+    _notice(encoder)
 
 
 @gallery_app.command()
@@ -136,26 +194,26 @@ def calibrate(
     data: Path = typer.Argument(..., help="A folder of people who are NOT enrolled, one sub-folder per person."),
     fpir: Optional[float] = typer.Option(None, help="Target false positive identification rate for 1:N search [default: 0.01]."),
     far: Optional[float] = typer.Option(None, help="Calibrate for 1:1 verification at this false accept rate instead."),
+    nested: bool = NESTED,
     weights: Optional[Path] = WEIGHTS,
+    pipeline_option: Optional[List[str]] = PIPELINE_OPTION,
     as_json: bool = JSON,
 ):
-    """Choose and store τ from people who are not enrolled, at this gallery's size."""
-    from convgen.data import FolderOfClasses
+    """Choose and store τ from people who are not enrolled, at this gallery's size (files through the gallery's pipeline)."""
     from convgen.errors import ConfigError
     from convgen.gallery import api
 
     if fpir is not None and far is not None:
         raise ConfigError("give either --fpir (1:N search) or --far (1:1 verification), not both")
     mode, target = ("1:1", far) if far is not None else ("1:N", fpir if fpir is not None else 0.01)
-    dataset = FolderOfClasses(data)
     with _open(db) as gallery:
-        encoder = api.encoder_for(gallery, weights)
-        embeddings = encoder.embed_files(dataset.files)
-        report = api.calibrate(gallery, embeddings, dataset.labels, mode, target)
+        encoder = _encoder(gallery, weights, pipeline_option)
+        report = api.calibrate_folder(gallery, encoder, data, mode, target, nested, show_progress=not as_json)
     rate = f"FAR {report['far']:.4g} (TAR {report['tar']:.4f})" if mode == "1:1" else (
         f"FPIR {report['fpir']:.4g} over {report['non_mated_searches']} searches at {report['gallery_people']} people"
         + (f", DIR {report['dir']:.4f}" if report["dir"] is not None else ""))  # fmt: skip
-    _print(report, as_json, f"τ = {report['threshold']:.4f} for {mode} at target {target:g}: {rate}")
+    _print({**report, **encoder.record()}, as_json, f"τ = {report['threshold']:.4f} for {mode} at target {target:g}: {rate}")
+    _notice(encoder)
 
 
 @gallery_app.command("list")
@@ -211,3 +269,4 @@ def import_(db: Path = DB, source: Path = typer.Argument(..., help="A file writt
     with _open(db) as gallery:
         count = api.import_(gallery, source)
     _print({"imported": count, "gallery": str(db)}, as_json, f"imported {count} people into {db}")
+

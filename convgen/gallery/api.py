@@ -18,57 +18,279 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from convgen import io
 from convgen.errors import ConfigError, DataError, ModelMismatchError, PathError
 from convgen.gallery.store import Gallery
 from convgen.io import atomic_path
 from convgen.metric import evaluation
 from convgen.metric.embedder import Embedder
-from convgen.weights import check_safetensors, load_encoder
+from convgen.weights import check_safetensors
 
 EXPORT_FORMAT = "convgen.gallery-export/1"
 
 
 class Encoder:
-    """The gallery's embedding model, loaded from a weights file and checked against it."""
+    """A gallery's embedding model and input pipeline: every door (CLI, domain recipes) embeds through it.
 
-    def __init__(self, weights, gallery: Gallery | None = None):
-        encoder, self.spec, self.fingerprint = load_encoder(weights)
+    The network comes from ``weights`` (else the gallery's recorded weights file; else it
+    is built from the gallery's or the given ``encoder`` spec, for encoders whose weights
+    come with their code, such as dlib's) and is checked against the gallery's
+    fingerprint. The input pipeline is, first to last: the gallery's recorded one, the
+    weights' recorded one, ``fallback`` (a domain's default for weights that record
+    none), or `convgen.pipelines.LEGACY`; ``overrides`` (a mapping, possibly with a
+    ``name``) change it explicitly and are reported in ``overrides``.
+    """
+
+    def __init__(self, weights=None, gallery: Gallery | None = None, overrides: dict | None = None,
+                 fallback: dict | None = None, encoder: dict | None = None):  # fmt: skip
+        from convgen import pipelines
+        from convgen.weights import build_encoder, fingerprint, load_model
+
+        weights = weights or (gallery.meta.get("weights") if gallery is not None else None) or None
+        if weights:
+            model = load_model(weights)
+            network, self.spec, self.fingerprint = model.encoder, model.spec, model.fingerprint
+            recorded = model.pipeline or getattr(network, "pipeline", None)
+            self.weights = model.path
+        else:
+            spec = gallery.encoder if gallery is not None else encoder
+            if not spec:
+                raise ConfigError("no encoder: pass --weights (an encoder.safetensors from a train recipe)")
+            network = build_encoder(spec)  # weights that ship with the encoder's code (dlib-resnet), and its pipeline
+            self.spec, self.fingerprint, self.weights = spec, fingerprint(spec, network.state_dict()), ""
+            recorded = getattr(network, "pipeline", None)
         if gallery is not None:
             gallery.check_model(self.fingerprint)
-        self.model = Embedder(encoder).eval()
-        self.weights = str(Path(weights).resolve())
-        size = json.loads(gallery.meta["spatial_size"]) if gallery is not None else None
-        self.spatial_size = size
+            stored = gallery.meta.get("pipeline")
+            if stored and stored != "null":
+                recorded = json.loads(stored)
+            elif not recorded and fallback is None:  # a gallery made before pipelines: its spatial_size, as then
+                fallback = {"name": "array", "spatial_size": json.loads(gallery.meta.get("spatial_size") or "null")}
+        self.model = Embedder(network).eval()
+        resolved = pipelines.resolve(recorded, overrides, fallback)
+        self.pipeline, self.overrides, self.notice = resolved["pipeline"], resolved["overrides"], resolved["notice"]
+        self._inputs = pipelines.build_pipeline(self.pipeline)
 
-    def embed_files(self, files) -> np.ndarray:
-        """One embedding per file (read by the plugin that knows its file type)."""
-        samples = [self._prepare(io.read(f), f) for f in files]
-        if not samples:
-            raise DataError("no input files given")
-        with torch.no_grad():
-            return torch.cat([self.model(s[None]) for s in samples]).numpy()
+    @property
+    def dim(self) -> int:
+        """The embedding size: the spec's ``embedding_dim``, else the last linear layer's width."""
+        if self.spec.get("embedding_dim"):
+            return int(self.spec["embedding_dim"])
+        linear = [m for m in self.model.encoder.modules() if isinstance(m, torch.nn.Linear)]
+        if not linear:
+            raise ConfigError(f"cannot tell the embedding size of encoder {self.spec['name']!r}; give it an embedding_dim")
+        return int(linear[-1].out_features)
 
-    def _prepare(self, sample: torch.Tensor, source) -> torch.Tensor:
-        dims, channels = self.spec["spatial_dims"], self.spec["in_channels"]
-        if sample.ndim - 1 != dims or sample.shape[0] != channels:
-            raise DataError(
-                f"{source}: a sample of shape {tuple(sample.shape)} does not fit the gallery's encoder, "
-                f"which takes {channels} channel(s) and {dims} spatial axes"
-            )
-        if self.spatial_size:
-            from monai.transforms import Resize
+    def embed_files(self, files, show_progress: bool = False) -> np.ndarray:
+        """One embedding per file: the normalised mean over the inputs its pipeline makes."""
+        from convgen import pipelines
 
-            sample = torch.as_tensor(Resize(self.spatial_size, mode="area")(sample))
-        return sample.float()
+        return pipelines.embed_files(self.model, self._inputs, files, self.spec, show_progress=show_progress)
+
+    def preview(self, file):
+        """The pipeline's picture of a file (``(C, *spatial)`` in [0, 1]), or None."""
+        preview = getattr(self._inputs, "preview", None)
+        return preview(Path(file)) if preview is not None else None
+
+    def record(self) -> dict:
+        """What a run writes about how it embedded: the pipeline and the user's overrides."""
+        return {"pipeline": self.pipeline, "pipeline_overrides": self.overrides}
 
 
-def encoder_for(gallery: Gallery, weights=None) -> Encoder:
-    """The gallery's encoder: ``weights`` if given, else the file recorded at creation."""
-    path = weights or gallery.meta["weights"]
-    if not path:
-        raise ConfigError(f"{gallery.path} records no weights file; pass --weights")
-    return Encoder(path, gallery)
+def encoder_for(gallery: Gallery, weights=None, overrides: dict | None = None, fallback: dict | None = None) -> Encoder:
+    """The gallery's encoder: ``weights`` if given, else the one recorded at creation."""
+    return Encoder(weights, gallery, overrides, fallback)
+
+
+def create(path, encoder: Encoder, scoring: str = "closest", backend: str = "exact", backend_options: dict | None = None) -> Gallery:
+    """A new gallery bound to ``encoder``: its fingerprint, weights file and input pipeline are recorded."""
+    return Gallery.create(path, fingerprint=encoder.fingerprint, encoder=encoder.spec, dim=encoder.dim, weights=encoder.weights,
+                          scoring=scoring, backend=backend, backend_options=backend_options, pipeline=encoder.pipeline,
+                          pipeline_overrides=encoder.overrides)  # fmt: skip
+
+
+def open_gallery(path, weights=None, overrides: dict | None = None, fallback: dict | None = None, create: bool = False,
+                 encoder: dict | None = None, scoring: str = "closest", backend: str = "exact",
+                 backend_options: dict | None = None) -> tuple[Gallery, Encoder]:  # fmt: skip
+    """An existing gallery and its encoder; or, with ``create``, the encoder of a new one (created by `enrol_people`).
+
+    For a gallery that does not exist yet, the returned gallery is None: it is created
+    only once the files have embedded, so a bad file leaves no empty gallery behind.
+    """
+    path = Path(path)
+    if path.exists():
+        gallery = Gallery.open(path)
+        try:
+            return gallery, Encoder(weights, gallery, overrides, fallback)
+        except BaseException:
+            gallery.close()
+            raise
+    if not create:
+        raise PathError(f"gallery not found: {path}; enrol someone first (or `convgen gallery create`)")
+    if not weights and not encoder:
+        raise ConfigError("a new gallery needs weights=PATH (an encoder.safetensors from a train recipe)")
+    return None, Encoder(weights, None, overrides, fallback, encoder=encoder)
+
+
+def readable_files(folder: Path, recursive: bool = False) -> list[Path]:
+    """The files of a folder that a registered reader claims, sorted (hidden files skipped)."""
+    from convgen.registry import get_registry
+
+    suffixes = tuple(get_registry("reader"))
+    found = folder.rglob("*") if recursive else folder.iterdir()
+    return sorted(f for f in found if f.is_file() and not f.name.startswith(".") and f.name.lower().endswith(suffixes))
+
+
+def people_in(folder, nested: bool = False) -> dict[str, list[Path]]:
+    """``{person: files}`` of a folder with one sub-folder per person.
+
+    ``nested``: a person is any folder below that holds files, named by its path
+    relative to ``folder`` (``alphabet/character``).
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise PathError(f"{folder} is not a folder; give a folder with one sub-folder of samples per person")
+    people: dict[str, list[Path]] = {}
+    subs = sorted(p for p in (folder.rglob("*") if nested else folder.iterdir()) if p.is_dir() and not p.name.startswith("."))
+    for sub in subs:
+        if any(part.startswith(".") for part in sub.relative_to(folder).parts):
+            continue
+        files = readable_files(sub)
+        if files:
+            people[sub.relative_to(folder).as_posix()] = files
+    if not people:
+        raise DataError(f"no people under {folder}: expected one sub-folder of readable samples per person"
+                        + ("" if nested else " (nested folders: --nested)"))  # fmt: skip
+    return people
+
+
+def query_files(paths) -> list[Path]:
+    """Files to search: files as given, folders expanded to the readable files below them."""
+    files = []
+    for path in map(Path, paths):
+        if path.is_dir():
+            found = readable_files(path, recursive=True)
+            if not found:
+                raise DataError(f"no readable samples under {path}")
+            files += found
+        elif path.exists():
+            files.append(path)
+        else:
+            raise PathError(f"file not found: {path}")
+    if not files:
+        raise DataError("no input files given")
+    return files
+
+
+def enrol_people(path, gallery: Gallery | None, encoder: Encoder, people: dict[str, list], append: bool = False,
+                 show_progress: bool = False, **create_options) -> Gallery:  # fmt: skip
+    """Embed every file of every person (one batched pass), then enrol them; creates the gallery if ``gallery`` is None.
+
+    Everything is embedded and checked before anything is written: a bad file or a
+    person already enrolled (without ``append``) leaves the gallery as it was.
+    """
+    names = list(people)
+    files = [f for name in names for f in people[name]]
+    if gallery is not None and not append:
+        enrolled = {p.name for p in gallery.people()}
+        already = [n for n in names if n in enrolled]
+        if already:
+            who = ", ".join(repr(n) for n in already[:3]) + (f" and {len(already) - 3} more" if len(already) > 3 else "")
+            raise DataError(f"{who} {'is' if len(already) == 1 else 'are'} already enrolled; add samples with --append, or remove them first")
+    embeddings = encoder.embed_files(files, show_progress=show_progress)
+    if gallery is None:
+        gallery = create(path, encoder, **create_options)
+    start = 0
+    for name in names:
+        n = len(people[name])
+        gallery.enrol(name, embeddings[start : start + n], sources=[str(f) for f in people[name]], append=append)
+        start += n
+    return gallery
+
+
+def identify_files(gallery: Gallery, encoder: Encoder, files, k: int = 5, threshold: float | None = None,
+                   show_progress: bool = False) -> list[dict]:  # fmt: skip
+    """`identify` for files, each result with its ``file``."""
+    _threshold(gallery, threshold)  # no embedding before a missing threshold is reported
+    results = identify(gallery, encoder.embed_files(files, show_progress=show_progress), k, threshold)
+    return [{"file": str(f), **r} for f, r in zip(files, results)]
+
+
+def calibrate_folder(gallery: Gallery, encoder: Encoder, folder, mode: str = "1:N", target: float = 0.01,
+                     nested: bool = False, show_progress: bool = False) -> dict:  # fmt: skip
+    """`calibrate` on a folder of people who are not enrolled (one sub-folder each), through the gallery's pipeline."""
+    people = people_in(folder, nested)
+    files = [f for files in people.values() for f in files]
+    labels = [name for name, files in people.items() for _ in files]
+    return calibrate(gallery, encoder.embed_files(files, show_progress=show_progress), labels, mode, target)
+
+
+def identify_table(results: list[dict], title: str):
+    """A rich table of identify results: file, answer, distance, threshold, runner-up."""
+    from rich.table import Table
+
+    table = Table(title=title)
+    for column in ("file", "who", "distance", "threshold", "next candidate"):
+        table.add_column(column, justify="right" if column in ("distance", "threshold") else "left")
+    for r in results:
+        runner = r["candidates"][1] if len(r["candidates"]) > 1 else None
+        table.add_row(r["file"], r["name"] or "unknown", f"{r['distance']:.4f}", f"{r['threshold']:.4f}",
+                      f"{runner['name']} {runner['distance']:.4f}" if runner else "")  # fmt: skip
+    return table
+
+
+def write_results(out_dir, gallery: Gallery, encoder: Encoder, results: list[dict]) -> Path:
+    """``results.json`` and ``sheet.html`` in ``out_dir``: each query beside its match's first enrolled sample, or "unknown".
+
+    Pictures come from the pipeline's ``preview`` (a face crop, a spectrogram, a slice);
+    a 1D preview (an ECG trace) is drawn as a line. The sheet is one self-contained file.
+    """
+    import base64
+    import html
+
+    from convgen.io import atomic_write_text
+
+    out_dir = Path(out_dir)
+    atomic_write_text(out_dir / "results.json", json.dumps({"gallery": str(gallery.path), **encoder.record(), "results": results}, indent=2) + "\n")
+
+    def picture(file) -> str:
+        try:
+            image = encoder.preview(file) if file and Path(file).exists() else None
+        except Exception:  # noqa: BLE001  (a sheet shows what it can; the answer is in the table)
+            image = None
+        if image is None:
+            return '<div class="none">no preview</div>'
+        image = torch.as_tensor(image).float().clamp(0, 1)
+        if image.ndim == 2:  # (C, L): a trace
+            y = image[0].numpy()
+            xs = np.linspace(0, 300, len(y))
+            points = " ".join(f"{x:.1f},{100 - 90 * v:.1f}" for x, v in zip(xs, (y - y.min()) / (np.ptp(y) + 1e-9)))
+            return f'<svg width="300" height="110"><polyline fill="none" stroke="black" stroke-width="1" points="{points}"/></svg>'
+        from io import BytesIO
+
+        from PIL import Image
+
+        array = (image.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+        buffer = BytesIO()
+        Image.fromarray(array[..., 0] if array.shape[2] == 1 else array).save(buffer, format="PNG")
+        return f'<img src="data:image/png;base64,{base64.b64encode(buffer.getvalue()).decode()}" height="128">'
+
+    def first_source(name):
+        row = gallery.db.execute("SELECT s.source FROM samples s JOIN people p ON s.person = p.id WHERE p.name = ? "
+                                 "ORDER BY s.id LIMIT 1", (name,)).fetchone()  # fmt: skip
+        return row[0] if row else None
+
+    rows = []
+    for r in results:
+        answer = r["name"]
+        match = picture(first_source(answer)) if answer else '<div class="none">unknown</div>'
+        rows.append(f"<tr><td>{picture(r['file'])}<br>{html.escape(Path(r['file']).name)}</td><td>{match}<br>"
+                    f"<b>{html.escape(answer or 'unknown')}</b></td><td>{r['distance']:.4f}<br>τ {r['threshold']:.4f}</td></tr>")  # fmt: skip
+    page = ("<!doctype html><meta charset='utf-8'><title>convgen identify</title><style>body{font-family:sans-serif}"
+            "td{padding:6px;vertical-align:top;text-align:center}.none{width:128px;height:128px;line-height:128px;background:#eee}"
+            f"</style><h1>identify against {html.escape(str(gallery.path.name))}</h1><table><tr><th>query</th><th>answer "
+            "(first enrolled sample)</th><th>distance</th></tr>" + "".join(rows) + "</table>\n")  # fmt: skip
+    atomic_write_text(out_dir / "sheet.html", page)
+    return out_dir / "sheet.html"
 
 
 def _threshold(gallery: Gallery, threshold: float | None) -> float:
@@ -193,6 +415,7 @@ def export(gallery: Gallery, path) -> Path:
         "format": EXPORT_FORMAT, "names": json.dumps(names), "fingerprint": gallery.fingerprint,
         "encoder": gallery.meta["encoder"], "dim": str(gallery.dim), "scoring": gallery.scoring,
         "threshold": gallery.meta["threshold"], "calibration": gallery.meta["calibration"],
+        "pipeline": json.dumps(gallery.pipeline, sort_keys=True),
     }  # fmt: skip
     with atomic_path(Path(path), mode=0o600) as tmp:  # embeddings are biometric data: owner-only, like the gallery
         save_file({"embeddings": torch.from_numpy(matrix), "person": torch.tensor(owners, dtype=torch.int64)}, str(tmp), metadata=metadata)
@@ -217,6 +440,12 @@ def import_(gallery: Gallery, path) -> int:
         raise DataError(f"{path} is not a readable gallery export ({str(exc).splitlines()[0]})") from None
     if metadata["fingerprint"] != gallery.fingerprint:
         raise ModelMismatchError(f"{path} was exported from a gallery of another encoder; import it into a gallery built with that encoder")
+    theirs, ours = json.loads(metadata.get("pipeline") or "null"), gallery.pipeline
+    if theirs and ours and theirs != ours:
+        from convgen.pipelines import describe
+
+        raise ModelMismatchError(f"{path} holds embeddings of files read through {describe(theirs)} but {gallery.path} reads "
+                                 f"them through {describe(ours)}; import it into a gallery with the same input pipeline")  # fmt: skip
     names = json.loads(metadata["names"])
     gallery.enrol_many({name: matrix[owners == i] for i, name in enumerate(names)})
     return len(names)

@@ -91,6 +91,8 @@ class Gallery:
         backend: str = "exact",
         backend_options: dict | None = None,
         spatial_size: list[int] | None = None,
+        pipeline: dict | None = None,
+        pipeline_overrides: dict | None = None,
     ) -> "Gallery":
         """Make a new gallery file (owner-only permissions); it appears whole or not at all."""
         path = Path(path)
@@ -119,6 +121,7 @@ class Gallery:
                 "dim": str(int(dim)), "distance": DISTANCE, "scoring": scoring, "backend": backend,
                 "backend_options": json.dumps(backend_options or {}), "weights": weights or "",
                 "spatial_size": json.dumps(spatial_size), "threshold": "", "calibration": "{}",
+                "pipeline": json.dumps(pipeline, sort_keys=True), "pipeline_overrides": json.dumps(pipeline_overrides or {}),
                 "generation": "0", "created": str(time.time()),
             }  # fmt: skip
             db.executemany("INSERT INTO meta VALUES (?, ?)", meta.items())
@@ -173,6 +176,11 @@ class Gallery:
     @property
     def encoder(self) -> dict:
         return json.loads(self.meta["encoder"])
+
+    @property
+    def pipeline(self) -> dict | None:
+        """How a file becomes the encoder's input for this gallery (None: made before pipelines were recorded)."""
+        return json.loads(self.meta.get("pipeline") or "null")
 
     @property
     def scoring(self) -> str:

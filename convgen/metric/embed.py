@@ -1,8 +1,16 @@
 """The ``embed`` recipe: encode a dataset into L2-normalised embeddings, and say how well
-identities separate (same- vs different-identity distances, leave-one-out 1-NN accuracy)."""
+identities separate (same- vs different-identity distances, leave-one-out 1-NN accuracy).
+
+With ``weights=``, the file's own encoder is used (the default ``encoder`` block only
+builds a random encoder when no weights are given; a block you change is checked against
+the file), and the dataset reads its files through the pipeline the weights record
+(`recorded_inputs`). ``embeddings.safetensors`` holds the embeddings and labels;
+``samples.csv`` names each row's identity and source file."""
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 from pathlib import Path
 
@@ -13,7 +21,7 @@ from safetensors.torch import save_file
 
 from convgen import registry
 from convgen.errors import ConfigError, DataError, ModelMismatchError
-from convgen.io import atomic_path
+from convgen.io import atomic_path, atomic_write_text
 from convgen.metric.embedder import Embedder, embed_dataset
 from convgen.recipes import resolve_device
 from convgen.weights import build_encoder, encoder_spec, fingerprint, load_encoder
@@ -24,6 +32,7 @@ DEFAULTS = {
     "dataset": {"name": "synthetic"},
     "encoder": {"name": "resnet", "embedding_dim": 128},
     "weights": None,
+    "pipeline": None,  # explicit changes to the weights' recorded input pipeline (pipeline.name=... pipeline.KEY=...)
     "batch_size": 32,
     "device": "auto",
 }
@@ -63,6 +72,43 @@ def prepare_encoder(config: dict, spatial_dims: int, in_channels: int):
     return encoder, spec, fp
 
 
+def recorded_inputs(config: dict) -> tuple[dict, dict]:
+    """``config`` with its dataset set from the input pipeline the weights record, and what was done.
+
+    A dataset made by the same pipeline (say ``faces``) takes the recorded options (size,
+    channels, ...), so an encoder trained at 28 × 28 is not fed 56 × 46; the recipe's
+    ``pipeline`` block (``pipeline.name=faces pipeline.size=[56,46]``) changes them
+    explicitly. The second value, for the run's report, holds the recorded pipeline, the
+    overrides, each dataset key that changed, and a notice for weights that record none.
+    """
+    from convgen import pipelines
+    from convgen.weights import read_pipeline
+
+    recorded = read_pipeline(config["weights"]) if config.get("weights") else None
+    overrides = config.get("pipeline") or None
+    dataset, changes = pipelines.dataset_config(config["dataset"], recorded, overrides)
+    info = {"pipeline": recorded, "pipeline_overrides": overrides or {}, "dataset_changes": changes}
+    if config.get("weights") and not recorded:
+        info["notice"] = f"notice: {config['weights']} records no input pipeline (saved by an older convgen); the dataset's settings are used as given"
+    return {**config, "dataset": dataset}, info
+
+
+def print_inputs(info: dict) -> None:
+    """After a successful run: how the inputs followed the recorded pipeline (stderr, one line each)."""
+    console = Console(stderr=True)
+    for line in [f"inputs: {change}" for change in info["dataset_changes"]] + [info.get("notice")] * bool(info.get("notice")):
+        console.print(line, highlight=False, soft_wrap=True)
+
+
+def sample_sources(dataset) -> list[str] | None:
+    """Each sample's source: its file (one file, one sample), its session/record name, or None."""
+    for attribute in ("files", "sessions"):
+        values = getattr(dataset, attribute, None)
+        if values is not None and len(values) == len(dataset):
+            return [str(v) for v in values]
+    return None
+
+
 def dataset_and_encoder(config: dict):
     """The recipe's dataset and an encoder that fits its samples: ``(dataset, encoder, spec, fingerprint)``.
 
@@ -77,15 +123,26 @@ def dataset_and_encoder(config: dict):
 
 
 def run(config: dict, out_dir: Path) -> dict:
+    if config["weights"] and config["encoder"] == DEFAULTS["encoder"]:
+        config = {**config, "encoder": None}  # the default block is for runs without weights: use the file's encoder
+    config, inputs = recorded_inputs(config)
     dataset, encoder, spec, fp = dataset_and_encoder(config)
     device = resolve_device(config["device"])
     model = Embedder(encoder).to(device)
     embeddings = torch.from_numpy(embed_dataset(model, dataset, config["batch_size"], device, show_progress=True))
     labels = torch.tensor([int(label) for label in dataset.labels], dtype=torch.long)
 
-    metadata = {"encoder_fingerprint": fp, "encoder": json.dumps(spec, sort_keys=True), "classes": json.dumps(list(dataset.classes))}
+    sources = sample_sources(dataset)
+    metadata = {"encoder_fingerprint": fp, "encoder": json.dumps(spec, sort_keys=True), "classes": json.dumps(list(dataset.classes)),
+                "sources": json.dumps(sources), "inputs": json.dumps(inputs, sort_keys=True)}  # fmt: skip
     with atomic_path(out_dir / "embeddings.safetensors") as tmp:
         save_file({"embeddings": embeddings.contiguous(), "labels": labels.contiguous()}, str(tmp), metadata=metadata)
+    rows = io.StringIO()
+    writer = csv.writer(rows, lineterminator="\n")
+    writer.writerow(["row", "label", "identity", "source"])
+    for i, label in enumerate(labels.tolist()):
+        writer.writerow([i, label, dataset.classes[label], sources[i] if sources else ""])
+    atomic_write_text(out_dir / "samples.csv", rows.getvalue())
 
     summary = {
         "samples": len(labels),
@@ -99,4 +156,5 @@ def run(config: dict, out_dir: Path) -> dict:
     for key, value in summary.items():
         table.add_row(key, f"{value:.4f}" if isinstance(value, float) else str(value))
     Console().print(table)
+    print_inputs(inputs)
     return summary

@@ -285,7 +285,7 @@ def test_enrol_and_identify_whole_volumes(tmp_path):
     torch.manual_seed(0)
     spec = encoder_spec({"name": "resnet", "channels": [8, 16], "strides": [1, 2], "embedding_dim": 16}, spatial_dims=3, in_channels=1)
     save_encoder(tmp_path / "enc.safetensors", build_encoder(spec), spec)
-    db, options = tmp_path / "people.db", ["volume.window=percentiles", "volume.size=16"]
+    db, options = tmp_path / "people.db", ["pipeline.name=ct", "pipeline.window=percentiles", "pipeline.size=16"]
     result = invoke("run", "ct-enrol", f"gallery={db}", f"weights={tmp_path / 'enc.safetensors'}", "name=anatomy", f"volumes=[{ANATOMY}]",
                     *options, "-o", tmp_path / "r1")  # fmt: skip
     assert result.exit_code == 0, result.output

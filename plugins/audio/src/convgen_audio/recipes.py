@@ -10,11 +10,6 @@ gallery. ``audio-stylize`` is in `convgen_audio.style`.
 
 from __future__ import annotations
 
-import copy
-from pathlib import Path
-
-import torch
-
 from convgen.gallery.recipes import register_gallery_recipes
 from convgen.metric import evaluate, train
 from convgen.recipes import with_changes
@@ -43,18 +38,13 @@ EVALUATE = with_changes(
 )  # fmt: skip
 
 
-def _prepare(path: Path, config: dict) -> torch.Tensor:
-    """One recording as 1 s windows (half overlapping): its embedding is their mean."""
-    return Representation.of(config["audio"]).windows(path)
-
-
 def register(register_recipe) -> None:
     """Every audio recipe, registered through the plugin's ``register_recipes`` hook."""
     core = {"dataset": "dataset", "encoder": "encoder"}
     register_recipe("audio-train", train.run, defaults=TRAIN, components={**core, "loss": "loss"},
                     description="Train a speaker encoder (1D ResNet over log-mel frames) with the triplet loss (bundled FSDD sample).")
-    register_recipe("audio-evaluate", evaluate.run, defaults=EVALUATE, components=core,
+    register_recipe("audio-evaluate", evaluate.run, defaults=EVALUATE, components={**core, "pipeline": "pipeline"},
                     description="Speaker verification EER and one-shot identification on utterances unseen in training (FSDD takes 0-4).")
-    register_gallery_recipes(register_recipe, "audio", _prepare, {"audio": copy.deepcopy(REPRESENTATION)}, noun="recording", what="recordings")
+    register_gallery_recipes(register_recipe, "audio", {"name": "audio", **REPRESENTATION, "overlap": 0.5}, noun="recording", what="recordings")
     register_recipe("audio-stylize", style.run, defaults=style.DEFAULTS, components={"encoder": "encoder", "style_cost": "style_cost"},
                     description="Sound texture synthesis (no content) or audio style transfer: Gram costs on the log-magnitude STFT, WAV out.")

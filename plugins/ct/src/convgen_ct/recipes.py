@@ -130,19 +130,6 @@ def evaluate_volumes(config: dict, out_dir: Path) -> dict:
 # --------------------------------------------------------------------------- galleries of volumes
 
 
-def prepare_volume(path: Path, config: dict) -> torch.Tensor:
-    """A volume's encoder inputs ``(n, 1, X, Y, Z)``: the whole volume resized to ``size``, or ``patches`` random patches."""
-    from monai.transforms import Resize
-
-    v = config["volume"]
-    volume = preprocess.prepare(load_volume(path, v["key"], None), v["window"], v["hu_offset"], v["spacing"])
-    if v["patch_size"]:
-        return preprocess.stack(preprocess.random_patches(volume, v["patch_size"], v["patches"], v["seed"]))
-    if v["size"]:
-        volume = Resize(preprocess.per_axis(v["size"], "volume.size", int), mode="trilinear")(volume)
-    return preprocess.stack([volume])
-
-
 # --------------------------------------------------------------------------- 3D style transfer
 
 
@@ -234,7 +221,7 @@ def register(register_recipe) -> None:
                     description="Train a 3D encoder with the triplet loss (default: the bundled AdrenalMNIST3D subset).")
     register_recipe("ct-evaluate", evaluate_volumes, defaults=EVALUATE, components=core,
                     description="Evaluate a 3D encoder on a test split: verification, identification and k-NN accuracy / AUC.")
-    register_gallery_recipes(register_recipe, "ct", prepare_volume, {"volume": VOLUME}, noun="volume",
+    register_gallery_recipes(register_recipe, "ct", {"name": "ct", **VOLUME}, noun="volume",
                              what="volumes (NIfTI, DICOM series folders, NumPy)")  # fmt: skip
     register_recipe("ct-stylize", stylize_volumes, defaults=STYLIZE, components={"encoder": "encoder", "style_cost": "style_cost"},
                     description="3D style transfer between two volumes within a memory budget (NIfTI out; patch-wise for whole volumes).")

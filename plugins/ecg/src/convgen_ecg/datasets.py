@@ -10,6 +10,7 @@ others. A single long record per person can be cut into sessions of ``session_se
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from dataclasses import replace
 from importlib import resources
@@ -37,6 +38,8 @@ def find_records(root: Path) -> list[Path]:
 class EcgRecords(LabelledDataset):
     """Heartbeat windows ``(1, length)`` of every record under ``root``, labelled by person.
 
+    Its samples are the ``ecg`` input pipeline's windows (`convgen_ecg.pipelines`).
+
     Args:
         root: the folder (default: the bundled ECG-ID sample, 10 people), or a list of
             folders whose people are pooled (named ``FOLDER/PERSON``).
@@ -51,6 +54,8 @@ class EcgRecords(LabelledDataset):
         fs_csv: the sampling rate of CSV files without a time column.
     """
 
+    pipeline_name = "ecg"
+
     def __init__(self, root: str | list[str] | None = None, person_from: str = "auto", people: list[str] | None = None,
                  max_records_per_person: int | None = None, max_seconds: float | None = None,
                  session_seconds: float | None = None, fs_csv: float | None = None, fs: float = 250.0, resample: bool = True,
@@ -60,6 +65,7 @@ class EcgRecords(LabelledDataset):
         self.root = roots[0]
         self.pipeline = EcgPipeline.of(fs=fs, resample=resample, lead=lead, band=band, windows=windows, before=before, after=after,
                                        window_seconds=window_seconds, hop_seconds=hop_seconds, max_windows=max_windows)  # fmt: skip
+        self.pipeline_spec = {"name": "ecg", **dataclasses.asdict(self.pipeline), "fs_csv": fs_csv}  # recorded by training
         by_person: dict[str, list[tuple[Path, Path]]] = {}
         for folder in roots:
             prefix = f"{folder.name}/" if len(roots) > 1 else ""

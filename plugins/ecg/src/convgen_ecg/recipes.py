@@ -62,11 +62,6 @@ def _record(path, config: dict):
     return read_record(path, fs=config.get("fs_csv"))
 
 
-def _prepare(path: Path, config: dict) -> torch.Tensor:
-    """A record's heartbeat windows, the encoder inputs a gallery enrols or searches with."""
-    return EcgPipeline.of(**config["ecg"])(_record(path, config)).windows
-
-
 def peaks(config: dict, out_dir: Path) -> dict:
     """The cleaned lead with its detected R peaks (``peaks.png``) and their times (``peaks.csv``)."""
     if not config["record"]:
@@ -122,9 +117,9 @@ def register(register_recipe) -> None:
     core = {"dataset": "dataset", "encoder": "encoder"}
     register_recipe("ecg-train", train.run, defaults=TRAIN, components={**core, "loss": "loss"},
                     description="Train a heartbeat encoder with the triplet loss (default: the bundled ECG-ID sample).")
-    register_recipe("ecg-evaluate", evaluate.run, defaults=EVALUATE, components=core,
+    register_recipe("ecg-evaluate", evaluate.run, defaults=EVALUATE, components={**core, "pipeline": "pipeline"},
                     description="Enrol each person from ONE record, identify them from their others, reject strangers.")
-    register_gallery_recipes(register_recipe, "ecg", _prepare, {"ecg": PIPELINE, "fs_csv": None}, noun="record", what="ECG records")
+    register_gallery_recipes(register_recipe, "ecg", {"name": "ecg", **PIPELINE, "fs_csv": None}, noun="record", what="ECG records")
     register_recipe("ecg-peaks", peaks, defaults=PEAKS, description="Plot a record's cleaned trace with its detected R peaks.")
     register_recipe("ecg-stylize", stylize_traces, defaults=STYLIZE, components={"encoder": "encoder", "style_cost": "style_cost"},
                     description="1D Gram style transfer between two ECG traces (CSV out, with plots).")

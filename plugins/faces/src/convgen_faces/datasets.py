@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import re
 import sys
 from importlib import resources
@@ -21,10 +22,13 @@ def sample_dir(name: str = "orl") -> Path:
 
 
 class _Faces(LabelledDataset):
-    """Photos through a `FacePipeline`, preprocessed once and kept in memory (``cache``)."""
+    """Photos through a `FacePipeline` (the ``faces`` input pipeline, recorded by training), kept in memory (``cache``)."""
+
+    pipeline_name = "faces"
 
     def _setup(self, size, channels, detect, margin, align, if_no_face, cache, detector="mmod"):
         self.pipeline = FacePipeline.of(size, channels, detect, margin, align, if_no_face, detector)
+        self.pipeline_spec = {"name": "faces", **{k: getattr(self.pipeline, k) for k in inspect.signature(FacePipeline.of).parameters}}
         self.cache = cache
         self._cached: dict[int, torch.Tensor] = {}
         self._seen: set[int] = set()

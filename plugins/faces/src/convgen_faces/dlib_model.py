@@ -44,6 +44,8 @@ __all__ = [
 
 INSTALL_HINT = "install the optional extra: pip install 'convgen-faces[dlib]'"
 RESNET_FILE = "dlib_face_recognition_resnet_model_v1.dat"
+#: The input pipeline dlib's encoder was trained with (`convgen_faces.pipelines`): aligned 150 × 150 RGB chips.
+PIPELINE = {"name": "faces", "size": [150, 150], "channels": 3, "detect": True, "margin": 0.2, "align": "dlib", "if_no_face": "whole"}
 
 # The residual stages of dlib's anet_type, input side first: (filters, one flag per
 # residual block saying whether it halves the resolution). dlib names them alevel4..alevel0.
@@ -408,6 +410,8 @@ class DlibResNet(TappedEncoder):
     Building loads the weights from ``path`` (default: the installed
     ``face_recognition_models`` package's file; parsed once per process).
     """
+
+    pipeline = PIPELINE  # weights that ship with the code carry their input pipeline too
 
     def __init__(self, spatial_dims: int = 2, in_channels: int = 3, path=None):
         if spatial_dims != 2 or in_channels != 3 or isinstance(spatial_dims, bool) or isinstance(in_channels, bool):

@@ -31,7 +31,6 @@ from convgen.style import stylize
 from convgen.visualize import recipe as visualize
 from convgen.weights import load_encoder
 from convgen_faces.datasets import sample_dir
-from convgen_faces.preprocess import FacePipeline
 
 # The bundled ORL sample: face crops, 92 × 112 grey, used at half size.
 FACES = {"name": "faces", "root": None, "size": [56, 46], "channels": 1, "detect": False, "people": None}
@@ -63,13 +62,8 @@ STYLIZE = with_changes(
 )  # fmt: skip
 VISUALIZE = with_changes(visualize.DEFAULTS, dataset=FACES, encoder=ENCODER, top_k=9)
 
-PIPELINE = {"size": [56, 46], "channels": 1, "detect": True, "margin": 0.2, "align": "none", "if_no_face": "error"}
-
-
-
-def _prepare(path: Path, config: dict) -> torch.Tensor:
-    """One photo through the face pipeline: a batch of one face crop."""
-    return FacePipeline.of(**config["face"])(path)[None]
+# Weights that record no pipeline (saved by an older convgen): detect, crop and resize as the trained encoders did.
+PIPELINE = {"name": "faces", "size": [56, 46], "channels": 1, "detect": True, "margin": 0.2, "align": "none", "if_no_face": "error"}
 
 
 DEMO = with_changes(TRAIN, held_out={"enrolled": 10, "calibration": 5, "impostors": 5}, fpir=0.05, split={"val_fraction": 0.2})
@@ -205,11 +199,11 @@ def register(register_recipe) -> None:
                     description="Fine-tune dlib's pretrained face encoder with the triplet loss (needs convgen-faces[dlib]).")
     register_recipe("faces-train-pairs", train.run, defaults=TRAIN_PAIRS, components={**core, "loss": "loss"},
                     description="Train a Siamese face verifier with the pair-classifier head.")
-    register_recipe("faces-evaluate", evaluate.run, defaults=EVALUATE, components=core,
+    register_recipe("faces-evaluate", evaluate.run, defaults=EVALUATE, components={**core, "pipeline": "pipeline"},
                     description="Face verification ROC/EER and one-shot identification on people unseen in training.")
-    register_recipe("faces-evaluate-dlib", evaluate.run, defaults=EVALUATE_DLIB, components=core,
+    register_recipe("faces-evaluate-dlib", evaluate.run, defaults=EVALUATE_DLIB, components={**core, "pipeline": "pipeline"},
                     description="The same evaluation with dlib's pretrained face encoder (needs convgen-faces[dlib]).")
-    register_gallery_recipes(register_recipe, "faces", _prepare, {"face": PIPELINE}, noun="photo", what="face photos")
+    register_gallery_recipes(register_recipe, "faces", PIPELINE, noun="photo", what="face photos", encoder={"name": "dlib-resnet"})
     register_recipe("faces-stylize", stylize.run, defaults=STYLIZE, components={"encoder": "encoder", "style_cost": "style_cost"},
                     description="Style transfer on photos (default: the bundled portrait styled with a brick texture), PNG out.")
     register_recipe("faces-visualize", visualize.run, defaults=VISUALIZE, components=core,
