@@ -209,10 +209,19 @@ def calibrate(
     with _open(db) as gallery:
         encoder = _encoder(gallery, weights, pipeline_option)
         report = api.calibrate_folder(gallery, encoder, data, mode, target, nested, show_progress=not as_json)
-    rate = f"FAR {report['far']:.4g} (TAR {report['tar']:.4f})" if mode == "1:1" else (
-        f"FPIR {report['fpir']:.4g} over {report['non_mated_searches']} searches at {report['gallery_people']} people"
-        + (f", DIR {report['dir']:.4f}" if report["dir"] is not None else ""))  # fmt: skip
+    if mode == "1:1":
+        lo, hi = report["far_ci95"]
+        rate = f"FAR {report['far']:.4g} (95% CI {lo:.3g}–{hi:.3g}, {report['people']} people; TAR {report['tar']:.4f})"
+        if "head" in report:
+            rate += f"; pair head: probability ≥ {report['head']['threshold_probability']:.4f} (TAR {report['head']['tar']:.4f})"
+    else:
+        lo, hi = report["fpir_ci95"]
+        rate = (f"FPIR {report['fpir']:.4g} (95% CI {lo:.3g}–{hi:.3g}) over {report['non_mated_searches']} searches of "
+                f"{report['non_mated_people']} people, at {report['gallery_people']} enrolled"
+                + (f", DIR {report['dir']:.4f}" if report["dir"] is not None else ""))  # fmt: skip
     _print({**report, **encoder.record()}, as_json, f"τ = {report['threshold']:.4f} for {mode} at target {target:g}: {rate}")
+    if report.get("warning"):
+        typer.echo(f"warning: {report['warning']}", err=True)
     _notice(encoder)
 
 

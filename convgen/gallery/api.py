@@ -304,10 +304,35 @@ def _threshold(gallery: Gallery, threshold: float | None) -> float:
 
 
 def verify(gallery: Gallery, embedding, name: str, threshold: float | None = None) -> dict:
-    """1:1: is this the claimed person? Accept when the distance is at most τ."""
+    """1:1: is this the claimed person? Accept when the distance is at most τ.
+
+    When the gallery's weights come with a trained pair head (a ``pair-classifier``
+    run), the result also holds the head's ``probability`` that the two are the same
+    person (against the person's closest-scoring sample), and, once ``calibrate --far``
+    has set a probability threshold, ``head_match``.
+    """
     tau = _threshold(gallery, threshold)
     distance = gallery.distance_to(embedding, name)
-    return {"name": name, "match": distance <= tau, "distance": distance, "threshold": tau}
+    result = {"name": name, "match": distance <= tau, "distance": distance, "threshold": tau}
+    head = pair_head(gallery)
+    if head is not None:
+        with torch.no_grad():
+            query = torch.as_tensor(np.asarray(embedding, dtype=np.float32).reshape(1, -1))
+            enrolled = torch.as_tensor(np.asarray(gallery.embeddings_of(name), dtype=np.float32))
+            result["probability"] = float(head.score(query, enrolled).max())
+        calibrated = (json.loads(gallery.meta.get("calibration") or "null") or {}).get("head") or {}
+        if calibrated.get("threshold_probability") is not None:
+            result["head_threshold"] = calibrated["threshold_probability"]
+            result["head_match"] = result["probability"] >= calibrated["threshold_probability"]
+    return result
+
+
+def pair_head(gallery: Gallery):
+    """The pair head trained with the gallery's encoder (beside its weights file), or None."""
+    from convgen.metric.losses import load_pair_head
+
+    weights = gallery.meta.get("weights")
+    return load_pair_head(weights, gallery.fingerprint) if weights else None
 
 
 def identify(gallery: Gallery, embeddings, k: int = 5, threshold: float | None = None) -> list[dict]:
@@ -333,8 +358,15 @@ def calibrate(gallery: Gallery, embeddings: np.ndarray, labels, mode: str = "1:N
     largest distance with FPIR ≤ ``target`` at this gallery's size. To report DIR at
     that τ, one sample of each calibration identity is added to the gallery (in memory
     only) and their other samples are searched. ``1:1``: τ at FAR ≤ ``target`` over
-    same/different pairs of the calibration set. Either way τ and the report are stored
-    in the gallery.
+    same/different pairs of the calibration set; with a trained pair head (see
+    `verify`), its probability threshold at the same FAR too (``head``). Either way τ and
+    the report are stored in the gallery.
+
+    The FPIR (FAR) reached comes with its 95% Clopper–Pearson interval (``fpir_ci95``,
+    ``far_ci95``), the number of distinct calibration people behind it, and a one-line
+    ``warning`` when they are too few to support the target (see
+    `convgen.metric.evaluation.rate_estimate`: FPIR 1% needs 718 searches from 10 people
+    for an upper bound below 2%).
     """
     labels = np.asarray(labels)
     if mode not in ("1:N", "1:1"):
@@ -352,6 +384,18 @@ def calibrate(gallery: Gallery, embeddings: np.ndarray, labels, mode: str = "1:N
             raise DataError(f"cannot calibrate FAR {target}: {entry['note']}")
         tau = entry["threshold"]
         report |= {"threshold": tau, "far": entry["far"], "tar": entry["tar"], "different_pairs": entry["different_pairs"]}
+        sure = evaluation.rate_estimate(round(entry["far"] * entry["different_pairs"]), entry["different_pairs"],
+                                        len(np.unique(labels)), target, "FAR")  # fmt: skip
+        report |= {"far_ci95": sure["ci95"], "people": sure["people"], "warning": sure["warning"]}
+        head = pair_head(gallery)
+        if head is not None:
+            with torch.no_grad():
+                t = torch.as_tensor(e, dtype=torch.float32)
+                score = -head.logits(t[pairs.index[:, 0]], t[pairs.index[:, 1]]).double().numpy()
+            h = evaluation.tar_at_far(score, pairs.same, [target])[target]
+            if h["threshold"] is not None:
+                report["head"] = {"threshold_probability": float(1 / (1 + np.exp(h["threshold"]))), "far": h["far"],
+                                  "far_ci95": h["far_ci95"], "tar": h["tar"]}  # fmt: skip
     else:
         if len(gallery) == 0:
             raise DataError("the gallery is empty: enrol people before calibrating for 1:N search")
@@ -383,6 +427,10 @@ def calibrate(gallery: Gallery, embeddings: np.ndarray, labels, mode: str = "1:N
                 correct = augmented_labels[nearest] == probe_labels[probes]
                 dir_rate = float((correct & (distance <= tau)).mean())
         report |= {"threshold": tau, "fpir": fpir, "non_mated_searches": n, "dir": dir_rate}
+        sure = evaluation.rate_estimate(int((best <= tau).sum()), n, len(np.unique(labels)), target, "FPIR",
+                                        evaluation.design_effect(best, labels))  # fmt: skip
+        report |= {"fpir_ci95": sure["ci95"], "effective_searches": sure["effective_trials"],
+                   "non_mated_people": sure["people"], "warning": sure["warning"]}  # fmt: skip
     gallery.set_threshold(tau, report)
     return report
 
