@@ -1,0 +1,99 @@
+"""The ``faces`` input pipeline: recorded with the weights, the same through every gallery door."""
+
+import importlib.util
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from convgen_faces.datasets import FaceFolder, sample_dir
+from PIL import Image
+
+from convgen.gallery.store import Gallery
+from convgen.pipelines import build_pipeline
+from convgen.testing import gallery_doors, invoke, tiny_encoder_weights
+from convgen.weights import build_encoder, encoder_spec, load_model, save_encoder
+
+ORL = sample_dir("orl")
+PORTRAIT = sample_dir("photos") / "astronaut.png"
+needs_dlib_models = pytest.mark.skipif(importlib.util.find_spec("face_recognition_models") is None, reason="needs face_recognition_models")
+
+
+def _people(root, photos: dict):
+    for name, numbers in photos.items():
+        (root / name).mkdir(parents=True)
+        for n in numbers:
+            shutil.copy(ORL / name / f"{n}.png", root / name / f"{n}.png")
+    return root
+
+
+def _agree(doors):
+    assert doors["delta"] <= 1e-6
+    assert doors["pipelines"][0] == doors["pipelines"][1]
+    assert [r["name"] for r in doors["recipe"]] == [r["name"] for r in doors["cli"]]
+    assert np.allclose([r["distance"] for r in doors["recipe"]], [r["distance"] for r in doors["cli"]], atol=1e-6)
+    assert abs(doors["thresholds"][0] - doors["thresholds"][1]) <= 1e-6
+
+
+def test_the_dataset_records_the_face_pipeline_that_made_its_samples():
+    data = FaceFolder(ORL, size=[28, 28], detect=False, people=["s1"], max_per_person=1)
+    assert data.pipeline_spec["name"] == "faces" and list(data.pipeline_spec["size"]) == [28, 28]
+    assert torch.equal(build_pipeline(data.pipeline_spec)(data.files[0])[0], data[0][0])
+
+
+def test_core_commands_on_a_faces_gallery_crop_faces_as_the_recipe_does(tmp_path):
+    """The bug: `convgen gallery identify/calibrate` read whole photos where faces-enrol cropped faces."""
+    weights = tiny_encoder_weights(tmp_path / "old.safetensors", spatial_dims=2)  # records no pipeline
+    other = tmp_path / "other.png"
+    Image.open(PORTRAIT).transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(other)
+    db = tmp_path / "people.db"
+    assert invoke("run", "faces-enrol", f"gallery={db}", f"weights={weights}", "name=eileen", f"photos=[{PORTRAIT}]",
+                  "-o", tmp_path / "e").exit_code == 0  # fmt: skip
+    result = invoke("run", "faces-identify", f"gallery={db}", f"photos=[{other}]", "threshold=2", "-o", tmp_path / "i")
+    by_recipe = json.loads((tmp_path / "i" / "summary.json").read_text())["results"][0]["distance"]
+    by_cli = json.loads(invoke("gallery", "identify", db, other, "--threshold", "2", "--json").stdout)[0]["distance"]
+    assert abs(by_recipe - by_cli) <= 1e-6
+    with Gallery.open(db) as gallery:
+        assert gallery.pipeline["name"] == "faces" and gallery.pipeline["detect"] is True
+
+
+def test_a_trained_face_encoder_through_every_door(tmp_path):
+    torch.manual_seed(0)
+    spec = encoder_spec({"name": "resnet", "channels": [8, 16], "strides": [1, 2], "embedding_dim": 16}, spatial_dims=2, in_channels=1)
+    weights = tmp_path / "enc.safetensors"
+    save_encoder(weights, build_encoder(spec), spec, pipeline={"name": "faces", "size": [28, 28], "channels": 1, "detect": False})
+    people = _people(tmp_path / "people", {"s1": [1, 2], "s2": [1, 2], "s3": [1, 2]})
+    calibration = _people(tmp_path / "calibration", {"s4": [1, 2], "s5": [1, 2]})
+    doors = gallery_doors(tmp_path, "faces", "photo", weights, people, [ORL / "s1" / "3.png", ORL / "s2" / "3.png", ORL / "s9" / "1.png"], calibration)
+    _agree(doors)
+    assert doors["pipelines"][0]["size"] == [28, 28], "the recorded 28 x 28, not the recipe's default 56 x 46"
+
+
+@needs_dlib_models
+def test_dlib_weights_make_a_gallery_and_go_through_every_door(tmp_path):
+    """The bug: `convgen gallery create --weights` on dlib's encoder failed with KeyError: 'embedding_dim'."""
+    from convgen_faces.dlib_model import DlibResNet
+
+    spec = encoder_spec({"name": "dlib-resnet"})
+    weights = tmp_path / "dlib.safetensors"
+    save_encoder(weights, DlibResNet(), spec, pipeline=DlibResNet.pipeline)  # as faces-train-dlib saves it
+    result = invoke("gallery", "create", tmp_path / "dlib.db", "--weights", weights, "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["dim"] == 128 and json.loads(result.stdout)["pipeline"]["size"] == [150, 150]
+    assert load_model(weights).pipeline["align"] == "dlib"
+
+    people = _people(tmp_path / "people", {"s1": [1], "s2": [1]})
+    calibration = _people(tmp_path / "calibration", {"s4": [1, 2], "s5": [1, 2]})
+    _agree(gallery_doors(tmp_path, "faces", "photo", weights, people, [ORL / "s1" / "2.png", ORL / "s9" / "1.png"], calibration))
+
+
+@needs_dlib_models
+def test_faces_galleries_default_to_dlibs_encoder(tmp_path):
+    db = tmp_path / "people.db"
+    result = invoke("run", "faces-enrol", f"gallery={db}", "name=eileen", f"photos=[{PORTRAIT}]", "-o", tmp_path / "e")
+    assert result.exit_code == 0, result.output
+    with Gallery.open(db) as gallery:
+        assert gallery.encoder["name"] == "dlib-resnet" and gallery.pipeline["align"] == "dlib" and gallery.dim == 128
+    result = invoke("gallery", "verify", db, "eileen", PORTRAIT, "--threshold", "0.01", "--json")  # no weights file anywhere
+    assert result.exit_code == 0 and json.loads(result.stdout)["distance"] < 1e-6
