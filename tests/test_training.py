@@ -150,6 +150,18 @@ def test_train_recipe_with_each_loss_then_evaluate(tmp_path, loss):
     assert {"auc", "eer", "eer_threshold", "tar_at_far", "kfold_accuracy"} <= set(v)
     assert v["same_pairs"] == 12 * 6 and report["identification_one_shot"]["probes"] == 12 * 3
     assert report["episodes"]["n_way"] == 3
+    assert [row["method"] for row in report["comparison"]][:3] == ["samples", "untrained", "trained"]
+    assert report["baselines"]["untrained"]["identities"] == 12 and report["protocol"] == "one-shot"
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert rows[0]["val_protocol"] == "one-shot" and summary["best_epoch"] in (1, 2)
+    if loss == "loss=pair-classifier":  # the trained head travels with the encoder and scores verification
+        assert (out / "encoder.head.safetensors").exists()
+        head = report["verification_head"]
+        assert 0 <= head["eer"] <= 1 and 0 < head["eer_probability"] < 1
+        assert report["comparison"][-1]["method"] == "trained, pair head"
+        from convgen.metric.losses import load_pair_head
+
+        assert load_pair_head(out / "encoder.safetensors", "another encoder") is None
     for png in ("roc.png", "distances.png"):
         assert (report_dir / png).read_bytes()[:4] == b"\x89PNG"
 
