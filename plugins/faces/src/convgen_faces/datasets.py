@@ -26,7 +26,7 @@ class _Faces(LabelledDataset):
 
     pipeline_name = "faces"
 
-    def _setup(self, size, channels, detect, margin, align, if_no_face, cache, detector="mmod"):
+    def _setup(self, size, channels, detect, margin, align, if_no_face, cache, detector="auto"):
         self.pipeline = FacePipeline.of(size, channels, detect, margin, align, if_no_face, detector)
         self.pipeline_spec = {"name": "faces", **{k: getattr(self.pipeline, k) for k in inspect.signature(FacePipeline.of).parameters}}
         self.cache = cache
@@ -69,7 +69,7 @@ class FaceFolder(_Faces):
 
     def __init__(self, root: str | None = None, size=64, channels: int = 1, detect: bool = True, margin: float = 0.2,
                  align: str = "none", if_no_face: str = "error", people: list[str] | None = None,
-                 max_per_person: int | None = None, cache: bool = True, detector: str = "mmod"):  # fmt: skip
+                 max_per_person: int | None = None, cache: bool = True, detector: str = "auto"):  # fmt: skip
         self.root = Path(root) if root else sample_dir("orl")
         if not self.root.is_dir():
             raise PathError(f"face folder not found: {self.root} (expected one sub-folder of photos per person)")
@@ -103,7 +103,7 @@ class LFWPairs(_Faces):
 
     def __init__(self, root: str = ".", pairs: str = "pairs.txt", size=64, channels: int = 1, detect: bool = False,
                  margin: float = 0.2, align: str = "none", if_no_face: str = "error", cache: bool = True,
-                 detector: str = "mmod"):  # fmt: skip
+                 detector: str = "auto"):  # fmt: skip
         self.root, pairs_path = Path(root), Path(pairs)
         if not pairs_path.is_absolute() and not pairs_path.exists():
             pairs_path = self.root / pairs_path

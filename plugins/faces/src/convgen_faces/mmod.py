@@ -298,6 +298,7 @@ class MMODDetector(nn.Module):
             self.net, geometry = _network(weights.layers)
         except _Corrupt as exc:
             raise DataError(f"{source} does not hold dlib's MMOD face detector ({exc})") from None
+        self.net = self.net.to(memory_format=torch.channels_last)  # about a fifth faster on CPU
         self.source = str(source)
         self.window = weights.window
         self.nms = weights.nms

@@ -19,6 +19,7 @@ how many photos fell back and what was done with them.
 
 from __future__ import annotations
 
+import sys
 import threading
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -87,6 +88,27 @@ def detect_mmod(image: np.ndarray, upsample="auto") -> list[tuple[int, int, int,
         n += 1
 
 
+_NOTICE_GIVEN = False
+
+
+def _resolve_mmod(detector: str) -> str:
+    """``mmod`` where dlib's detector file is installed; ``auto`` falls back to ``haar`` (said once), ``mmod`` is an error."""
+    global _NOTICE_GIVEN
+    from convgen_faces.dlib_model import INSTALL_HINT, model_file
+    from convgen_faces.mmod import MMOD_FILE
+
+    try:
+        model_file(MMOD_FILE)
+        return "mmod"
+    except ConfigError:
+        if detector == "mmod":
+            raise ConfigError(f"detector: mmod needs dlib's face detector file; {INSTALL_HINT}, or set detector=haar") from None
+    if not _NOTICE_GIVEN:
+        _NOTICE_GIVEN = True
+        print(f"faces: dlib's face detector is not installed ({INSTALL_HINT}); using OpenCV's Haar cascade", file=sys.stderr)
+    return "haar"
+
+
 class FaceTally:
     """How many photos a pipeline has seen and in how many it found no face (thread-safe)."""
 
@@ -139,8 +161,9 @@ class FacePipeline:
         align: ``none`` (crop the box) or ``dlib`` (landmarks, then dlib's face chip,
             resized to ``size``: use 150 × 150 RGB for ``dlib-resnet``).
         if_no_face: ``error`` (default) or ``whole``: use the whole photo as the face box.
-        detector: ``mmod`` (dlib's CNN face detector, default) or ``haar`` (OpenCV's
-            cascade, no model file needed).
+        detector: ``mmod`` (dlib's CNN face detector), ``haar`` (OpenCV's cascade, no
+            model file needed) or ``auto`` (default): ``mmod`` where its file is
+            installed (``convgen-faces[dlib]``), else ``haar`` with a one-line notice.
     """
 
     size: tuple[int, int] = (64, 64)
@@ -154,7 +177,7 @@ class FacePipeline:
 
     @classmethod
     def of(cls, size=64, channels: int = 1, detect: bool = True, margin: float = 0.2, align: str = "none",
-           if_no_face: str = "error", detector: str = "mmod") -> "FacePipeline":  # fmt: skip
+           if_no_face: str = "error", detector: str = "auto") -> "FacePipeline":  # fmt: skip
         size = (size, size) if isinstance(size, int) else tuple(size)
         if len(size) != 2 or any(not isinstance(s, int) or s < 8 for s in size):
             raise ConfigError(f"size must be an int or [height, width] of at least 8 pixels, got {size!r}")
@@ -166,8 +189,12 @@ class FacePipeline:
             raise ConfigError(f"align must be 'none' or 'dlib', got {align!r}")
         if if_no_face not in ("error", "whole"):
             raise ConfigError(f"if_no_face must be 'error' or 'whole', got {if_no_face!r}")
-        if detector not in DETECTORS:
-            raise ConfigError(f"detector must be one of {', '.join(DETECTORS)}, got {detector!r}")
+        if detector not in (*DETECTORS, "auto"):
+            raise ConfigError(f"detector must be one of {', '.join(DETECTORS)} or auto, got {detector!r}")
+        if detector != "haar" and detect:
+            detector = _resolve_mmod(detector)
+        elif detector == "auto":
+            detector = "mmod"
         return cls(size, channels, bool(detect), float(margin), align, if_no_face, detector)
 
     def input_report(self) -> dict:
