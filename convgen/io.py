@@ -13,11 +13,12 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import TYPE_CHECKING, Callable, Iterator
 
-import torch
+from convgen.errors import ConvgenError, DataError, PathError, describe_os_error
 
-from convgen.errors import ConvgenError, DataError, PathError
+if TYPE_CHECKING:
+    import torch
 
 
 @contextlib.contextmanager
@@ -29,8 +30,11 @@ def atomic_path(path: Path, mode: int | None = None) -> Iterator[Path]:
     data); by default the usual ``0666`` less the umask.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise os_error(exc, path) from None
     os.close(fd)
     tmp = Path(tmp)
     try:
@@ -39,6 +43,11 @@ def atomic_path(path: Path, mode: int | None = None) -> Iterator[Path]:
             os.fsync(handle.fileno())
         os.chmod(tmp, 0o666 & ~_umask() if mode is None else mode)  # mkstemp makes 0600
         os.replace(tmp, path)
+    except Exception as exc:  # a full disk, a read-only place: named for the file being written, not the temporary one
+        code = exc.errno if isinstance(exc, OSError) else _os_error_code(exc)  # safetensors says "(os error 28)"
+        if code in _FAULTS or (isinstance(exc, OSError) and _disk_full(path)):
+            raise os_error(exc if isinstance(exc, OSError) else OSError(code, os.strerror(code)), path) from None
+        raise
     finally:
         tmp.unlink(missing_ok=True)
 
@@ -73,23 +82,34 @@ def loads_json(text, what: str):
 
 def os_problem(exc: OSError) -> str:
     """The cause of a failed file operation in words a user acts on (disk full, read-only, permission)."""
-    causes = {
-        errno.ENOSPC: "the disk is full; free some space",
-        errno.EDQUOT: "the disk quota is exceeded; free some space",
-        errno.EROFS: "the file system is read-only; choose a writable place",
-        errno.EACCES: "permission denied; check the file's and folder's permissions",
-        errno.EPERM: "operation not permitted; check the file's and folder's permissions",
-        errno.ENOTDIR: "a part of the path is a file, not a folder",
-        errno.EISDIR: "it is a folder, not a file",
-        errno.ENAMETOOLONG: "the name is too long",
-        errno.EIO: "an input/output error (a failing disk or a lost network mount)",
-    }
-    return causes.get(exc.errno) or exc.strerror or (str(exc).splitlines() or [type(exc).__name__])[0]
+    return describe_os_error(exc)
+
+
+_FAULTS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EIO)
+
+
+def _os_error_code(exc: Exception) -> int | None:
+    import re
+
+    found = re.search(r"os error (\d+)", str(exc))
+    return int(found.group(1)) if found else None
+
+
+def _disk_full(path) -> bool:
+    """Is the disk under ``path`` (nearly) full? Some writers (numpy's) report a short write without an errno."""
+    import shutil
+
+    try:
+        return shutil.disk_usage(Path(path).parent).free < 1 << 20
+    except OSError:
+        return False
 
 
 def os_error(exc: OSError, path, action: str = "write") -> ConvgenError:
     """A `PathError` (missing, wrong kind) or `DataError` (anything else) that names the real cause."""
     kind = PathError if exc.errno in (errno.ENOENT, errno.ENOTDIR, errno.EISDIR) else DataError
+    if exc.errno is None and _disk_full(path):
+        return DataError(f"cannot {action} {path}: the disk is full; free some space")
     return kind(f"cannot {action} {path}: {os_problem(exc)}")
 
 
@@ -116,6 +136,8 @@ def _lookup(kind: str, path: Path) -> Callable:
 
 def check_sample(sample, source: str) -> torch.Tensor:
     """A reader's result as a float tensor ``(C, *spatial)``, or a DataError saying why not."""
+    import torch  # here, not at the top: the gallery's commands read no samples
+
     if not isinstance(sample, torch.Tensor):
         sample = torch.as_tensor(sample)
     if sample.ndim < 2 or sample.ndim > 4:

@@ -21,10 +21,11 @@ WEIGHTS = typer.Option(None, "--weights", "-w", help="Encoder weights [default: 
 THRESHOLD = typer.Option(None, "--threshold", "-t", help="Decision threshold τ [default: the calibrated one].")
 
 
-def _open(db: Path):
+def _open(db: Path, readonly: bool = False):
+    """The gallery; ``readonly`` for commands that only read it (they work on a read-only file, folder or mount)."""
     from convgen.gallery.store import Gallery
 
-    return Gallery.open(db)
+    return Gallery.open(db, readonly=readonly)
 
 
 def _print(data, as_json: bool, text: str) -> None:
@@ -143,7 +144,7 @@ def verify(
     """1:1 — is FILE the person NAME? Exit code 0 when it matches, 10 when it does not."""
     from convgen.gallery import api
 
-    with _open(db) as gallery:
+    with _open(db, readonly=True) as gallery:
         encoder = _encoder(gallery, weights, pipeline_option)
         result = api.verify(gallery, encoder.embed_files([file]), name, threshold)
     result = {**result, "match": bool(result["match"]), **encoder.record()}
@@ -174,7 +175,7 @@ def identify(
     from convgen.gallery import api
 
     queries = api.query_files(files)
-    with _open(db) as gallery:
+    with _open(db, readonly=True) as gallery:
         encoder = _encoder(gallery, weights, pipeline_option)
         results = api.identify_files(gallery, encoder, queries, top_k, threshold, show_progress=not as_json)
         sheet = api.write_results(output, gallery, encoder, results) if output else None
@@ -228,7 +229,7 @@ def calibrate(
 @gallery_app.command("list")
 def list_people(db: Path = DB, as_json: bool = JSON):
     """The enrolled people and how many samples each has."""
-    with _open(db) as gallery:
+    with _open(db, readonly=True) as gallery:
         people = gallery.people()
         tau = gallery.threshold
     if as_json:
@@ -264,7 +265,7 @@ def export_(db: Path = DB, out: Path = typer.Argument(..., help="The .safetensor
     """Write every person's embeddings (not their samples) to one safetensors file."""
     from convgen.gallery import api
 
-    with _open(db) as gallery:
+    with _open(db, readonly=True) as gallery:
         api.export(gallery, out)
         count = len(gallery)
     _print({"exported": count, "file": str(out)}, as_json, f"exported {count} people to {out}")
@@ -279,3 +280,14 @@ def import_(db: Path = DB, source: Path = typer.Argument(..., help="A file writt
         count = api.import_(gallery, source)
     _print({"imported": count, "gallery": str(db)}, as_json, f"imported {count} people into {db}")
 
+
+@gallery_app.command()
+def backup(db: Path = DB, dest: Path = typer.Argument(..., help="The new file to write the copy to."), as_json: bool = JSON):
+    """Copy a gallery consistently, even while other processes enrol (SQLite's online backup).
+
+    Copying the file with cp can catch it between two writes (and misses its WAL file); this cannot.
+    """
+    with _open(db, readonly=True) as gallery:
+        gallery.backup(dest)
+        count = len(gallery)
+    _print({"backup": str(dest), "people": count}, as_json, f"backed up {db} ({count} people) to {dest}")

@@ -294,7 +294,9 @@ def write_results(out_dir, gallery: Gallery, encoder: Encoder, results: list[dic
 
 
 def _threshold(gallery: Gallery, threshold: float | None) -> float:
-    tau = threshold if threshold is not None else gallery.threshold
+    from convgen.gallery.store import check_threshold
+
+    tau = check_threshold(threshold) if threshold is not None else gallery.threshold
     if tau is None:
         raise ConfigError(
             f"{gallery.path} has no calibrated threshold; run `convgen gallery calibrate` on people who are not "

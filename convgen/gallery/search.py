@@ -32,6 +32,7 @@ Indexes are not thread-safe: one writer at a time (the store serialises access).
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import json
 import math
@@ -215,6 +216,15 @@ class SearchIndex:
     def generation(self) -> int | None:
         """The store generation this index reflects; None if new, corrupt or changed since the last save."""
         return self._generation
+
+    def checksum(self) -> str | None:
+        """A digest of the entries as held now (None: the backend keeps its own data, e.g. Milvus).
+
+        The store records it in the database when it saves the index, and trusts a persisted
+        index only when its digest matches the record of that generation: a cache file that was
+        swapped or poisoned (well-formed, with the right generation) is rebuilt, not believed.
+        """
+        return None
 
     def clear(self) -> None:
         """Remove every entry (the first step of a rebuild)."""
@@ -424,6 +434,13 @@ class ExactIndex(SearchIndex):
 
     def _clear(self) -> None:
         self._reset()
+
+    def checksum(self) -> str:
+        digest = hashlib.sha256(f"{self.kind}|{self.dim}|{self._n}|".encode())
+        digest.update(np.ascontiguousarray(self._ids[: self._n]).data)
+        for start in range(0, self._n, 1 << 16):  # chunked: a memory-mapped matrix is read once, not copied
+            digest.update(np.ascontiguousarray(self._vectors[start : min(start + (1 << 16), self._n)]).data)
+        return digest.hexdigest()
 
     def _search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         n = self._n
@@ -699,6 +716,11 @@ class FaissIndex(SearchIndex):
 
     def _clear(self) -> None:
         self._reset()
+
+    def checksum(self) -> str:
+        digest = hashlib.sha256(f"{self.kind}|{self.dim}|".encode())
+        digest.update(self._faiss.serialize_index(self._index).data)
+        return digest.hexdigest()
 
     def _save(self, generation: int) -> None:
         meta = {"kind": self.kind, "dim": self.dim, "ntotal": self._index.ntotal, "live": len(self)}

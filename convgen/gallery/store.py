@@ -18,15 +18,18 @@ still reflect it, so two processes never interleave them.
 from __future__ import annotations
 
 import json
+import math
 import os
 import sqlite3
 import time
+from urllib.parse import quote
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from convgen.errors import ConfigError, DataError, ModelMismatchError, PathError
+from convgen.errors import ConfigError, DataError, ModelMismatchError, PathError, describe_sqlite_error
+from convgen.io import loads_json, os_error
 
 FORMAT = "convgen.gallery/1"
 DISTANCE = "squared-euclidean"
@@ -71,7 +74,8 @@ class Gallery:
         self.path = Path(path)
         self.db = connection
         self.meta = dict(self.db.execute("SELECT key, value FROM meta"))
-        self.dim = int(self.meta["dim"])
+        self.dim = self._check_meta()
+        self.readonly = False  # set by open(readonly=True): changes are refused, the index is kept in memory only
         self._index = None
         self._index_generation = None
         self._index_dirty = False
@@ -109,10 +113,16 @@ class Gallery:
 
             with tempfile.TemporaryDirectory() as scratch:
                 open_index(backend, Path(scratch) / "check.db", int(dim), **(backend_options or {})).close()
-        path.parent.mkdir(parents=True, exist_ok=True)
+        dims = encoder.get("spatial_dims") if isinstance(encoder, dict) else None
+        for size in (spatial_size, (pipeline or {}).get("spatial_size")):
+            check_spatial_size(size, dims)
         tmp = path.with_name(f".{path.name}.{os.getpid()}.creating")
-        fd = os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)  # galleries hold biometric data
-        os.close(fd)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)  # galleries hold biometric data
+            os.close(fd)
+        except OSError as exc:
+            raise os_error(exc, path, "create the gallery") from None
         try:
             db = sqlite3.connect(tmp)
             db.executescript(SCHEMA + CHANGES + ";")
@@ -129,29 +139,139 @@ class Gallery:
             db.execute("PRAGMA journal_mode=WAL")
             db.close()
             os.replace(tmp, path)
+        except OSError as exc:
+            raise os_error(exc, path, "create the gallery") from None
+        except sqlite3.DatabaseError as exc:
+            raise DataError(f"cannot create gallery {path}: {describe_sqlite_error(exc) or exc}") from None
         finally:
             tmp.unlink(missing_ok=True)
         return cls.open(path)
 
     @classmethod
-    def open(cls, path) -> "Gallery":
-        """Open an existing gallery; a file that is not one is a one-line DataError."""
+    def open(cls, path, readonly: bool = False) -> "Gallery":
+        """Open an existing gallery; a file that is not one is a one-line DataError.
+
+        ``readonly`` (list, identify, verify, export, backup) opens it for reading only, so
+        a gallery on a read-only file, folder or mount can still be searched; when SQLite
+        cannot even make its shared-memory file there, the file is read as immutable.
+        """
         path = Path(path)
         if not path.exists():
             raise PathError(f"gallery not found: {path} (create one with `convgen gallery create`)")
         if path.is_dir():
             raise PathError(f"{path} is a directory, not a gallery file")
-        try:
-            db = sqlite3.connect(f"file:{path}?mode=rw", uri=True, timeout=60, isolation_level=None)
-            db.execute("PRAGMA foreign_keys=ON")
-            db.execute("PRAGMA busy_timeout=60000")
-            rows = dict(db.execute("SELECT key, value FROM meta"))
-        except sqlite3.DatabaseError as exc:
-            raise DataError(f"{path} is not a convgen gallery ({exc}); give a file made by `convgen gallery create`") from None
+        if not os.access(path, os.R_OK):
+            raise DataError(f"cannot read gallery {path}: permission denied; check the file's permissions")
+        modes = ["ro", "ro&immutable=1"] if readonly else ["rw"]
+        for i, mode in enumerate(modes):
+            db = None
+            try:
+                db = sqlite3.connect(f"file:{quote(str(path))}?mode={mode}", uri=True, timeout=60, isolation_level=None)
+                db.execute("PRAGMA foreign_keys=ON")
+                db.execute("PRAGMA busy_timeout=60000")
+                rows = dict(db.execute("SELECT key, value FROM meta"))
+                break
+            except sqlite3.DatabaseError as exc:
+                if db is not None:
+                    db.close()
+                cause = _fault(exc, path)
+                if "unable to open" in str(exc) and i + 1 < len(modes):
+                    continue  # a read-only folder: no -shm file can be made; read the file as it is
+                if cause is None or "damaged" in cause:
+                    raise DataError(f"{path} is not a convgen gallery ({exc}); give a file made by `convgen gallery create`") from None
+                raise DataError(f"cannot open gallery {path}: {cause}") from None
         if rows.get("format") != FORMAT:
             db.close()
             raise DataError(f"{path} is not a convgen gallery (format {rows.get('format')!r}); give a file made by `convgen gallery create`")
-        return cls(path, db)
+        try:
+            gallery = cls(path, db)
+        except BaseException:
+            db.close()
+            raise
+        gallery.readonly = readonly
+        return gallery
+
+    def _damaged(self, what: str) -> DataError:
+        return DataError(f"{self.path} is damaged: {what}; restore it from a backup (`convgen gallery backup` makes one)")
+
+    def _check_meta(self) -> int:
+        """Check the records a gallery is read by (a tampered value is one line, not a traceback); returns ``dim``."""
+        meta = self.meta
+
+        def record(key: str, check, what: str, required: bool = True):
+            if key not in meta:
+                if required:
+                    raise self._damaged(f"its {key!r} record is missing")
+                return None
+            try:
+                value = check(meta[key])
+            except (ValueError, TypeError, OverflowError, DataError):
+                value = None
+            if value is None:
+                raise self._damaged(f"its {key!r} record is {str(meta[key])[:40]!r}, not {what}")
+            return value
+
+        def json_of(kind):
+            return lambda text: (lambda v: v if isinstance(v, kind) else None)(loads_json(text, "a record"))
+
+        def positive_sizes(text):
+            value = loads_json(text, "a record")
+            if value is None:
+                return "none"
+            sizes = [value] if isinstance(value, int) else value
+            ok = isinstance(sizes, list) and 1 <= len(sizes) <= 3 and all(type(v) is int and 1 <= v <= 65536 for v in sizes)
+            return value if ok else None
+
+        dim = record("dim", lambda t: int(t) if 1 <= int(t) <= 65536 else None, "an embedding size from 1 to 65536")
+        record("threshold", lambda t: "none" if t == "" else (float(t) if math.isfinite(float(t)) and float(t) >= 0 else None),
+               "empty or a finite distance ≥ 0")  # fmt: skip
+        record("spatial_size", positive_sizes, "null or 1 to 3 sizes from 1 to 65536", required=False)
+        record("scoring", lambda t: t if t in SCORINGS else None, f"one of {', '.join(SCORINGS)}")
+        record("backend", lambda t: t if t in ("exact", "faiss", "milvus") else None, "exact, faiss or milvus")
+        record("backend_options", json_of(dict), "a JSON mapping")
+        record("encoder", json_of(dict), "a JSON mapping")
+        record("calibration", json_of(dict), "a JSON mapping")
+        record("fingerprint", lambda t: t if isinstance(t, str) and t else None, "an encoder fingerprint")
+        record("generation", lambda t: int(t) if int(t) >= 0 else None, "a count ≥ 0")
+        return dim
+
+    def _vector(self, blob) -> np.ndarray:
+        """One stored embedding; a blob of the wrong size or type is a damaged gallery, not a traceback."""
+        if not isinstance(blob, bytes) or len(blob) != 4 * self.dim:
+            size = len(blob) if isinstance(blob, (bytes, str)) else type(blob).__name__
+            raise self._damaged(f"an embedding holds {size} bytes, not {4 * self.dim} ({self.dim} float32 values)")
+        vector = np.frombuffer(blob, dtype=np.float32)
+        if not np.isfinite(vector).all():
+            raise self._damaged("an embedding holds NaN or infinite values")
+        return vector
+
+    def backup(self, dest) -> Path:
+        """A consistent copy of this gallery at ``dest`` (SQLite's online backup), safe while
+        other processes write; owner-only, written whole or not at all, never over a file."""
+        dest = Path(dest)
+        if dest.exists():
+            raise PathError(f"{dest} already exists; give a new file for the backup")
+        from convgen.io import atomic_path
+
+        try:
+            with atomic_path(dest, mode=0o600) as tmp:
+                target = sqlite3.connect(tmp)
+                try:
+                    self.db.backup(target)
+                    target.execute("PRAGMA journal_mode=DELETE")  # one self-contained file
+                finally:
+                    target.close()
+                check = sqlite3.connect(tmp)
+                try:
+                    if check.execute("PRAGMA integrity_check").fetchone()[0] != "ok":
+                        raise self._damaged("its pages fail SQLite's integrity check")
+                finally:
+                    check.close()
+        except OSError as exc:
+            raise os_error(exc, dest, "write the backup") from None
+        except sqlite3.DatabaseError as exc:
+            raise DataError(f"cannot back up {self.path} to {dest}: {describe_sqlite_error(exc) or exc}") from None
+        return dest
 
     def close(self) -> None:
         """Save an index that followed changes incrementally, then close everything."""
@@ -164,8 +284,14 @@ class Gallery:
     def __enter__(self) -> "Gallery":
         return self
 
-    def __exit__(self, *exc) -> None:
-        self.close()
+    def __exit__(self, kind, error, tb) -> None:
+        try:
+            self.close()
+        except sqlite3.DatabaseError:
+            if error is None:
+                raise
+        if isinstance(error, sqlite3.DatabaseError) and _fault(error, self.path):  # a damaged page, a full disk...
+            raise DataError(f"gallery {self.path}: {_fault(error, self.path)}") from None
 
     # -- what it holds -------------------------------------------------------------------
 
@@ -231,7 +357,7 @@ class Gallery:
     def embeddings_of(self, name: str) -> np.ndarray:
         pid = self._person_id(name)
         blobs = [b for (b,) in self.db.execute("SELECT embedding FROM samples WHERE person = ? ORDER BY id", (pid,))]
-        return np.stack([np.frombuffer(b, dtype=np.float32) for b in blobs])
+        return np.stack([self._vector(b) for b in blobs])
 
     # -- changes: one transaction each ------------------------------------------------
 
@@ -253,16 +379,25 @@ class Gallery:
         this transaction follows it incrementally (and is saved on `close`), so large
         galleries are not rebuilt after every enrolment.
         """
-        self.db.execute("BEGIN IMMEDIATE")
+        if self.readonly:
+            raise DataError(f"{self.path} was opened read-only; this command changes it")
         try:
-            before = self.generation
-            change = statements(self.db) or ((), None)
-            self._log(before + 1, *change)
-            self.db.execute("UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'generation'")
-            self.db.execute("COMMIT")
-        except BaseException:
-            self.db.execute("ROLLBACK")
-            raise
+            self.db.execute("BEGIN IMMEDIATE")
+            try:
+                before = self.generation
+                change = statements(self.db) or ((), None)
+                self._log(before + 1, *change)
+                self.db.execute("UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'generation'")
+                self.db.execute("COMMIT")
+            except BaseException:
+                if self.db.in_transaction:
+                    self.db.execute("ROLLBACK")
+                raise
+        except sqlite3.DatabaseError as exc:
+            cause = _fault(exc, self.path)
+            if cause is None:
+                raise
+            raise DataError(f"cannot change gallery {self.path}: {cause}; nothing was changed") from None
         self._follow(before, *change)
 
     def _log(self, generation: int, removed, added) -> None:
@@ -292,6 +427,8 @@ class Gallery:
             options = json.loads(self.meta["backend_options"])
             self._index = open_index(self.meta["backend"], self.path, self.dim, **options)
             self._index_generation = self._index.generation
+            if self._index_generation is not None and not self._index_trusted(self._index_generation):
+                self._index_generation = None  # a swapped or poisoned cache: rebuilt from the database
         return self._index if self._index_generation == generation else None
 
     def _entry_change(self, db, pid: int, new_ids: list[int], new_vectors: np.ndarray, replaced: bool):
@@ -299,13 +436,12 @@ class Gallery:
         if self.scoring == "closest":
             return (), (new_ids, new_vectors)
         blobs = [b for (b,) in db.execute("SELECT embedding FROM samples WHERE person = ?", (pid,))]
-        mean = _mean_direction(np.stack([np.frombuffer(b, dtype=np.float32) for b in blobs]))
+        mean = _mean_direction(np.stack([self._vector(b) for b in blobs]))
         return ([pid] if replaced else []), ([pid], mean[None])
 
     def enrol(self, name: str, embeddings, sources: list[str] | None = None, append: bool = False) -> None:
         """Enrol ``name`` from one or more embeddings (one transaction: all or nothing)."""
-        if not isinstance(name, str) or not name.strip():
-            raise DataError("a person needs a non-empty name")
+        check_name(name)
         e = self._check_embeddings(embeddings)
         sources = list(sources or [None] * len(e))
         now = time.time()
@@ -326,7 +462,7 @@ class Gallery:
 
     def enrol_many(self, people: dict[str, np.ndarray]) -> None:
         """Enrol many people in one transaction (import, bulk loads)."""
-        checked = {name: self._check_embeddings(e) for name, e in people.items()}
+        checked = {check_name(name): self._check_embeddings(e) for name, e in people.items()}
         now = time.time()
 
         def statements(db):
@@ -363,8 +499,7 @@ class Gallery:
 
     def rename(self, old: str, new: str) -> None:
         pid = self._person_id(old)
-        if not new.strip():
-            raise DataError("a person needs a non-empty name")
+        check_name(new)
 
         def statements(db):
             if db.execute("SELECT 1 FROM people WHERE name = ?", (new,)).fetchone():
@@ -375,6 +510,7 @@ class Gallery:
 
     def set_threshold(self, threshold: float, calibration: dict) -> None:
         """Store τ and how it was chosen (mode, target, gallery size, DIR...)."""
+        threshold = check_threshold(threshold)
 
         def statements(db):
             db.execute("UPDATE meta SET value = ? WHERE key = 'threshold'", (repr(float(threshold)),))
@@ -393,12 +529,12 @@ class Gallery:
             ids, vectors, names = [], [], []
             for sid, blob, name in rows:
                 ids.append(sid)
-                vectors.append(np.frombuffer(blob, dtype=np.float32))
+                vectors.append(self._vector(blob))
                 names.append(name)
         else:
             ids, vectors, names = [], [], []
             for pid, name in self.db.execute("SELECT id, name FROM people ORDER BY id"):
-                e = np.stack([np.frombuffer(b, dtype=np.float32) for (b,) in self.db.execute("SELECT embedding FROM samples WHERE person = ?", (pid,))])
+                e = np.stack([self._vector(b) for (b,) in self.db.execute("SELECT embedding FROM samples WHERE person = ?", (pid,))])
                 ids.append(pid)
                 vectors.append(_mean_direction(e))
                 names.append(name)
@@ -427,6 +563,14 @@ class Gallery:
         if rebuild:
             self._save_index(generation)
         return index
+
+    def _index_trusted(self, generation: int) -> bool:
+        """Does the persisted index match the checksum the database recorded when it was saved at ``generation``?"""
+        checksum = self._index.checksum()
+        if checksum is None:
+            return True
+        row = self.db.execute("SELECT value FROM meta WHERE key = 'index_checksum'").fetchone()
+        return row is not None and row[0] == f"{generation}:{checksum}"
 
     def _catch_up(self, index, generation: int) -> bool:
         """Apply the logged changes since the index's generation; False when the log has a gap."""
@@ -460,18 +604,20 @@ class Gallery:
             if self.scoring == "closest":
                 for sid, blob in self.db.execute(f"SELECT id, embedding FROM samples WHERE id IN ({marks})", chunk):
                     found_ids.append(sid)
-                    vectors.append(np.frombuffer(blob, dtype=np.float32))
+                    vectors.append(self._vector(blob))
             else:
                 for (pid,) in self.db.execute(f"SELECT id FROM people WHERE id IN ({marks})", chunk):
                     blobs = self.db.execute("SELECT embedding FROM samples WHERE person = ?", (pid,)).fetchall()
                     found_ids.append(pid)
-                    vectors.append(_mean_direction(np.stack([np.frombuffer(b, dtype=np.float32) for (b,) in blobs])))
+                    vectors.append(_mean_direction(np.stack([self._vector(b) for (b,) in blobs])))
         matrix = np.stack(vectors).astype(np.float32) if vectors else np.zeros((0, self.dim), np.float32)
         return np.asarray(found_ids, dtype=np.int64), matrix
 
     def _save_index(self, generation: int) -> None:
         """Save the index under the write lock, and only if it still reflects the database:
         two processes saving at once would otherwise interleave their index files."""
+        if self.readonly:
+            return
         try:
             self.db.execute("BEGIN IMMEDIATE")
         except sqlite3.OperationalError:
@@ -479,12 +625,17 @@ class Gallery:
         try:
             if self.generation == generation:
                 self._index.save(generation)
+                checksum = self._index.checksum()
+                if checksum is not None:
+                    self.db.execute("INSERT OR REPLACE INTO meta VALUES ('index_checksum', ?)", (f"{generation}:{checksum}",))
                 self._index_dirty = False
         finally:
             self.db.execute("COMMIT")
 
     def search(self, queries, k: int = 5) -> list[list[tuple[str, float]]]:
         """Per query, the ``k`` nearest people with their distances, nearest first."""
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+            raise ConfigError(f"the number of candidates (--top-k) must be a whole number ≥ 1, got {k!r}")
         q = self._check_embeddings(queries)
         index = self.index()
         if len(index) == 0:
@@ -532,6 +683,64 @@ class Gallery:
         if self.scoring == "mean":
             e = _mean_direction(e)[None]
         return float(((e - q) ** 2).sum(1).min())
+
+
+def _fault(exc: Exception, path: Path) -> str | None:
+    """What an SQLite error means for the gallery at ``path``: SQLite says "disk I/O error" or
+    "unable to open" for a full disk and a read-only place alike; the file system tells them apart."""
+    import shutil
+
+    cause = describe_sqlite_error(exc)
+    if cause is None or not any(m in str(exc).lower() for m in ("disk i/o", "unable to open", "readonly")):
+        return cause
+    folder = Path(path).resolve().parent
+    try:
+        if shutil.disk_usage(folder).free < 1 << 20:
+            return "the disk is full; free some space"
+    except OSError:
+        pass
+    if not os.access(folder, os.W_OK) or (Path(path).exists() and not os.access(path, os.W_OK)):
+        return ("it is read-only (file, folder or mount: SQLite writes its journal beside the file); make it writable, "
+                "or use a command that only reads (list, identify, verify, export, backup)")  # fmt: skip
+    return cause
+
+
+MAX_NAME = 256
+
+
+def check_name(name) -> str:
+    """A person's name: non-empty, printable (no newline or control character), at most 256
+    characters, no surrounding spaces: it is shown in tables, JSON and logs one per line."""
+    if not isinstance(name, str) or not name.strip():
+        raise DataError("a person needs a non-empty name")
+    if not name.isprintable() or name != name.strip() or len(name) > MAX_NAME:
+        why = "is too long" if len(name) > MAX_NAME else "has surrounding spaces" if name.isprintable() else "holds a newline or control character"
+        raise DataError(f"the name {name[:60]!r} {why}; a name is printable text of at most {MAX_NAME} characters")
+    return name
+
+
+def check_threshold(threshold) -> float:
+    """τ: a finite squared distance ≥ 0 (NaN would accept or refuse everyone)."""
+    try:
+        value = float(threshold)
+    except (TypeError, ValueError):
+        value = math.nan
+    if isinstance(threshold, bool) or not math.isfinite(value) or value < 0:
+        raise ConfigError(f"the threshold τ must be a finite distance ≥ 0, got {threshold!r}")
+    return value
+
+
+def check_spatial_size(size, dims: int | None) -> None:
+    """A resize target: positive sizes, one for every axis (or one for all), of a sane total."""
+    if size is None:
+        return
+    sizes = [size] if isinstance(size, int) and not isinstance(size, bool) else size
+    if not isinstance(sizes, (list, tuple)) or not sizes or not all(type(v) is int and 1 <= v <= 65536 for v in sizes):
+        raise ConfigError(f"spatial size must be whole numbers from 1 to 65536, got {size!r}")
+    if dims is not None and len(sizes) not in (1, dims):
+        raise ConfigError(f"spatial size {list(sizes)} has {len(sizes)} axes but the encoder takes {dims}; give one size, or one per axis")
+    if math.prod(sizes) ** (dims if len(sizes) == 1 and dims else 1) > 2**28:
+        raise ConfigError(f"spatial size {list(sizes)} asks for samples of more than 2^28 elements; choose a smaller size")
 
 
 def _mean_direction(e: np.ndarray) -> np.ndarray:
