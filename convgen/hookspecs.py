@@ -25,6 +25,11 @@ my-plugin = "my_plugin"
 
 Names are global across plugins: registering a name twice is an error that names both
 plugins. Hooks are called lazily, the first time a component of their kind is needed.
+
+Any component may be registered as a reference, ``register("tiny", "my_plugin.nets:TinyEncoder")``
+(``"module:attribute"``, as in an entry point): the module is imported the first time the
+component is used, so that listing components (``convgen plugins``, ``convgen recipes
+list``) and starting ``convgen`` import nothing heavy. Keep the plugin module itself light.
 """
 
 import pluggy
@@ -220,13 +225,20 @@ def register_recipes(register):
     ``defaults`` is the complete default config (the keys a user may set);
     ``components`` maps top-level keys to registry kinds (``{"encoder": "encoder"}``),
     so that the keys inside those blocks are checked against the chosen component's
-    arguments. See `convgen.recipes.Recipe`.
+    arguments. See `convgen.recipes.Recipe`. ``run`` and ``defaults`` may be
+    ``"module:attribute"`` references (``defaults``: to the dict or to a function returning
+    it), imported when the recipe is first used; ``description`` is what listings show.
+
+    Recipes registered by one function of a heavy module can be declared instead, by name
+    and description: ``register.lazy("my_plugin.recipes:register", {"count": "Count ..."})``
+    calls ``my_plugin.recipes.register(register)`` the first time one of them is used. The
+    declaration must match what the function registers (test it).
 
     Example:
         ```python
         @convgen.hookimpl
         def register_recipes(register):
-            register("count", run_count,
+            register("count", "my_plugin.count:run",
                      defaults={"dataset": {"name": "synthetic"}},
                      components={"dataset": "dataset"},
                      description="Count the samples of a dataset.")

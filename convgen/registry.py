@@ -155,8 +155,9 @@ def _recipe(name: str, run, options: dict):
     from convgen.recipes import Recipe
 
     options = dict(options)
-    if isinstance(options.get("defaults"), str):
-        options["defaults"] = resolve(options["defaults"])
+    if isinstance(options.get("defaults"), str):  # a reference to the dict, or to a function that returns it
+        defaults = resolve(options["defaults"])
+        options["defaults"] = defaults() if callable(defaults) else defaults
     return Recipe(name=name, run=resolve(run) if isinstance(run, str) else run, **options)
 
 
@@ -171,7 +172,13 @@ class _RecipeGroup:
     def load(self) -> dict:
         if self.recipes is None:
             found = {}
-            resolve(self.reference)(lambda name, run, **options: found.__setitem__(name, _recipe(name, run, options)))
+
+            def register(name, run, **options):
+                if name in found:
+                    raise ConfigError(f"recipe {name!r} is registered twice by plugin {self.plugin!r}")
+                found[name] = _recipe(name, run, options)
+
+            resolve(self.reference)(register)
             self.recipes = found
             for name, recipe in found.items():
                 if name not in self.declared:  # works, but `recipes list` misses it until declared

@@ -33,7 +33,7 @@ app = typer.Typer(
     help="convgen: Siamese/triplet similarity learning and Gram style transfer, for 1D, 2D and 3D data.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
-    add_completion=False,
+    rich_markup_mode=None,  # click's plain help: shows every default (rich markup ate "[default: ...]") and starts faster
 )
 
 
@@ -66,6 +66,12 @@ def _add_plugin_commands() -> None:
 _add_plugin_commands()
 
 
+def _launched_by_torchrun() -> bool:
+    from convgen import distributed
+
+    return distributed.launched_by_torchrun()
+
+
 def main() -> None:
     """Console-script entry point."""
     try:
@@ -74,9 +80,7 @@ def main() -> None:
         code = exc.code
     else:
         code = 0
-    from convgen import distributed
-
-    if distributed.launched_by_torchrun():
+    if "torch.distributed" in sys.modules and _launched_by_torchrun():  # a command that never imported torch has no gloo threads
         # gloo's worker threads can abort the interpreter's finalisation (SIGABRT after all
         # work is done and saved; pytorch/pytorch#190489), which torchrun reports as a
         # failed run. Every file is written and the process group is destroyed by now.

@@ -7,8 +7,6 @@ import json
 from pathlib import Path
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
 from convgen.cli import app
 
@@ -51,6 +49,9 @@ def plugins(ctx: typer.Context, as_json: bool = typer.Option(False, "--json", he
     if as_json:
         typer.echo(json.dumps(report, indent=2))
         return
+    from rich.console import Console
+    from rich.table import Table
+
     table = Table("plugin", "distribution", "registers")
     table.columns[0].no_wrap = True
     for item in report:

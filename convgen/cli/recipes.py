@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
 from convgen.cli import app
 from convgen.errors import ConfigError
@@ -22,13 +21,20 @@ def _recipe(name: str):
 
 
 @recipes_app.command("list")
-def list_recipes():
-    """List every registered recipe, with the plugin that provides it."""
+def list_recipes(as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table.")):
+    """List every registered recipe, with the plugin that provides it (imports no recipe's code)."""
     from convgen.registry import get_registry
 
+    rows = [{"recipe": e.name, "plugin": e.plugin, "description": e.description} for e in get_registry("recipe").entries()]
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
     table = Table("recipe", "plugin", "description")
-    for entry in get_registry("recipe").entries():
-        table.add_row(entry.name, entry.plugin, entry.obj.description)
+    for row in rows:
+        table.add_row(*row.values())
     Console().print(table)
 
 

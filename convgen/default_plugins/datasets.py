@@ -5,7 +5,5 @@ import convgen
 
 @convgen.hookimpl
 def register_datasets(register):
-    from convgen.data import FolderOfClasses, SyntheticClusters
-
-    register("folder", FolderOfClasses)
-    register("synthetic", SyntheticClusters)
+    register("folder", "convgen.data:FolderOfClasses")  # references: imported when first used
+    register("synthetic", "convgen.data:SyntheticClusters")

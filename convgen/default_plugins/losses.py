@@ -5,8 +5,6 @@ import convgen
 
 @convgen.hookimpl
 def register_losses(register):
-    from convgen.metric.losses import ContrastiveLoss, PairClassifierLoss, TripletLoss
-
-    register("triplet", TripletLoss)
-    register("contrastive", ContrastiveLoss)
-    register("pair-classifier", PairClassifierLoss)
+    register("triplet", "convgen.metric.losses:TripletLoss")  # references: imported when first used
+    register("contrastive", "convgen.metric.losses:ContrastiveLoss")
+    register("pair-classifier", "convgen.metric.losses:PairClassifierLoss")

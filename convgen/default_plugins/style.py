@@ -5,6 +5,4 @@ import convgen
 
 @convgen.hookimpl
 def register_style_costs(register):
-    from convgen.style.costs import GramCost
-
-    register("gram", GramCost)
+    register("gram", "convgen.style.costs:GramCost")  # a reference: imported when first used

@@ -1,7 +1,8 @@
 """The zstack plugin's hook implementations, loaded through the ``convgen`` entry point.
 
-tifffile and the core's recipes are imported inside the hooks, so that ``convgen``
-starts as fast with this plugin installed as without it.
+Components are registered by reference (``"module:attribute"``), so that ``convgen``
+starts as fast with this plugin installed as without it: tifffile, torch and the core's
+recipes are imported the first time a component is used, not to list it.
 """
 
 import copy
@@ -9,20 +10,22 @@ import copy
 import convgen
 from convgen import registry
 
+# --8<-- [start:suffixes]
+# Longer than the faces plugin's ".tif": the longest registered suffix wins, so these
+# files come here and every other TIFF still goes to the 2D photo reader.
+SUFFIXES = [".ome.tif", ".ome.tiff"]
+# --8<-- [end:suffixes]
+
 
 # --8<-- [start:files]
 @convgen.hookimpl
 def register_readers(register):
-    from convgen_zstack.stacks import SUFFIXES, read_stack
-
-    register(SUFFIXES, read_stack)
+    register(SUFFIXES, "convgen_zstack.stacks:read_stack")  # imported when a stack is first read
 
 
 @convgen.hookimpl
 def register_writers(register):
-    from convgen_zstack.stacks import SUFFIXES, write_stack
-
-    register(SUFFIXES, write_stack)
+    register(SUFFIXES, "convgen_zstack.stacks:write_stack")
 # --8<-- [end:files]
 
 
@@ -69,12 +72,10 @@ def stylize_defaults() -> dict:
 
 @convgen.hookimpl
 def register_recipes(register):
-    from convgen.style import stylize
-
     register(
         "zstack-stylize",
-        stylize.run,  # the core's recipe, unchanged: only the defaults are new
-        defaults=stylize_defaults(),
+        "convgen.style.stylize:run",  # the core's recipe, unchanged: only the defaults are new
+        defaults="convgen_zstack.plugin:stylize_defaults",  # called when the recipe is first used
         components={"encoder": "encoder", "style_cost": "style_cost"},
         description="Gram style transfer between OME-TIFF z-stacks, in 3D.",
     )

@@ -17,11 +17,6 @@ import torch
 from convgen.errors import DataError
 from convgen.io import atomic_path
 
-# --8<-- [start:suffixes]
-# Longer than the faces plugin's ".tif": the longest registered suffix wins, so these
-# files come here and every other TIFF still goes to the 2D photo reader.
-SUFFIXES = [".ome.tif", ".ome.tiff"]
-# --8<-- [end:suffixes]
 AXIS_NAMES = {"T": "time points", "Q": "planes along an unnamed axis",
               "I": "images of a sequence", "R": "tiles"}  # fmt: skip
 HOW = "save one z-stack per file, with named axes (tifffile: metadata={'axes': 'ZYX'})"
