@@ -15,7 +15,8 @@ from convgen.registry import get_registry
 # Small settings for the encoders these tests build (plugins' encoders included: every
 # registered encoder that needs no weights file is checked the same way).
 SMALL = {"resnet": {"channels": (4, 8, 8, 8)}, "vgg": {"channels": (4, 4, 8, 8, 8)},
-         "wide-conv": {"filters": 4, "kernel_sizes": (3, 9)}}  # fmt: skip
+         "wide-conv": {"filters": 4, "kernel_sizes": (3, 9)}, "tdnn": {"channels": (4, 4, 4, 4, 8)},
+         "random-multiscale": {"filters": 4, "dilations": (1, 2)}}  # fmt: skip
 
 RESNET_TAPS = ["stem", "stage1", "stage2", "stage3", "stage4"]
 VGG_TAPS = [

@@ -6,19 +6,20 @@ import re
 from importlib import resources
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from convgen.data import LabelledDataset
 from convgen.errors import ConfigError, DataError, PathError
 from convgen_audio.audio import SUFFIXES
-from convgen_audio.features import Representation
+from convgen_audio.features import FEATURE_SUFFIX, FeatureSequence, crop, representation_of
 
 FSDD_PATTERN = r"(?P<digit>\d+)_(?P<speaker>[^_]+)_(?P<take>\d+)"
 """Free Spoken Digit Dataset names: ``{digit}_{speaker}_{take}.wav``."""
 
 
 def sample_dir(name: str = "fsdd") -> Path:
-    """A folder of bundled recordings (``fsdd``: 6 speakers × 15 FSDD utterances; ``sounds``)."""
+    """A folder of bundled recordings (``fsdd``: 6 speakers × 15 FSDD utterances; ``an4_mfcc``: 6 × 4 AN4 MFCC files; ``sounds``)."""
     return Path(str(resources.files("convgen_audio") / "samples" / name))
 
 
@@ -38,10 +39,15 @@ def parse_takes(takes) -> set[int] | None:
 
 
 class SpeakerRecordings(LabelledDataset):
-    """Recordings labelled by who speaks, as encoder inputs (see `Representation`).
+    """Recordings (or precomputed feature files) labelled by who speaks, as encoder inputs.
+
+    ``representation.name`` says what a file is: ``spectrogram`` (the default; audio files
+    become spectrograms, see `Representation`) or ``features`` (``.npy`` arrays
+    ``(frames, coefficients)`` such as MFCCs, see `FeatureSequence`).
 
     Args:
-        root: the folder (default: the bundled FSDD sample, 6 speakers, takes 0–4 and 5–14).
+        root: the folder (default: the bundled FSDD sample, 6 speakers, takes 0–4 and 5–14;
+            with ``representation.name: features``, the bundled AN4 sample, 6 speakers × 4).
         pattern: a regular expression matched against each file name (without suffix);
             its ``speaker`` group names the speaker and an optional ``take`` group numbers
             the recording. The default reads FSDD names ``{digit}_{speaker}_{take}``.
@@ -51,27 +57,51 @@ class SpeakerRecordings(LabelledDataset):
             (its test takes); needs a pattern with a ``take`` group.
         match: only files whose name contains a match of this regular expression.
         max_per_speaker: at most this many recordings per speaker (in name order).
-        representation: how a file becomes a tensor (keys of `Representation`).
+        folds, fold, exclude_fold: speaker-disjoint folds: the speakers (natural order,
+            shuffled with a fixed seed) are dealt into ``folds`` groups; ``fold`` (0-based)
+            keeps only that group's speakers, or every other speaker with ``exclude_fold``
+            (train on ``exclude_fold: true``, test the same ``fold`` without it).
+        crop: a random window of this many frames on every read (shorter inputs are
+            looped), so that utterances of any length stack into training batches; null
+            keeps whole utterances (evaluate them with batch_size 1).
+        representation: how a file becomes a tensor (``name`` and the keys of
+            `Representation` or `FeatureSequence`).
         cache: keep each computed input in memory (features are computed once).
     """
 
+    pipeline_name = "audio"
+
+    @staticmethod
+    def pipeline_options(options: dict) -> dict:
+        """The dataset keys of an ``audio`` pipeline's options (all but ``overlap`` are the representation's)."""
+        return {"representation": {k: v for k, v in options.items() if k != "overlap"}}
+
     def __init__(self, root: str | None = None, pattern: str | None = FSDD_PATTERN, speakers: list[str] | None = None,
                  takes=None, match: str | None = None, max_per_speaker: int | None = None,
+                 folds: int = 5, fold: int | None = None, exclude_fold: bool = False, crop: int | None = None,
                  representation: dict | None = None, cache: bool = True):  # fmt: skip
-        self.root = Path(root) if root else sample_dir("fsdd")
+        self.representation = representation_of(representation)
+        features = isinstance(self.representation, FeatureSequence)
+        self.suffixes = [FEATURE_SUFFIX] if features else SUFFIXES
+        self.root = Path(root) if root else sample_dir("an4_mfcc" if features else "fsdd")
         if not self.root.is_dir():
             raise PathError(f"audio folder not found: {self.root}")
-        self.representation = Representation.of(representation)
+        if crop is not None and (not isinstance(crop, int) or isinstance(crop, bool) or crop < 1):
+            raise ConfigError(f"crop must be a positive number of frames or null, got {crop!r}")
+        self.crop = crop
+        self.pipeline_spec = self.representation.pipeline_spec()  # recorded by training (`convgen_audio.pipelines`)
         wanted_takes = parse_takes(takes)
         found = self._by_pattern(pattern, wanted_takes) if pattern else self._by_folder(wanted_takes)
         if match:
             found = [(f, s) for f, s in found if _regex(match, "match").search(f.name)]
-        names = sorted({s for _, s in found}, key=_natural)
+        names = names_all = sorted({s for _, s in found}, key=_natural)
         if speakers is not None:
             missing = sorted(set(map(str, speakers)) - set(names))
             if missing:
                 raise DataError(f"no recordings of {', '.join(missing[:5])} under {self.root} (speakers found: {', '.join(names[:10])})")
             names = [n for n in names if n in set(map(str, speakers))]
+        if fold is not None:
+            names = [n for n in names if (n in speaker_fold(names_all, folds, fold)) != exclude_fold]
         self.classes, self.files, self.labels = [], [], []
         for name in names:
             files = sorted((f for f, s in found if s == name), key=_natural)[:max_per_speaker]
@@ -80,7 +110,7 @@ class SpeakerRecordings(LabelledDataset):
             self.labels += [len(self.classes) - 1] * len(files)
         if not self.files:
             how = f"names matching {pattern!r}" if pattern else "one sub-folder per speaker"
-            raise DataError(f"no recordings under {self.root} ({how}, takes={takes}, match={match}); files must be {', '.join(SUFFIXES)}")
+            raise DataError(f"no recordings under {self.root} ({how}, takes={takes}, match={match}); files must be {', '.join(self.suffixes)}")
         self.cache = cache
         self._cached: dict[int, torch.Tensor] = {}
 
@@ -92,7 +122,7 @@ class SpeakerRecordings(LabelledDataset):
             raise ConfigError(f"takes needs a pattern with a (?P<take>...) group; {pattern!r} has none")
         out = []
         for file in self.root.iterdir():
-            hit = regex.fullmatch(file.stem) if file.suffix.lower() in SUFFIXES else None
+            hit = regex.fullmatch(file.stem) if file.suffix.lower() in self.suffixes else None
             if hit and (takes is None or int(hit["take"]) in takes):
                 out.append((file, hit["speaker"]))
         if not out and any(p.is_dir() for p in self.root.iterdir()) and takes is None:
@@ -103,7 +133,7 @@ class SpeakerRecordings(LabelledDataset):
         if takes is not None:
             raise ConfigError("takes needs a pattern with a (?P<take>...) group; with pattern=null, filter with match=REGEX")
         return [(f, folder.name) for folder in self.root.iterdir() if folder.is_dir() and not folder.name.startswith(".")
-                for f in folder.iterdir() if f.suffix.lower() in SUFFIXES]  # fmt: skip
+                for f in folder.iterdir() if f.suffix.lower() in self.suffixes]  # fmt: skip
 
     def __len__(self) -> int:
         return len(self.files)
@@ -114,7 +144,21 @@ class SpeakerRecordings(LabelledDataset):
             sample = self.representation(self.files[index])
             if self.cache:
                 self._cached[index] = sample
+        if self.crop is not None:
+            sample = crop(sample, self.crop)
         return sample, self.labels[index]
+
+
+def speaker_fold(speakers: list[str], folds: int, fold: int, seed: int = 0) -> set[str]:
+    """The speakers of ``fold`` (0-based) of ``folds``: the list shuffled with ``seed``, then dealt round-robin."""
+    if not isinstance(folds, int) or isinstance(folds, bool) or folds < 2:
+        raise ConfigError(f"folds must be an integer of at least 2, got {folds!r}")
+    if not isinstance(fold, int) or isinstance(fold, bool) or not 0 <= fold < folds:
+        raise ConfigError(f"fold must be an integer from 0 to {folds - 1}, got {fold!r}")
+    if len(speakers) < folds:
+        raise DataError(f"{len(speakers)} speakers cannot be dealt into {folds} folds; lower folds")
+    order = np.random.default_rng(seed).permutation(len(speakers))
+    return {speakers[i] for i in order[fold::folds]}
 
 
 def _regex(text: str, key: str) -> re.Pattern:

@@ -84,6 +84,10 @@ class Representation:
     def as_dict(self) -> dict:
         return asdict(self)
 
+    def pipeline_spec(self) -> dict:
+        """The ``audio`` input pipeline that makes inputs as this does (recorded with trained weights)."""
+        return {"name": "audio", **self.as_dict()}
+
     @property
     def bins(self) -> int:
         return self.n_mels if self.kind == "log-mel" else self.n_fft // 2 + 1
@@ -196,3 +200,113 @@ def spectral_convergence(y: np.ndarray, magnitude: np.ndarray, n_fft: int, hop: 
     t = min(got.shape[1], magnitude.shape[1])
     return float(np.linalg.norm(got[:, :t] - magnitude[:, :t]) / np.linalg.norm(magnitude[:, :t]))
 
+
+
+FEATURE_SUFFIX = ".npy"
+FEATURE_NORMALIZE = ("none", "mean", "bins")
+
+
+@dataclass(frozen=True)
+class FeatureSequence:
+    """Precomputed frame features (MFCCs, filterbanks: ``.npy`` arrays ``(frames, coefficients)``) as a ``(C, T)`` input.
+
+    For speech sets that ship features and no audio (CMU AN4's Sphinx cepstra): the frames
+    become a 1D signal with the coefficients as channels, the layout of ``1d`` spectrograms.
+
+    Args:
+        name: ``features`` (``spectrogram`` is `Representation`).
+        coefficients: the number of coefficients every file must have (None: any, the
+            encoder then fixes it from the first file).
+        normalize: ``mean`` subtracts each coefficient's mean over the utterance (cepstral
+            mean normalisation: a fixed channel or microphone colouring goes); ``bins``
+            also divides by its standard deviation (CMVN); ``none`` keeps the values.
+        min_frames: shorter files are an error (an encoder needs a few frames to pool over).
+    """
+
+    name: str = "features"
+    coefficients: int | None = None
+    normalize: str = "mean"
+    min_frames: int = 10
+
+    def __post_init__(self):
+        if self.name != "features":
+            raise ConfigError(f"representation.name must be features here, got {self.name!r}")
+        if self.normalize not in FEATURE_NORMALIZE:
+            raise ConfigError(f"representation.normalize must be one of {', '.join(FEATURE_NORMALIZE)}, got {self.normalize!r}")
+        for key in ("coefficients", "min_frames"):
+            value = getattr(self, key)
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+                raise ConfigError(f"representation.{key} must be a positive integer{' or null' if key == 'coefficients' else ''}, got {value!r}")
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+    def pipeline_spec(self) -> dict:
+        """The ``audio-features`` input pipeline that reads files as this does (recorded with trained weights)."""
+        return {"name": "audio-features", **{k: v for k, v in self.as_dict().items() if k != "name"}}
+
+    def read(self, path) -> np.ndarray:
+        """The checked ``(frames, coefficients)`` float32 array of one ``.npy`` file (never unpickled)."""
+        try:
+            x = np.load(path, allow_pickle=False)
+        except FileNotFoundError:
+            from convgen.errors import PathError
+
+            raise PathError(f"feature file not found: {path}") from None
+        except (ValueError, OSError, EOFError) as exc:
+            raise DataError(f"{path} is not a readable .npy array ({str(exc).splitlines()[0][:120]}); save features with numpy.save") from None
+        if x.ndim != 2:
+            raise DataError(f"{path} holds an array of shape {x.shape}; features must be 2D (frames, coefficients)")
+        if not (np.issubdtype(x.dtype, np.floating) or np.issubdtype(x.dtype, np.integer)) or x.dtype == np.bool_:
+            raise DataError(f"{path} holds {x.dtype} values; features must be real numbers (float32)")
+        frames, coefficients = x.shape
+        if self.coefficients is not None and coefficients != self.coefficients:
+            hint = " (is it stored as (coefficients, frames)? save its transpose)" if frames == self.coefficients else ""
+            raise DataError(f"{path} has {coefficients} coefficients per frame but representation.coefficients is {self.coefficients}{hint}")
+        if frames < self.min_frames:
+            raise DataError(f"{path} has {frames} frames, fewer than representation.min_frames={self.min_frames}")
+        x = x.astype(np.float32)
+        if not np.isfinite(x).all():
+            raise DataError(f"{path} holds {int((~np.isfinite(x)).sum())} NaN or infinite values; recompute its features")
+        return x
+
+    def features(self, x: np.ndarray) -> np.ndarray:
+        """``(coefficients, frames)`` float32, normalised per utterance."""
+        if self.normalize != "none":
+            x = x - x.mean(0)
+        if self.normalize == "bins":
+            x = x / (x.std(0) + 1e-5)
+        return np.ascontiguousarray(x.T, dtype=np.float32)
+
+    def __call__(self, path) -> torch.Tensor:
+        """One file as one encoder input ``(coefficients, frames)``, its whole length."""
+        return torch.from_numpy(self.features(self.read(path)))
+
+    def windows(self, path, overlap: float = 0.5) -> torch.Tensor:
+        """The whole utterance as a batch of one: the encoder pools over any length."""
+        return self(path)[None]
+
+
+def representation_of(config: dict | None) -> Representation | FeatureSequence:
+    """The representation a recipe block names: ``name: features`` (precomputed frames) or a spectrogram (the default)."""
+    config = dict(config or {})
+    name = config.pop("name", "spectrogram")
+    if name == "features":
+        known = [f.name for f in fields(FeatureSequence)]
+        unknown = [k for k in config if k not in known]
+        if unknown:
+            raise ConfigError(f"unknown representation key {unknown[0]!r} for name=features (known: {', '.join(known)})")
+        return FeatureSequence(**config)
+    if name != "spectrogram":
+        raise ConfigError(f"representation.name must be spectrogram or features, got {name!r}")
+    return Representation.of(config)
+
+
+def crop(x: torch.Tensor, frames: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    """A random ``frames``-long window of ``x`` ``(C, T)`` (a shorter ``x`` is looped first: no padding to learn)."""
+    length = x.shape[-1]
+    if length < frames:
+        x = x.repeat(1, -(-frames // length))
+        length = x.shape[-1]
+    start = int(torch.randint(0, length - frames + 1, (), generator=generator))
+    return x[:, start : start + frames]

@@ -38,3 +38,29 @@ def audio(**options) -> AudioInputs:
 _FIELDS = [inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=f.default) for f in dataclasses.fields(Representation)]
 audio.__signature__ = inspect.Signature([*_FIELDS, inspect.Parameter("overlap", inspect.Parameter.KEYWORD_ONLY, default=0.5)])
 audio.__doc__ = "Windows of a recording's spectrogram; options: Representation's, and overlap (between windows)."
+
+
+class FeatureInputs:
+    """A ``.npy`` feature file as one whole-utterance input ``(1, C, T)``: the encoder pools over any length."""
+
+    def __init__(self, features):
+        self.features = features
+
+    def __call__(self, path):
+        return self.features.windows(path)
+
+    def preview(self, path):
+        x = self.features(path)[None]  # (1, C, T): the coefficients over time as a picture
+        return (x - x.min()) / (x.max() - x.min() + 1e-8)
+
+
+def audio_features(**options) -> FeatureInputs:
+    from convgen_audio.features import FeatureSequence
+
+    return FeatureInputs(FeatureSequence(**options))
+
+
+audio_features.__signature__ = inspect.Signature([
+    inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default)
+    for name, default in (("coefficients", None), ("normalize", "mean"), ("min_frames", 10))])  # fmt: skip
+audio_features.__doc__ = "A precomputed feature file (.npy, frames x coefficients) as one input; options: FeatureSequence's."

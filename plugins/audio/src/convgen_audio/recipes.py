@@ -13,7 +13,7 @@ from __future__ import annotations
 from convgen.gallery.recipes import register_gallery_recipes
 from convgen.metric import evaluate, train
 from convgen.recipes import with_changes
-from convgen_audio import style
+from convgen_audio import recipes_features, style
 from convgen_audio.datasets import FSDD_PATTERN
 from convgen_audio.features import Representation
 
@@ -46,5 +46,6 @@ def register(register_recipe) -> None:
     register_recipe("audio-evaluate", evaluate.run, defaults=EVALUATE, components={**core, "pipeline": "pipeline"},
                     description="Speaker verification EER and one-shot identification on utterances unseen in training (FSDD takes 0-4).")
     register_gallery_recipes(register_recipe, "audio", {"name": "audio", **REPRESENTATION, "overlap": 0.5}, noun="recording", what="recordings")
+    recipes_features.register(register_recipe)
     register_recipe("audio-stylize", style.run, defaults=style.DEFAULTS, components={"encoder": "encoder", "style_cost": "style_cost"},
                     description="Sound texture synthesis (no content) or audio style transfer: Gram costs on the log-magnitude STFT, WAV out.")
