@@ -46,7 +46,7 @@ TRAIN = with_changes(
 )  # fmt: skip
 TRAIN_PAIRS = with_changes(TRAIN, loss={"name": "pair-classifier"})
 EVALUATE = with_changes(evaluate.DEFAULTS, dataset=FACES, encoder=None, open_set_fraction=0.5)
-# dlib's pretrained encoder on its own aligned 150 × 150 RGB chips (Haar box, then 5 landmarks).
+# dlib's pretrained encoder on its own aligned 150 × 150 RGB chips (face box from the default detector, then 5 landmarks).
 DLIB_FACES = {**FACES, "size": [150, 150], "channels": 3, "detect": True, "align": "dlib", "if_no_face": "whole"}
 EVALUATE_DLIB = with_changes(EVALUATE, dataset=DLIB_FACES, encoder={"name": "dlib-resnet"}, batch_size=16)
 # Fine-tuning dlib's encoder on your people: small steps, so it keeps what it knows.
