@@ -16,7 +16,7 @@ import importlib
 import importlib.metadata
 import os
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import pluggy
 
@@ -37,12 +37,29 @@ ENTRY_POINT_GROUP = "convgen"
 
 @dataclass(frozen=True)
 class PluginInfo:
-    """Where a loaded plugin came from."""
+    """Where a loaded plugin came from. ``distribution`` and ``version`` may be given as
+    ``dist``, an `importlib.metadata.Distribution` read only when asked (parsing every
+    plugin's metadata would slow every command down)."""
 
     name: str
     module: str
-    distribution: str | None
-    version: str | None
+    _distribution: str | None = None
+    _version: str | None = None
+    dist: importlib.metadata.Distribution | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def distribution(self) -> str | None:
+        return self.dist.name if self.dist is not None else self._distribution
+
+    @property
+    def version(self) -> str | None:
+        if self.dist is not None:
+            return self.dist.version
+        if self._distribution == "convgen" and self._version is None:
+            from convgen import __version__
+
+            return __version__
+        return self._version
 
 
 @dataclass(frozen=True)
@@ -63,9 +80,9 @@ class PluginManager(pluggy.PluginManager):
         self.infos: dict[str, PluginInfo] = {}
         self.failures: list[PluginFailure] = []
 
-    def add(self, module, name: str, distribution=None, version=None) -> None:
+    def add(self, module, name: str, distribution=None, version=None, dist=None) -> None:
         self.register(module, name=name)
-        self.infos[name] = PluginInfo(name, module.__name__, distribution, version)
+        self.infos[name] = PluginInfo(name, module.__name__, distribution, version, dist)
 
 
 def _allow_list() -> set[str] | None:
@@ -82,10 +99,8 @@ def _autoload_disabled() -> bool:
 def build_plugin_manager() -> PluginManager:
     """Build a fresh manager (use `get_plugin_manager` for the shared one)."""
     pm = PluginManager()
-    for module_name in DEFAULT_PLUGINS:
-        from convgen import __version__
-
-        pm.add(importlib.import_module(module_name), name=module_name, distribution="convgen", version=__version__)
+    for module_name in DEFAULT_PLUGINS:  # their version, convgen's, is read when asked for
+        pm.add(importlib.import_module(module_name), name=module_name, distribution="convgen")
     if _autoload_disabled():
         return pm
     allow = _allow_list()
@@ -97,7 +112,7 @@ def build_plugin_manager() -> PluginManager:
         dist = getattr(ep, "dist", None)
         try:
             module = ep.load()
-            pm.add(module, name=ep.name, distribution=dist.name if dist else None, version=dist.version if dist else None)
+            pm.add(module, name=ep.name, dist=dist)
             pm.check_pending()  # a misspelt hook name is an error, not silence
         except Exception as exc:  # a broken plugin must not take the others down
             if pm.has_plugin(ep.name):

@@ -7,8 +7,6 @@ from pathlib import Path
 from typing import List, Optional
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
 from convgen.cli import app
 
@@ -32,6 +30,8 @@ def _print(data, as_json: bool, text: str) -> None:
     if as_json:
         typer.echo(json.dumps(data, indent=2))
     else:
+        from rich.console import Console  # here, not at the top: --help needs no rich
+
         Console().print(text, highlight=False, soft_wrap=True)
 
 
@@ -51,8 +51,14 @@ def _encoder(gallery, weights, options):
 
 
 def _notice(encoder) -> None:
+    """After success, on stderr: a legacy encoder's notice, and any explicit pipeline override."""
     if encoder.notice:
         typer.echo(encoder.notice, err=True)
+    if encoder.overrides:
+        from convgen.pipelines import describe
+
+        changed = ", ".join(f"{k}={v}" for k, v in encoder.overrides.items())
+        typer.echo(f"notice: pipeline override {changed}: files went through {describe(encoder.pipeline)}", err=True)
 
 
 @gallery_app.command()
@@ -182,6 +188,8 @@ def identify(
     if as_json:
         typer.echo(json.dumps(results, indent=2))
     else:
+        from rich.console import Console
+
         console = Console()
         console.print(api.identify_table(results, f"identify against {db}"))
         if sheet:
@@ -235,6 +243,9 @@ def list_people(db: Path = DB, as_json: bool = JSON):
     if as_json:
         typer.echo(json.dumps([{"name": p.name, "samples": p.samples} for p in people], indent=2))
         return
+    from rich.console import Console
+    from rich.table import Table
+
     console = Console()
     console.print(f"{db}: {len(people)} people, τ = {f'{tau:.4f}' if tau is not None else 'not calibrated'}", highlight=False)
     table = Table("name", "samples")
