@@ -93,3 +93,42 @@ def test_calibrating_on_five_strangers_warns(tmp_path):
     assert report["non_mated_people"] == 5 and report["effective_searches"] < 200
     assert "5 people (need at least 10)" in report["warning"] and "\n" not in report["warning"]
     assert report["fpir_ci95"][1] > 0.02  # the interval says what the warning says
+
+
+def test_a_trained_pair_head_scores_gallery_verification_and_is_calibrated(tmp_path):
+    import torch
+
+    from convgen.metric.losses import PairClassifierLoss, head_path
+    from convgen.nets import ResNetEncoder
+    from convgen.weights import save_encoder
+
+    encoder = ResNetEncoder(1, channels=(4,), strides=(1,), embedding_dim=DIM)
+    weights = tmp_path / "encoder.safetensors"
+    fp = save_encoder(weights, encoder, {"name": "resnet", "spatial_dims": 1, "in_channels": 1, "channels": [4],
+                                         "strides": [1], "embedding_dim": DIM})  # fmt: skip
+    torch.manual_seed(0)
+    head = PairClassifierLoss(DIM)
+    with torch.no_grad():  # a head that says "same" when the coordinates are close
+        head.head.weight.fill_(-4.0)
+        head.head.bias.fill_(3.0)
+    head.save_head(weights, fp)
+    assert head_path(weights).name == "encoder.head.safetensors"
+    rng = np.random.default_rng(3)
+    enrolled, _ = people(rng, 20, 2)
+    with Gallery.create(tmp_path / "g.db", fingerprint=fp, encoder={"name": "resnet"}, dim=DIM, weights=str(weights)) as gallery:
+        gallery.enrol_many({f"p{i}": enrolled[2 * i : 2 * i + 2] for i in range(20)})
+        query = enrolled[0] + 0.01
+        result = api.verify(gallery, query[None], "p0", threshold=1.0)
+        with torch.no_grad():
+            expected = head.score(torch.as_tensor(query[None]), torch.as_tensor(enrolled[0:2])).max().item()
+        assert result["probability"] == pytest.approx(expected, abs=1e-6) and "head_match" not in result
+        strangers, labels = people(rng, 60, 3)
+        report = api.calibrate(gallery, strangers, labels, "1:1", 0.05)
+        assert report["people"] == 60 and len(report["far_ci95"]) == 2
+        calibrated = report["head"]
+        assert 0 < calibrated["threshold_probability"] < 1 and calibrated["far"] <= 0.05
+        result = api.verify(gallery, query[None], "p0")
+        assert result["head_match"] == (result["probability"] >= calibrated["threshold_probability"])
+        other = PairClassifierLoss(DIM)
+        other.save_head(weights, "another encoder")  # a stale head of other weights is ignored
+        assert "probability" not in api.verify(gallery, query[None], "p0")
