@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import json
+import math
 import os
 import tempfile
 from pathlib import Path
@@ -111,6 +112,48 @@ def os_error(exc: OSError, path, action: str = "write") -> ConvgenError:
     if exc.errno is None and _disk_full(path):
         return DataError(f"cannot {action} {path}: the disk is full; free some space")
     return kind(f"cannot {action} {path}: {os_problem(exc)}")
+
+
+def load_npy(path, what: str = ".npy array"):
+    """A ``.npy`` file as a native-endian numeric array, its header checked before anything is allocated.
+
+    Refused with a one-line `DataError`: a header whose shape needs more bytes than the file
+    holds (a 100-byte file claiming 10^12 elements), and values that are not real numbers
+    (strings, records, dates, complex, objects), which a cast would silently turn into
+    garbage. Big-endian numbers are read as what they are.
+    """
+    import numpy as np
+
+    path = Path(path)
+
+    def refuse(why: str):
+        raise DataError(f"{path} is not a readable {what} ({why}); write it with numpy.save")
+
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as handle:
+            version = np.lib.format.read_magic(handle)
+            read_header = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}.get(version)
+            if read_header is None:
+                refuse(f"unknown .npy format version {version}")
+            shape, fortran, dtype = read_header(handle, max_header_size=10_000)
+            offset = handle.tell()
+    except (ValueError, EOFError, SyntaxError, TypeError) as exc:
+        refuse(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+    except OSError as exc:
+        raise os_error(exc, path, "read") from None
+    if dtype.hasobject or dtype.fields is not None or dtype.kind not in "biuf":
+        refuse(f"it holds {dtype} values, not real numbers")
+    needed = math.prod(shape) * dtype.itemsize
+    if needed > size - offset:
+        refuse(f"its header claims shape {shape} of {dtype}, {needed} bytes, but the file holds {size - offset}")
+    try:
+        array = np.load(path, allow_pickle=False)
+    except (ValueError, EOFError) as exc:
+        refuse(str(exc).splitlines()[0])
+    except OSError as exc:
+        raise os_error(exc, path, "read") from None
+    return array.astype(array.dtype.newbyteorder("="), copy=False) if not array.dtype.isnative else array
 
 
 def atomic_write_text(path: Path, text: str) -> None:

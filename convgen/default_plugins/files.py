@@ -5,12 +5,9 @@ from convgen.errors import DataError
 
 
 def read_npy(path):
-    import numpy as np
+    from convgen.io import load_npy
 
-    try:
-        return np.load(path, allow_pickle=False)
-    except (ValueError, OSError, EOFError) as exc:
-        raise DataError(f"{path} is not a readable .npy array ({str(exc).splitlines()[0]}); write it with numpy.save") from None
+    return load_npy(path)  # the header is checked first: no allocation bomb, no silent cast of strings or complex
 
 
 def write_npy(path, sample):

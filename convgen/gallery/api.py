@@ -20,7 +20,7 @@ from safetensors.torch import save_file
 
 from convgen.errors import ConfigError, DataError, ModelMismatchError, PathError
 from convgen.gallery.store import Gallery
-from convgen.io import atomic_path
+from convgen.io import atomic_path, loads_json
 from convgen.metric import evaluation
 from convgen.metric.embedder import Embedder
 from convgen.weights import check_safetensors
@@ -488,14 +488,51 @@ def import_(gallery: Gallery, path) -> int:
         if isinstance(exc, DataError):
             raise
         raise DataError(f"{path} is not a readable gallery export ({str(exc).splitlines()[0]})") from None
-    if metadata["fingerprint"] != gallery.fingerprint:
-        raise ModelMismatchError(f"{path} was exported from a gallery of another encoder; import it into a gallery built with that encoder")
-    theirs, ours = json.loads(metadata.get("pipeline") or "null"), gallery.pipeline
+    names, matrix, owners = _check_export(path, metadata, matrix, owners, gallery)
+    theirs, ours = loads_json(metadata.get("pipeline") or "null", f"{path}: its pipeline record"), gallery.pipeline
     if theirs and ours and theirs != ours:
         from convgen.pipelines import describe
 
         raise ModelMismatchError(f"{path} holds embeddings of files read through {describe(theirs)} but {gallery.path} reads "
                                  f"them through {describe(ours)}; import it into a gallery with the same input pipeline")  # fmt: skip
-    names = json.loads(metadata["names"])
     gallery.enrol_many({name: matrix[owners == i] for i, name in enumerate(names)})
     return len(names)
+
+
+def _check_export(path: Path, metadata: dict, matrix, owners, gallery: Gallery):
+    """An export is untrusted: its records, names and vectors are checked before anything is enrolled."""
+    from convgen.gallery.store import check_name
+
+    def refuse(why: str):
+        raise DataError(f"{path} is not a usable gallery export: {why}; export it again with `convgen gallery export`")
+
+    if not isinstance(metadata.get("fingerprint"), str):
+        refuse("it records no encoder fingerprint")
+    if metadata["fingerprint"] != gallery.fingerprint:
+        raise ModelMismatchError(f"{path} was exported from a gallery of another encoder; import it into a gallery built with that encoder")
+    names = loads_json(metadata.get("names", "null"), f"{path}: its list of names")
+    if not isinstance(names, list):
+        refuse(f"its names are {type(names).__name__}, not a list")
+    for name in names:
+        if not isinstance(name, str):
+            refuse(f"the name {name!r} is not text")
+        try:
+            check_name(name)
+        except DataError as exc:
+            refuse(str(exc).partition(";")[0])
+    if len(set(names)) != len(names):
+        refuse(f"the name {next(n for n in names if names.count(n) > 1)!r} appears twice")
+    if matrix.ndim != 2 or matrix.shape[1] != gallery.dim or matrix.dtype != np.float32:
+        refuse(f"its embeddings are {matrix.dtype} of shape {tuple(matrix.shape)}, not float32 (n, {gallery.dim})")
+    if owners.ndim != 1 or len(owners) != len(matrix) or not np.issubdtype(owners.dtype, np.integer):
+        refuse(f"its person index is {owners.dtype} of shape {tuple(owners.shape)}, not one integer per embedding")
+    if len(owners) and (owners.min() < 0 or owners.max() >= len(names)):
+        refuse(f"its person index points past its {len(names)} names")
+    if names and (np.bincount(owners, minlength=len(names)) == 0).any():
+        refuse("a person has no embeddings")
+    if not np.isfinite(matrix).all():
+        refuse("its embeddings hold NaN or infinite values")
+    norms = np.linalg.norm(matrix.astype(np.float64), axis=1)
+    if np.abs(norms - 1).max() > 1e-3:
+        refuse(f"its embeddings have norms up to {norms.max():.4g} (down to {norms.min():.4g}); the gallery's encoder makes unit-length ones")
+    return names, matrix, owners

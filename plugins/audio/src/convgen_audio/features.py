@@ -247,14 +247,14 @@ class FeatureSequence:
 
     def read(self, path) -> np.ndarray:
         """The checked ``(frames, coefficients)`` float32 array of one ``.npy`` file (never unpickled)."""
-        try:
-            x = np.load(path, allow_pickle=False)
-        except FileNotFoundError:
-            from convgen.errors import PathError
+        from pathlib import Path
 
-            raise PathError(f"feature file not found: {path}") from None
-        except (ValueError, OSError, EOFError) as exc:
-            raise DataError(f"{path} is not a readable .npy array ({str(exc).splitlines()[0][:120]}); save features with numpy.save") from None
+        from convgen.errors import PathError
+        from convgen.io import load_npy
+
+        if not Path(path).is_file():
+            raise PathError(f"feature file not found: {path}")
+        x = load_npy(path)  # header checked before allocating; strings, complex... refused
         if x.ndim != 2:
             raise DataError(f"{path} holds an array of shape {x.shape}; features must be 2D (frames, coefficients)")
         if not (np.issubdtype(x.dtype, np.floating) or np.issubdtype(x.dtype, np.integer)) or x.dtype == np.bool_:

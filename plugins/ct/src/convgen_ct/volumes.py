@@ -126,10 +126,15 @@ def read_numpy(path, key: str | None = None, spacing=None) -> MetaTensor:
     NumPy files carry no geometry: the affine is ``diag(spacing)`` (1 mm by default).
     """
     path = Path(path)
-    try:
-        loaded = np.load(path, allow_pickle=False)
-    except (ValueError, OSError, EOFError) as exc:
-        raise DataError(f"{path} is not a readable NumPy file ({_first_line(exc)})") from None
+    if path.suffix.lower() == ".npy":
+        from convgen.io import load_npy
+
+        loaded = load_npy(path, "NumPy file")  # header checked before allocating; strings, complex... refused
+    else:
+        try:
+            loaded = np.load(path, allow_pickle=False)
+        except (ValueError, OSError, EOFError) as exc:
+            raise DataError(f"{path} is not a readable NumPy file ({_first_line(exc)})") from None
     if isinstance(loaded, np.lib.npyio.NpzFile):
         with loaded:
             keys = list(loaded.keys())

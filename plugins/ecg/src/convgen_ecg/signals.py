@@ -9,6 +9,7 @@ samples, a flat line — is a one-line `DataError` here, naming the file.
 from __future__ import annotations
 
 import csv
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -79,6 +80,23 @@ def check(record: Record) -> None:
         raise DataError(f"{record.name}: the signal is a flat line (no heartbeat); check the electrodes or the file")
 
 
+def _check_header_fs(header: Path, fs) -> None:
+    """The record line's sampling rate must be a positive number: wfdb reads an unparsable
+    one (``-360``) as its default 250 Hz, which would silently scale every heart rate."""
+    written = None
+    for line in header.read_text(encoding="latin-1").splitlines():
+        if line.strip() and not line.lstrip().startswith("#"):
+            parts = line.split()
+            written = parts[2].split("/")[0] if len(parts) > 2 else None
+            break
+    try:
+        value = float(written) if written is not None else float(fs)
+    except (TypeError, ValueError):
+        value = math.nan
+    if not (math.isfinite(value) and 0 < value <= 1e6) or (written is not None and not math.isclose(value, float(fs))):
+        raise DataError(f"{header}: its sampling rate {written or fs!r} is not a positive number of Hz; fix the header's record line")
+
+
 def _read_wfdb(base: Path, max_seconds: float | None) -> Record:
     import wfdb
 
@@ -94,6 +112,7 @@ def _read_wfdb(base: Path, max_seconds: float | None) -> Record:
             raise DataError(f"{header}: its data file {data_file} is missing; a WFDB record is the .hea header plus the files it names")
     if not meta.sig_len or not meta.n_sig:
         raise DataError(f"{header}: the header describes no signal")
+    _check_header_fs(header, meta.fs)
     sampto = min(meta.sig_len, int(round(max_seconds * meta.fs))) if max_seconds else None
     try:
         record = wfdb.rdrecord(str(base), sampto=sampto) if sampto else wfdb.rdrecord(str(base))
