@@ -21,6 +21,7 @@ from convgen.errors import ConfigError
 from convgen.io import atomic_write_text
 from convgen.metric.embed import prepare_encoder
 from convgen.recipes import resolve_device
+from convgen.style import color
 from convgen.style.transfer import Result, StyleTransfer, check_inputs, check_memory, layer_weights
 
 DEFAULTS = {
@@ -43,6 +44,8 @@ DEFAULTS = {
     "beta": 100.0,
     "tv": 0.0,
     "normalize_layers": True,
+    "preserve_color": "none",
+    "multires": 1,
     "init": "content+noise",
     "noise_ratio": 0.5,
     "optimizer": "lbfgs",
@@ -136,7 +139,20 @@ def transfer(config: dict, content: torch.Tensor | None, styles: list[torch.Tens
     The engine keeps its targets, so that the caller can score other inputs with
     ``engine.loss`` (e.g. the result after a lossy conversion back to the domain).
     """
-    first, *_ = check_inputs(content, styles)
+    check_inputs(content, styles)
+    preserve, levels = config.get("preserve_color") or "none", config.get("multires", 1)
+    if preserve not in color.COLOR_MODES:
+        raise ConfigError(f"preserve_color must be one of {', '.join(color.COLOR_MODES)}, got {preserve!r}")
+    if isinstance(levels, bool) or not isinstance(levels, int) or levels < 1:
+        raise ConfigError(f"multires must be a positive number of levels (1: full resolution only), got {levels!r}")
+    original = content
+    if preserve != "none" and content is None:
+        raise ConfigError(f"preserve_color={preserve} keeps the content's colours, but there is no content input")
+    if preserve == "luminance":
+        content, styles = color.luminance(content, styles)
+    elif preserve == "histogram":
+        styles = [color.match_histogram(s, content) for s in styles]
+    first = content if content is not None else styles[0]
     encoder, spec, fp = prepare_encoder(config, first.ndim - 1, first.shape[0])
     content_layers = _weights(config["content_layers"] if content is not None else [], config["content_layer_weights"], "content_layer")
     style_layers = _weights(config["style_layers"], config["style_layer_weights"], "style_layer")
@@ -152,12 +168,39 @@ def transfer(config: dict, content: torch.Tensor | None, styles: list[torch.Tens
     value_range = tuple(config["range"]) if config["range"] is not None else None
     if value_range is not None and len(value_range) != 2:
         raise ConfigError(f"range must be [low, high], got {config['range']!r}")
-    result = engine.run(
-        content, styles, blend=config["style_weights"], shape=shape, init=config["init"], noise_ratio=config["noise_ratio"],
-        optimizer=config["optimizer"], lr=config["lr"], iterations=config["iterations"], value_range=value_range,
-        seed=config["seed"], device=resolve_device(config["device"]), snapshot_every=config["snapshot_every"] if on_snapshot else 0,
-        on_snapshot=on_snapshot,
-    )  # fmt: skip
+    if value_range is None:  # the inputs' range at full resolution, for every level
+        inputs_ = [t for t in (content, *styles) if t is not None]
+        value_range = (min(float(t.min()) for t in inputs_), max(float(t.max()) for t in inputs_))
+    if preserve == "luminance":  # the result in RGB, within the content's range
+        to_output = lambda g: color.with_chroma(g, original).clamp(float(original.min()), float(original.max()))  # noqa: E731
+    else:
+        to_output = lambda g: g  # noqa: E731
+    snapshot = (lambda step, g: on_snapshot(step, to_output(g))) if on_snapshot else None  # noqa: E731
+    full_shape = tuple(shape) if shape is not None else tuple((content if content is not None else styles[0]).shape)
+    common = dict(blend=config["style_weights"], init=config["init"], noise_ratio=config["noise_ratio"], optimizer=config["optimizer"],
+                  lr=config["lr"], iterations=config["iterations"], value_range=value_range, seed=config["seed"],
+                  device=resolve_device(config["device"]))  # fmt: skip
+    start, history, initial = None, [], None
+    for level in reversed(range(levels)):  # coarse to fine: each level starts from the coarser result, upsampled
+        factor = 2**level
+        down = lambda t: None if t is None else color.downsample(t, factor)  # noqa: E731
+        size = (full_shape[0], *[n // factor for n in full_shape[1:]])
+        if min(size[1:]) < 1:
+            raise ConfigError(f"multires={levels} halves an input of shape {full_shape} below one sample; use fewer levels")
+        result = engine.run(
+            down(content), [down(s) for s in styles], shape=size if shape is not None else None, start=start,
+            snapshot_every=config["snapshot_every"] if snapshot and level == 0 else 0, on_snapshot=snapshot, **common,
+        )  # fmt: skip
+        history += [{**row, "level": level, "iteration": row["iteration"] + (levels - 1 - level) * config["iterations"]} for row in result.history]
+        initial = initial or result.start
+        start = None if level == 0 else color.upsample(result.generated, [n // (factor // 2) for n in full_shape[1:]])
+    result.history, result.start = history, initial if levels == 1 else result.start
+    if levels > 1:  # the cost of the usual starting point at full resolution, for a comparable start
+        g0 = engine.initial(content, torch.empty(full_shape), config["init"], config["noise_ratio"], value_range,
+                            torch.Generator().manual_seed(config["seed"]))  # fmt: skip
+        with torch.no_grad():
+            result.start = engine.loss(g0[None].to(resolve_device(config["device"])))[1]
+    result.generated = to_output(result.generated)
     summary = {
         "shape": list(result.generated.shape),
         "encoder": spec["name"],

@@ -237,6 +237,7 @@ class StyleTransfer:
         snapshot_every: int = 0,
         on_snapshot: Callable[[int, torch.Tensor], None] | None = None,
         show_progress: bool = True,
+        start: torch.Tensor | None = None,
     ) -> Result:
         """Optimise ``G`` for ``iterations`` steps and return it with the cost history.
 
@@ -245,6 +246,7 @@ class StyleTransfer:
         range spanned by content and styles) clamps G during the optimisation. With L-BFGS
         one iteration is one quasi-Newton step with a strong-Wolfe line search (one or a
         few cost evaluations); ``history`` then has one row per chunk of iterations.
+        ``start`` (``(C, *spatial)``, e.g. a coarser level's result upsampled) replaces ``init``.
         """
         if optimizer not in OPTIMIZERS:
             raise ConfigError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {optimizer!r}")
@@ -264,7 +266,11 @@ class StyleTransfer:
 
         like = content if content is not None else torch.empty(tuple(shape) if shape else tuple(styles[0].shape))
         generator = torch.Generator().manual_seed(seed)
-        start = self.initial(None if content is None else content.cpu(), like.cpu(), init, noise_ratio, value_range, generator)
+        if start is None:
+            start = self.initial(None if content is None else content.cpu(), like.cpu(), init, noise_ratio, value_range, generator)
+        elif tuple(start.shape) != tuple(like.shape):
+            raise DataError(f"the starting point has shape {tuple(start.shape)}, the result needs {tuple(like.shape)}")
+        start = start.float().clamp(low, high)
         g = start.to(device)[None].requires_grad_(True)
         if optimizer == "lbfgs":
             opt = torch.optim.LBFGS([g], lr=lr or 1.0, history_size=50, line_search_fn="strong_wolfe",
