@@ -180,14 +180,14 @@ def test_resume_from_the_command_line(tmp_path):
 
 
 @pytest.mark.parametrize(
-    "overrides, message",
+    "overrides, code, message",
     [
-        (["dataset.identities=1"], "cannot hold out"),
-        (["dataset.samples_per_identity=1"], "cannot hold out"),
-        (["sampler.k=1"], "K ≥ 2"),
+        (["dataset.identities=1"], 5, "cannot hold out"),
+        (["dataset.samples_per_identity=1"], 5, "cannot hold out"),
+        (["sampler.k=1"], 3, "k must be in [2, inf)"),  # refused by the config check, before any data is made
     ],
 )
-def test_training_data_that_cannot_work_is_a_clear_error(tmp_path, overrides, message):
+def test_training_data_that_cannot_work_is_a_clear_error(tmp_path, overrides, code, message):
     result = invoke("run", "train", "spatial_dims=1", "dataset.size=16", *TINY, *overrides, "-o", tmp_path)
-    assert_one_line_error(result, 5, [message])
+    assert_one_line_error(result, code, [message])
     assert not (tmp_path / "checkpoint.safetensors").exists()
