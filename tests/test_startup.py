@@ -150,3 +150,14 @@ def test_listings_print_json(tmp_path):
     assert "resnet" in core["components"]["encoder"]
     people = json.loads(invoke("gallery", "list", small_gallery(tmp_path / "people.db"), "--json").stdout)
     assert people == [{"name": "ada", "samples": 2}, {"name": "bob", "samples": 2}]
+
+
+def test_bench_startup_runs_at_a_toy_size(tmp_path):
+    script = os.path.join(os.path.dirname(__file__), "..", "benchmarks", "bench_startup.py")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CONVGEN_")} | {"CONVGEN_LOAD_PLUGINS": OURS}
+    done = subprocess.run([sys.executable, script, "--repeat", "1"], capture_output=True, text=True, timeout=300, cwd=tmp_path, env=env)
+    assert done.returncode == 0, done.stderr[-2000:]
+    rows = {line.split("|")[1].strip(): line.split("|")[2:] for line in done.stdout.splitlines() if line.startswith("| ")}
+    assert float(rows['python -c "import typer"'][1].strip().rstrip("x")) == 1.0
+    for command in ("convgen --help", "convgen recipes list", "convgen gallery list DB", "convgen plugins"):
+        assert float(rows[command][0]) > 0 and rows[command][3].strip() == "no", rows[command]
