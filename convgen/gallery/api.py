@@ -210,7 +210,8 @@ def enrol_people(path, gallery: Gallery | None, encoder: Encoder, people: dict[s
 def identify_files(gallery: Gallery, encoder: Encoder, files, k: int = 5, threshold: float | None = None,
                    show_progress: bool = False) -> list[dict]:  # fmt: skip
     """`identify` for files, each result with its ``file``."""
-    _threshold(gallery, threshold)  # no embedding before a missing threshold is reported
+    if threshold is None:
+        _threshold(gallery, threshold)  # no embedding before a missing threshold is reported
     results = identify(gallery, encoder.embed_files(files, show_progress=show_progress), k, threshold)
     return [{"file": str(f), **r} for f, r in zip(files, results)]
 
