@@ -161,3 +161,18 @@ def test_bench_startup_runs_at_a_toy_size(tmp_path):
     assert float(rows['python -c "import typer"'][1].strip().rstrip("x")) == 1.0
     for command in ("convgen --help", "convgen recipes list", "convgen gallery list DB", "convgen plugins"):
         assert float(rows[command][0]) > 0 and rows[command][3].strip() == "no", rows[command]
+
+
+def test_shell_completion_offers_commands_and_recipe_names():
+    script = os.path.join(os.path.dirname(sys.executable), "convgen")
+
+    def complete(line: str) -> list[str]:
+        words = line.split(" ")
+        env = {**os.environ, "_CONVGEN_COMPLETE": "complete_bash", "COMP_WORDS": line, "COMP_CWORD": str(len(words) - 1)}
+        done = subprocess.run([script], capture_output=True, text=True, env=env, timeout=120)
+        assert done.returncode == 0, done.stderr
+        return done.stdout.split()
+
+    assert complete("convgen rec") == ["recipes"]
+    assert complete("convgen run emb") == ["embed"]
+    assert {"train", "embed"} <= set(complete("convgen run "))

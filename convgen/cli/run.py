@@ -12,9 +12,20 @@ from convgen.cli import app
 from convgen.errors import ConfigError
 
 
+def complete_recipe(incomplete: str) -> list:
+    """Shell completion: recipe names (with their descriptions; nothing heavy is imported),
+    then recipe files and run folders."""
+    from convgen.registry import get_registry
+
+    names = [(e.name, e.description) for e in get_registry("recipe").entries() if e.name.startswith(incomplete)]
+    paths = sorted(Path().glob(incomplete + "*")) if incomplete and not incomplete.startswith("/") else []
+    return names + [str(p) + ("/" if p.is_dir() else "") for p in paths if p.is_dir() or p.suffix in (".yaml", ".yml")]
+
+
 @app.command(context_settings={"allow_extra_args": False})
 def run(
-    recipe: str = typer.Argument(..., help="A registered recipe name (see `convgen recipes list`) or a recipe YAML file."),
+    recipe: str = typer.Argument(..., help="A registered recipe name (see `convgen recipes list`) or a recipe YAML file.",
+                                 autocompletion=complete_recipe),  # fmt: skip
     overrides: Optional[List[str]] = typer.Argument(None, help="Dotted overrides parsed as YAML, e.g. encoder.embedding_dim=64."),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Output folder [default: runs/RECIPE-TIMESTAMP]."),
     print_config: bool = typer.Option(False, "--print-config", help="Print the resolved config as YAML and exit."),
