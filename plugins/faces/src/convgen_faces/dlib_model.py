@@ -34,6 +34,7 @@ from convgen.nets.tapped import TappedEncoder
 
 __all__ = [
     "INSTALL_HINT",
+    "DlibEarly",
     "DlibResNet",
     "DlibStream",
     "chip_to_tensor",
@@ -513,6 +514,30 @@ class DlibResNet(TappedEncoder):
 def load_dlib_resnet(path=None) -> DlibResNet:
     """dlib's face-recognition encoder in eval mode (default: the installed package's weights)."""
     return DlibResNet(2, 3, path=path)
+
+
+class DlibEarly(TappedEncoder):
+    """The first ``stages`` residual stages of dlib's face ResNet: pretrained 2D features for style transfer.
+
+    A network trained on faces still learns general edge, colour and texture detectors in
+    its early stages, which is what Gram-matrix style costs read (ImageNet VGG cannot be
+    downloaded here). Taps: ``stem`` (7×7/2 conv, 32 channels), ``pool``, ``stage1`` (32),
+    ``stage2`` (64, stride 8), ``stage3`` (128, stride 16). Input: RGB in [0, 1], any size
+    of at least about 40 pixels. The head (global pooling and a random linear map) only
+    keeps the encoder contract; the stages are dlib's weights.
+    """
+
+    def __init__(self, spatial_dims: int = 2, in_channels: int = 3, embedding_dim: int = 128, stages: int = 2, path=None):
+        if not isinstance(stages, int) or isinstance(stages, bool) or not 1 <= stages <= 3:
+            raise ConfigError(f"dlib-early stages must be 1, 2 or 3, got {stages!r}")
+        full = DlibResNet(spatial_dims, in_channels, path=path)
+        names = ["stem", "pool", *[f"stage{i}" for i in range(1, stages + 1)]]
+        body = OrderedDict((name, full.body._modules[name]) for name in names)
+        width = STAGES[stages - 1][0]
+        head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(1), nn.Linear(width, embedding_dim))
+        super().__init__(2, 3, body, head)
+        self.source = full.source
+        self.eval()
 
 
 def chip_to_tensor(chips) -> torch.Tensor:

@@ -36,6 +36,7 @@ def register_writers(register):
 @convgen.hookimpl
 def register_encoders(register):
     register("dlib-resnet", "convgen_faces.dlib_model:DlibResNet")
+    register("dlib-early", "convgen_faces.dlib_model:DlibEarly")  # its first stages, for style transfer
 
 
 @convgen.hookimpl
