@@ -50,6 +50,8 @@ def check_safetensors(path, what: str = "safetensors file") -> dict:
     def refuse(reason: str):
         raise DataError(f"{path} is not a readable {what} ({reason}); re-export or re-download it")
 
+    if not path.is_file():
+        raise PathError(f"{what} not found: {path}; check the path" if not path.exists() else f"{path} is not a file; give a .safetensors {what}")
     size = path.stat().st_size
     with open(path, "rb") as handle:
         head = handle.read(8)
@@ -311,8 +313,10 @@ def load_model(path, expected: dict | None = None) -> Model:
 
 def _refuse_mismatch(path, spec: dict, expected: dict, got: dict) -> None:
     missing, unexpected = _compare(expected, got)
-    if missing or unexpected:
-        raise ModelMismatchError(f"{path} does not fit encoder {_describe(spec)}: {'; '.join(missing + unexpected)[:300]}")
+    problems = missing + unexpected
+    if problems:
+        more = f" (and {len(problems) - 2} more)" if len(problems) > 2 else ""
+        raise ModelMismatchError(f"{path} does not fit encoder {_describe(spec)}: {'; '.join(problems[:2])}{more}")
 
 
 def _compare(expected: dict, got: dict) -> tuple[list[str], list[str]]:

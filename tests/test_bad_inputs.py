@@ -508,6 +508,384 @@ def _(t):
     return ["run", "train", "dataset=folder", f"dataset.root={t.file('data.txt', b'x')}", *SMALL_TRAIN, "-o", t.out]
 
 
+# -- recipe values: every key typed and ranged before anything runs (issue 17) ---------
+
+
+@case("value-null-for-a-number", 3, "expects an integer (like 10), got null")
+def _(t):
+    return ["run", "train", "epochs=null", "-o", t.out]
+
+
+@case("value-number-for-a-list", 3, "expects a list")
+def _(t):
+    return ["run", "train", "encoder.channels=5", "-o", t.out]
+
+
+@case("value-list-of-words", 3, "expects a list of integers")
+def _(t):
+    return ["run", "train", "encoder.channels=[a, b]", "-o", t.out]
+
+
+@case("value-negative-channels", 3, "each item of channels must be in [1, 16384]")
+def _(t):
+    return ["run", "train", "encoder.channels=[-4, 8]", "-o", t.out]
+
+
+@case("value-batch-size-zero", 3, "batch_size must be in [1, inf)")
+def _(t):
+    return ["run", "train", "batch_size=0", "-o", t.out]
+
+
+@case("value-batch-size-negative", 3, "batch_size must be in [1, inf)")
+def _(t):
+    return ["run", "embed", "batch_size=-3", "-o", t.out]
+
+
+@case("value-embedding-dim-zero", 3, "embedding_dim must be in [1, 65536]")
+def _(t):
+    return ["run", "train", "encoder.embedding_dim=0", "-o", t.out]
+
+
+@case("value-embedding-dim-negative", 3, "embedding_dim must be in [1, 65536]")
+def _(t):
+    return ["run", "train", "encoder.embedding_dim=-3", "-o", t.out]
+
+
+@case("value-lr-negative", 3, "lr must be in (0, inf)")
+def _(t):
+    return ["run", "train", "optimizer.lr=-1", "-o", t.out]
+
+
+@case("value-lr-nan", 3, "must be a finite number")
+def _(t):
+    return ["run", "train", "optimizer.lr=.nan", "-o", t.out]
+
+
+@case("value-spatial-dims-4", 3, "spatial_dims must be in [1, 3]")
+def _(t):
+    return ["run", "train", "spatial_dims=4", "-o", t.out]
+
+
+@case("value-spatial-dims-0", 3, "spatial_dims must be in [1, 3]")
+def _(t):
+    return ["run", "stylize", "spatial_dims=0", "-o", t.out]
+
+
+@case("value-spatial-dims-negative", 3, "spatial_dims must be in [1, 3]")
+def _(t):
+    return ["run", "inspect", "spatial_dims=-1", "-o", t.out]
+
+
+@case("value-size-asking-for-terabytes", 3, "asks for samples of")
+def _(t):
+    return ["run", "train", "spatial_dims=3", "dataset.size=4096", "-o", t.out]
+
+
+@case("value-device-cuda-without-cuda", 3, "has no usable CUDA GPU")
+def _(t):
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    return ["run", "train", "device=cuda", "-o", t.out]
+
+
+@case("recipe-file-nested-thousands-deep", 3, "nested too deeply")
+def _(t):
+    return ["run", t.file("deep.yaml", b"recipe: train\nepochs: " + b"[" * 5000 + b"]" * 5000 + b"\n"), "-o", t.out]
+
+
+@case("override-nested-thousands-deep", 3, "nested too deeply")
+def _(t):
+    return ["run", "train", "epochs=" + "{a: " * 5000 + "1" + "}" * 5000, "-o", t.out]
+
+
+# -- output folders: a run never overwrites another's ---------------------------------
+
+
+@case("output-folder-is-a-file", 6, "is a file; give a folder")
+def _(t):
+    t.file("out", b"my notes")
+    return ["run", "stylize", *QUICK_STYLE, "-o", t.out]
+
+
+@case("output-folder-holds-another-run", 6, "already holds another run's outputs")
+def _(t):
+    t.file("out/config.yaml", b"recipe: train\nepochs: 3\n")
+    t.file("out/summary.json", b"{}\n")
+    return ["run", "stylize", *QUICK_STYLE, "-o", t.out]
+
+
+@case("output-folder-holds-this-run", 6, "already holds this run")
+def _(t):
+    printed = invoke("run", "stylize", *QUICK_STYLE, "--print-config")
+    t.file("out/config.yaml", printed.stdout.encode())
+    return ["run", "stylize", *QUICK_STYLE, "-o", t.out]
+
+
+@case("output-through-a-symlinked-folder", 6, "is a symlink")
+def _(t):
+    (t.dir / "elsewhere").mkdir()
+    t.out.mkdir()
+    (t.out / "sub").symlink_to(t.dir / "elsewhere")
+    return ["run", "stylize", *QUICK_STYLE, "output=sub/x.npy", "--force", "-o", t.out]
+
+
+# -- files whose library would raise, or cast silently --------------------------------
+
+
+@case("npy-strings", 5, "holds <U1 values, not real numbers")
+def _(t):
+    return ["gallery", "enrol", t.gallery(), "bob", t.npy("words.npy", np.full((1, 32), "a"))]
+
+
+@case("npy-structured", 5, "not real numbers")
+def _(t):
+    return ["gallery", "enrol", t.gallery(), "bob", t.npy("records.npy", np.zeros((1, 32), dtype=[("a", "f4"), ("b", "i4")]))]
+
+
+@case("npy-datetime", 5, "holds datetime64[s] values")
+def _(t):
+    return ["gallery", "enrol", t.gallery(), "bob", t.npy("dates.npy", np.zeros((1, 32), dtype="datetime64[s]"))]
+
+
+@case("npy-complex", 5, "holds complex64 values")
+def _(t):
+    return ["gallery", "identify", t.gallery(), t.npy("complex.npy", np.zeros((1, 32), np.complex64)), "-t", "1"]
+
+
+@case("npy-header-claims-a-trillion-elements", 5, "its header claims shape (1, 1000000000000)")
+def _(t):
+    header = b"{'descr': '<f4', 'fortran_order': False, 'shape': (1, 1000000000000), }"
+    header += b" " * (117 - len(header)) + b"\n"
+    return ["gallery", "enrol", t.gallery(), "bob", t.file("huge.npy", b"\x93NUMPY\x01\x00" + struct.pack("<H", len(header)) + header + b"\0" * 128)]
+
+
+def _png_claiming(width: int, height: int) -> bytes:
+    """A PNG whose header claims ``width × height`` grey pixels (and holds none)."""
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)) + chunk(b"IEND", b"")
+
+
+@case("image-decompression-bomb", 5, "is refused")
+def _(t):
+    return ["run", "faces-stylize", f"content={t.file('bomb.png', _png_claiming(20000, 20000))}", *QUICK_STYLE, "-o", t.out]
+
+
+def _record_with_rate(t, rate: str) -> Path:
+    text = (MITDB / "100.hea").read_text(encoding="latin-1").splitlines()
+    fields = text[0].split()
+    fields[2] = rate
+    shutil.copy(MITDB / "100.dat", t.dir / "100.dat")
+    return t.file("100.hea", ("\n".join([" ".join(fields), *text[1:]]) + "\n").encode("latin-1"))
+
+
+@case("wfdb-negative-sampling-rate", 5, "its sampling rate '-360' is not a positive number")
+def _(t):
+    return ["run", "ecg-peaks", f"record={_record_with_rate(t, '-360')}", "-o", t.out]
+
+
+@case("wfdb-zero-sampling-rate", 5, "its sampling rate '0' is not a positive number")
+def _(t):
+    return ["run", "ecg-peaks", f"record={_record_with_rate(t, '0')}", "-o", t.out]
+
+
+# -- weights whose metadata lies (checked against the tensors before anything is built) -
+
+
+def forged_weights(t, name: str, change) -> Path:
+    """assets/enc.safetensors with its header changed by ``change(header)``; the tensor bytes kept."""
+    raw = (t.assets / "enc.safetensors").read_bytes()
+    length = struct.unpack("<Q", raw[:8])[0]
+    header = json.loads(raw[8 : 8 + length])
+    change(header)
+    return t.file(name, safetensors_bytes(header, raw[8 + length :]))
+
+
+def _set_spec(**changes):
+    def change(header):
+        spec = json.loads(header["__metadata__"]["spec"])
+        header["__metadata__"]["spec"] = json.dumps({**spec, **changes})
+
+    return change
+
+
+@case("weights-spec-asks-for-gigabytes", 4, "does not fit encoder")
+def _(t):
+    bomb = forged_weights(t, "bomb.safetensors", _set_spec(channels=[16384, 16384], embedding_dim=65536))
+    return ["gallery", "create", t.dir / "new.db", "-w", bomb]
+
+
+def _relabel(header):
+    name = next(k for k, v in header.items() if k != "__metadata__" and v["dtype"] == "F32")
+    header[name]["dtype"] = "I32"
+
+
+@case("weights-float-relabelled-int", 4, "is int32, expected float32")
+def _(t):
+    return ["gallery", "create", t.dir / "new.db", "-w", forged_weights(t, "relabelled.safetensors", _relabel)]
+
+
+@case("weights-spec-of-the-wrong-type", 5, "has a damaged convgen header")
+def _(t):
+    def change(header):
+        header["__metadata__"]["spec"] = json.dumps(["resnet", 16])
+
+    return ["run", "embed", *SMALL_EMBED, f"weights={forged_weights(t, 'list.safetensors', change)}", "-o", t.out]
+
+
+@case("weights-spec-nested-200000-deep", 5, "nested too deeply")
+def _(t):
+    def change(header):
+        header["__metadata__"]["spec"] = "[" * 200_000 + "]" * 200_000
+
+    return ["gallery", "create", t.dir / "new.db", "-w", forged_weights(t, "deep.safetensors", change)]
+
+
+@case("safetensors-header-nested-200000-deep", 5, "nested too deeply")
+def _(t):
+    header = b'{"w": ' + b"[" * 200_000 + b"]" * 200_000 + b"}"
+    return ["gallery", "create", t.dir / "new.db", "-w", t.file("deep.safetensors", struct.pack("<Q", len(header)) + header)]
+
+
+# -- gallery exports (untrusted: validated before anything is enrolled) ----------------
+
+
+def forged_export(t, name: str, embeddings=None, person=None, **metadata) -> Path:
+    """assets/people-export.safetensors with tensors and metadata replaced (a key set to None is removed)."""
+    from safetensors import safe_open
+    from safetensors.numpy import save_file
+
+    with safe_open(str(t.assets / "people-export.safetensors"), framework="np") as handle:
+        meta = dict(handle.metadata())
+        tensors = {"embeddings": handle.get_tensor("embeddings"), "person": handle.get_tensor("person")}
+    if embeddings is not None:
+        tensors["embeddings"] = np.asarray(embeddings, np.float32)
+    if person is not None:
+        tensors["person"] = np.asarray(person, np.int64)
+    meta.update({k: v for k, v in metadata.items() if v is not None})
+    for key in [k for k, v in metadata.items() if v is None]:
+        meta.pop(key)
+    save_file(tensors, str(t.dir / name), metadata=meta)
+    return t.dir / name
+
+
+def _two(t):
+    e = np.load(t.assets / "ann.npy")
+    return np.concatenate([e, e])
+
+
+@case("export-without-fingerprint", 5, "records no encoder fingerprint")
+def _(t):
+    return ["gallery", "import", t.gallery(), forged_export(t, "x.safetensors", fingerprint=None, names='["zed"]')]
+
+
+@case("export-names-of-the-wrong-type", 5, "its names are dict, not a list")
+def _(t):
+    return ["gallery", "import", t.gallery(), forged_export(t, "x.safetensors", names='{"zed": 0}')]
+
+
+@case("export-empty-name", 5, "a person needs a non-empty name")
+def _(t):
+    return ["gallery", "import", t.gallery(), forged_export(t, "x.safetensors", names='[""]')]
+
+
+@case("export-duplicate-names", 5, "appears twice")
+def _(t):
+    return ["gallery", "import", t.gallery(), forged_export(t, "x.safetensors", _two(t), [0, 1], names='["zed", "zed"]')]
+
+
+@case("export-name-with-a-newline", 5, "holds a newline or control character")
+def _(t):
+    return ["gallery", "import", t.gallery(), forged_export(t, "x.safetensors", names='["zed\\nann"]')]
+
+
+@case("export-vectors-of-norm-1000", 5, "unit-length")
+def _(t):
+    return ["gallery", "import", t.gallery(), forged_export(t, "x.safetensors", np.load(t.assets / "ann.npy") * 1000, names='["zed"]')]
+
+
+# -- tampered or damaged galleries ------------------------------------------------------
+
+
+def tampered(t, sql: str) -> Path:
+    db = t.gallery()
+    connection = sqlite3.connect(db)
+    connection.execute(sql)
+    connection.commit()
+    connection.close()
+    return db
+
+
+@case("gallery-tampered-dim", 5, "is damaged: its 'dim' record is '-3'")
+def _(t):
+    return ["gallery", "list", tampered(t, "UPDATE meta SET value = '-3' WHERE key = 'dim'")]
+
+
+@case("gallery-tampered-threshold", 5, "is damaged: its 'threshold' record is 'nan'")
+def _(t):
+    return ["gallery", "identify", tampered(t, "UPDATE meta SET value = 'nan' WHERE key = 'threshold'"), t.assets / "sample.npy"]
+
+
+@case("gallery-tampered-spatial-size", 5, "is damaged: its 'spatial_size' record is '[-5]'")
+def _(t):
+    return ["gallery", "enrol", tampered(t, "UPDATE meta SET value = '[-5]' WHERE key = 'spatial_size'"), "bob", t.assets / "sample.npy"]
+
+
+@case("gallery-one-byte-embedding", 5, "an embedding holds 1 bytes, not 64")
+def _(t):
+    return ["gallery", "identify", tampered(t, "UPDATE samples SET embedding = x'00'"), t.assets / "sample.npy", "-t", "1"]
+
+
+@case("gallery-page-of-random-bytes", 5, "it is damaged; restore it from a backup")
+def _(t):
+    db = t.gallery()
+    data = bytearray(db.read_bytes())
+    data[3 * 4096 : 4 * 4096] = np.random.default_rng(1).bytes(4096)  # a page of the samples table
+    db.write_bytes(bytes(data))
+    return ["gallery", "identify", db, t.assets / "sample.npy", "-t", "1"]
+
+
+# -- gallery arguments ------------------------------------------------------------------
+
+
+@case("name-with-a-newline", 5, "holds a newline or control character")
+def _(t):
+    return ["gallery", "enrol", t.gallery(), "bob\nann", t.assets / "sample.npy"]
+
+
+@case("threshold-nan", 3, "must be a finite distance ≥ 0, got nan")
+def _(t):
+    return ["gallery", "identify", t.gallery(), t.assets / "sample.npy", "-t", "nan"]
+
+
+@case("threshold-negative", 3, "must be a finite distance ≥ 0, got -1.0")
+def _(t):
+    return ["gallery", "verify", t.gallery(), "ann", t.assets / "sample.npy", "-t", "-1"]
+
+
+@case("top-k-zero", 3, "must be a whole number ≥ 1, got 0")
+def _(t):
+    return ["gallery", "identify", t.gallery(), t.assets / "sample.npy", "-t", "1", "--top-k", "0"]
+
+
+@case("spatial-size-negative", 3, "spatial_size must be a positive int")
+def _(t):
+    return ["gallery", "create", t.dir / "new.db", "-w", t.assets / "enc.safetensors", "--spatial-size", "-5"]
+
+
+@case("spatial-size-zero", 3, "spatial_size must be a positive int")
+def _(t):
+    return ["gallery", "create", t.dir / "new.db", "-w", t.assets / "enc.safetensors", "--spatial-size", "0"]
+
+
+@case("spatial-size-wrong-axes", 3, "has 2 axes but the encoder takes 1")
+def _(t):
+    return ["gallery", "create", t.dir / "new.db", "-w", t.assets / "enc.safetensors", "--spatial-size", "8", "--spatial-size", "8"]
+
+
 # -- the test ----------------------------------------------------------------------------
 
 
@@ -532,6 +910,9 @@ def assets(tmp_path_factory):
             g.enrol("ann", encoder.embed_files([root / "sample.npy"]))
     with Gallery.open(root / "other.db") as g:
         api.export(g, root / "other-export.safetensors")
+    with Gallery.open(root / "people.db") as g:
+        api.export(g, root / "people-export.safetensors")
+        np.save(root / "ann.npy", g.embeddings_of("ann"))
     return root
 
 

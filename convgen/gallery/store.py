@@ -162,7 +162,9 @@ class Gallery:
             raise PathError(f"{path} is a directory, not a gallery file")
         if not os.access(path, os.R_OK):
             raise DataError(f"cannot read gallery {path}: permission denied; check the file's permissions")
-        modes = ["ro", "ro&immutable=1"] if readonly else ["rw"]
+        # Read-only commands open like the others where they can (nothing left behind), then
+        # read-only, then immutable (a read-only folder or mount, where no -shm file can be made).
+        modes = ["rw", "ro", "ro&immutable=1"] if readonly else ["rw"]
         for i, mode in enumerate(modes):
             db = None
             try:
