@@ -12,7 +12,6 @@ import sys
 import typer
 from typer.core import TyperGroup
 
-from convgen import __version__
 from convgen.errors import ConvgenError, from_environment
 
 
@@ -39,6 +38,8 @@ app = typer.Typer(
 
 def _version(value: bool):
     if value:
+        from convgen import __version__  # read from the package metadata: only --version needs it
+
         typer.echo(f"convgen {__version__}")
         raise typer.Exit()
 
