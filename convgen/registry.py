@@ -68,7 +68,7 @@ class Entry:
             try:
                 self._obj = self._obj.load()
             except ModuleNotFoundError as exc:  # an optional dependency of the plugin is missing
-                raise ConfigError(f"{self.name!r} from plugin {self.plugin!r} cannot be loaded: {exc}; install what it needs") from None
+                raise ConfigError(f"{self.name!r} from plugin {self.plugin!r} cannot be loaded: {exc}; install what it needs") from exc
         return self._obj
 
     @property
