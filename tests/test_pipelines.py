@@ -205,6 +205,9 @@ def test_bulk_enrol_nested_folders_and_identify_with_a_contact_sheet(tmp_path):
     assert len(results) == 6 and all(r["name"] == Path(r["file"]).parent.relative_to(known).as_posix() for r in results)
     sheet = (tmp_path / "out" / "sheet.html").read_text()
     assert sheet.count("<tr>") == 7 and sheet.count("data:image/png;base64") == 12
+    from PIL import Image
+
+    assert Image.open(tmp_path / "out" / "sheet.png").height > 6 * 128, "one row per query"
 
 
 def test_an_export_imports_only_into_a_gallery_with_the_same_pipeline(tmp_path):

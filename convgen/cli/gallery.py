@@ -174,7 +174,7 @@ def identify(
     threshold: Optional[float] = THRESHOLD,
     weights: Optional[Path] = WEIGHTS,
     pipeline_option: Optional[List[str]] = PIPELINE_OPTION,
-    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Also write results.json and a contact sheet (sheet.html) in this folder."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Also write results.json and a contact sheet (sheet.png, sheet.html) in this folder."),
     as_json: bool = JSON,
 ):
     """1:N, open set — who is in each file, or 'unknown' when nobody enrolled is within τ. Batched, with a progress bar."""
@@ -193,7 +193,7 @@ def identify(
         console = Console()
         console.print(api.identify_table(results, f"identify against {db}"))
         if sheet:
-            console.print(f"wrote {output / 'results.json'} and {sheet}", highlight=False, soft_wrap=True)
+            console.print(f"wrote {output / 'results.json'}, {sheet} and {sheet.with_suffix('.html')}", highlight=False, soft_wrap=True)
     _notice(encoder)
 
 

@@ -240,58 +240,21 @@ def identify_table(results: list[dict], title: str):
 
 
 def write_results(out_dir, gallery: Gallery, encoder: Encoder, results: list[dict]) -> Path:
-    """``results.json`` and ``sheet.html`` in ``out_dir``: each query beside its match's first enrolled sample, or "unknown".
-
-    Pictures come from the pipeline's ``preview`` (a face crop, a spectrogram, a slice);
-    a 1D preview (an ECG trace) is drawn as a line. The sheet is one self-contained file.
-    """
-    import base64
-    import html
-
+    """``results.json``, ``sheet.png`` and ``sheet.html`` in ``out_dir``; returns the PNG (see `convgen.gallery.sheet`)."""
+    from convgen.gallery import sheet
     from convgen.io import atomic_write_text
 
     out_dir = Path(out_dir)
     atomic_write_text(out_dir / "results.json", json.dumps({"gallery": str(gallery.path), **encoder.record(), "results": results}, indent=2) + "\n")
-
-    def picture(file) -> str:
-        try:
-            image = encoder.preview(file) if file and Path(file).exists() else None
-        except Exception:  # noqa: BLE001  (a sheet shows what it can; the answer is in the table)
-            image = None
-        if image is None:
-            return '<div class="none">no preview</div>'
-        image = torch.as_tensor(image).float().clamp(0, 1)
-        if image.ndim == 2:  # (C, L): a trace
-            y = image[0].numpy()
-            xs = np.linspace(0, 300, len(y))
-            points = " ".join(f"{x:.1f},{100 - 90 * v:.1f}" for x, v in zip(xs, (y - y.min()) / (np.ptp(y) + 1e-9)))
-            return f'<svg width="300" height="110"><polyline fill="none" stroke="black" stroke-width="1" points="{points}"/></svg>'
-        from io import BytesIO
-
-        from PIL import Image
-
-        array = (image.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
-        buffer = BytesIO()
-        Image.fromarray(array[..., 0] if array.shape[2] == 1 else array).save(buffer, format="PNG")
-        return f'<img src="data:image/png;base64,{base64.b64encode(buffer.getvalue()).decode()}" height="128">'
 
     def first_source(name):
         row = gallery.db.execute("SELECT s.source FROM samples s JOIN people p ON s.person = p.id WHERE p.name = ? "
                                  "ORDER BY s.id LIMIT 1", (name,)).fetchone()  # fmt: skip
         return row[0] if row else None
 
-    rows = []
-    for r in results:
-        answer = r["name"]
-        match = picture(first_source(answer)) if answer else '<div class="none">unknown</div>'
-        rows.append(f"<tr><td>{picture(r['file'])}<br>{html.escape(Path(r['file']).name)}</td><td>{match}<br>"
-                    f"<b>{html.escape(answer or 'unknown')}</b></td><td>{r['distance']:.4f}<br>τ {r['threshold']:.4f}</td></tr>")  # fmt: skip
-    page = ("<!doctype html><meta charset='utf-8'><title>convgen identify</title><style>body{font-family:sans-serif}"
-            "td{padding:6px;vertical-align:top;text-align:center}.none{width:128px;height:128px;line-height:128px;background:#eee}"
-            f"</style><h1>identify against {html.escape(str(gallery.path.name))}</h1><table><tr><th>query</th><th>answer "
-            "(first enrolled sample)</th><th>distance</th></tr>" + "".join(rows) + "</table>\n")  # fmt: skip
-    atomic_write_text(out_dir / "sheet.html", page)
-    return out_dir / "sheet.html"
+    rows = [{**r, "match_file": first_source(r["name"]) if r["name"] else None} for r in results]
+    png, _ = sheet.write(out_dir, f"identify against {gallery.path.name}", rows, encoder.preview)
+    return png
 
 
 def _threshold(gallery: Gallery, threshold: float | None) -> float:

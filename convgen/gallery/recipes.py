@@ -108,6 +108,7 @@ def register_gallery_recipes(register, prefix: str, pipeline: dict, noun: str, w
         gallery, enc = open_existing(config)
         with gallery:
             results = api.identify_files(gallery, enc, paths, config["top_k"], config["threshold"], show_progress=True)
+            api.write_results(out_dir, gallery, enc, results)  # results.json, sheet.png, sheet.html
         Console().print(api.identify_table(results, f"identify against {config['gallery']}"))
         _notice(enc)
         return {"results": [{noun: r["file"], **r} for r in results], **enc.record()}
@@ -121,7 +122,10 @@ def register_gallery_recipes(register, prefix: str, pipeline: dict, noun: str, w
         gallery, enc = open_existing(config)
         with gallery:
             report = api.calibrate_folder(gallery, enc, config["folder"], mode, target, config["nested"], show_progress=True)
-        Console().print(f"threshold {report['threshold']:.4f} for {mode} at target {target:g}", highlight=False)
+        reached = f"FAR {report['far']:.4g}" if mode == "1:1" else f"FPIR {report['fpir']:.4g} over {report['non_mated_searches']} searches"
+        Console().print(f"threshold {report['threshold']:.4f} for {mode} at target {target:g}: {reached}", highlight=False)
+        if report.get("warning"):
+            Console(stderr=True).print(f"warning: {report['warning']}", highlight=False, soft_wrap=True)
         _notice(enc)
         return {**report, **enc.record()}
 

@@ -15,7 +15,7 @@ from convgen_ecg.signals import read_record
 
 
 class EcgInputs:
-    """A record's windows through an `EcgPipeline`; ``preview`` is the cleaned trace (first 10 s)."""
+    """A record's windows through an `EcgPipeline`; ``preview`` is the cleaned trace (its first 4 s)."""
 
     def __init__(self, pipeline: EcgPipeline, fs_csv: float | None):
         self.pipeline, self.fs_csv = pipeline, fs_csv
@@ -26,7 +26,7 @@ class EcgInputs:
     def preview(self, path):
         import torch
 
-        trace = self.pipeline.clean(read_record(path, fs=self.fs_csv))[: int(10 * self.pipeline.fs)]
+        trace = self.pipeline.clean(read_record(path, fs=self.fs_csv))[: int(4 * self.pipeline.fs)]
         return torch.as_tensor(trace[None].copy(), dtype=torch.float32)  # (1, L): a 1D trace
 
 
