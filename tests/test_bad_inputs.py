@@ -983,3 +983,89 @@ def test_every_test_the_docs_name_exists():
             assert name in _names(ROOT / file), f"{file}::{name} named in {DOC.name} does not exist"
         else:
             assert name in everywhere, f"{name} named in {DOC.name} does not exist"
+
+
+# -- file-system faults: a read-only mount, a full disk (issue 17) ----------------------
+# A private mount namespace (``unshare -rm``) gives an unprivileged test a real read-only
+# bind mount and a real full tmpfs, so the errors are the kernel's, not a simulation.
+
+
+def _namespaces() -> bool:
+    import subprocess
+
+    try:
+        return subprocess.run(["unshare", "-rm", "true"], capture_output=True, timeout=30).returncode == 0
+    except (OSError, subprocess.SubprocessError):
+        return False
+
+
+needs_namespaces = pytest.mark.skipif(not _namespaces(), reason="needs unshare -rm (user and mount namespaces)")
+
+
+def _in_namespace(folder: Path, setup: str, *commands: list) -> list[tuple[int, str]]:
+    """Run ``setup`` then each convgen command (in one process, through the CLI entry point)
+    in a private mount namespace; returns (exit code, stderr) per command."""
+    import subprocess
+    import sys
+
+    program = (
+        "import json, sys\n"
+        "from convgen import plugins\n"
+        "from convgen.testing import invoke\n"
+        "results = []\n"
+        "for args in json.loads(sys.argv[1]):\n"
+        "    plugins.reset()\n"
+        "    r = invoke(*args)\n"
+        "    results.append([r.exit_code, r.stderr + ('Traceback' if r.exception and not isinstance(r.exception, SystemExit) else '')])\n"
+        "open('results.json', 'w').write(json.dumps(results))\n"
+    )  # fmt: skip
+    listed = json.dumps([[str(a) for a in args] for args in commands])
+    script = f'{setup} && exec "$0" -c "$1" "$2"'
+    subprocess.run(["unshare", "-rm", "sh", "-c", script, sys.executable, program, listed], cwd=folder, check=True, timeout=600,
+                   capture_output=True)  # fmt: skip
+    return [tuple(r) for r in json.loads((folder / "results.json").read_text())]
+
+
+@needs_namespaces
+def test_a_read_only_gallery_serves_the_reading_commands_and_names_the_cause_for_the_others(tmp_path, assets):
+    """On a read-only mount: list, identify, verify, export and backup work; enrol is one line saying read-only."""
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shutil.copy(assets / "people.db", shared / "people.db")
+    before = (shared / "people.db").read_bytes()
+    sample = assets / "sample.npy"
+    results = _in_namespace(
+        tmp_path, "mount --bind shared shared && mount -o remount,ro,bind shared",
+        ["gallery", "list", "shared/people.db"],
+        ["gallery", "identify", "shared/people.db", sample, "-t", "1"],
+        ["gallery", "verify", "shared/people.db", "ann", sample, "-t", "1"],
+        ["gallery", "export", "shared/people.db", "people.safetensors"],
+        ["gallery", "backup", "shared/people.db", "copy.db"],
+        ["gallery", "enrol", "shared/people.db", "bob", sample],
+        ["gallery", "export", "shared/people.db", "shared/people.safetensors"],
+    )  # fmt: skip
+    for code, stderr in results[:5]:
+        assert code == 0, stderr
+    assert results[5][0] == 5 and "it is read-only" in results[5][1] and "Traceback" not in results[5][1]
+    assert results[6][0] == 5 and "the file system is read-only" in results[6][1] and "Traceback" not in results[6][1]
+    assert (shared / "people.db").read_bytes() == before and sorted(p.name for p in shared.iterdir()) == ["people.db"]
+    from convgen.gallery.store import Gallery
+
+    with Gallery.open(tmp_path / "copy.db") as copy:
+        assert [p.name for p in copy.people()] == ["ann"]
+
+
+@needs_namespaces
+def test_a_full_disk_is_named_as_such(tmp_path, assets):
+    """On a full tmpfs: enrolling, exporting and a run's outputs are one line that says the disk is full."""
+    (tmp_path / "full").mkdir()
+    results = _in_namespace(
+        tmp_path, "mount -t tmpfs -o size=64k tmpfs full && cp " + str(assets / "people.db") + " full/ && "
+        "head -c 65536 /dev/zero > full/padding; true",
+        ["gallery", "enrol", "full/people.db", "bob", assets / "sample.npy"],
+        ["gallery", "export", assets / "people.db", "full/people.safetensors"],
+        ["run", "stylize", *QUICK_STYLE, "-o", "full/run"],
+    )  # fmt: skip
+    for code, stderr in results:
+        lines = [line for line in stderr.splitlines() if line.strip()]
+        assert code == 5 and len(lines) == 1 and "the disk is full" in lines[0], stderr

@@ -218,3 +218,88 @@ def test_everything_a_gallery_writes_is_owner_only(tmp_path):
         assert {p.name for p in written} >= {"g.db", "g.db-wal", "g.db.vectors.npy", "g.db.ids.npy", "people.safetensors"}
         modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in written}
     assert all(mode == 0o600 for mode in modes.values()), {k: oct(v) for k, v in modes.items()}
+
+
+# -- untrusted metadata, bounded before use (issue 17) ----------------------------------
+
+
+def _unit(rows: int, dim: int, seed: int = 0) -> np.ndarray:
+    x = np.random.default_rng(seed).normal(size=(rows, dim)).astype(np.float32)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def test_a_poisoned_index_cache_with_the_right_generation_is_rebuilt_not_believed(tmp_path):
+    """Swap two rows of the persisted exact index, sidecar (and its generation) untouched: the
+    checksum recorded in the database no longer matches, so the index is rebuilt from the rows."""
+    from convgen.gallery.store import Gallery
+
+    vectors = _unit(3, 16)
+    with Gallery.create(tmp_path / "g.db", fingerprint="f", encoder={}, dim=16) as g:
+        for name, v in zip("abc", vectors):
+            g.enrol(name, v)
+        assert g.search(vectors[0], 1)[0][0][0] == "a"
+    cache = tmp_path / "g.db.vectors.npy"
+    sidecar = (tmp_path / "g.db.vectors.json").read_text()
+    poisoned = np.load(cache)
+    poisoned[[0, 1]] = poisoned[[1, 0]]
+    np.save(cache, poisoned)
+    assert (tmp_path / "g.db.vectors.json").read_text() == sidecar  # well-formed, right generation
+    with Gallery.open(tmp_path / "g.db") as g:
+        index = g._current_index(g.generation)
+        assert index is None, "the poisoned cache must not be trusted"
+        assert [hits[0][0] for hits in g.search(vectors, 1)] == ["a", "b", "c"]
+    assert np.array_equal(np.load(cache), vectors), "the cache was rebuilt from the database"
+    with Gallery.open(tmp_path / "g.db") as g:  # and the rebuilt cache is trusted again
+        assert g._current_index(g.generation) is not None
+
+
+def test_backup_copies_a_live_gallery_consistently(tmp_path):
+    """While another connection holds an open write transaction, the backup has exactly the
+    committed people (including those still in the WAL), passes integrity_check, is owner-only,
+    and never overwrites a file."""
+    import sqlite3
+
+    from convgen.errors import PathError
+    from convgen.gallery.store import Gallery
+
+    with Gallery.create(tmp_path / "g.db", fingerprint="f", encoder={}, dim=8) as g:
+        for i, v in enumerate(_unit(5, 8)):
+            g.enrol(f"p{i}", v)
+        writer = sqlite3.connect(tmp_path / "g.db", isolation_level=None)
+        writer.execute("BEGIN IMMEDIATE")
+        writer.execute("INSERT INTO people (name, created) VALUES ('uncommitted', 0)")
+        g.backup(tmp_path / "copy.db")
+        writer.execute("ROLLBACK")
+        writer.close()
+        with pytest.raises(PathError, match="already exists"):
+            g.backup(tmp_path / "copy.db")
+    assert stat.S_IMODE((tmp_path / "copy.db").stat().st_mode) == 0o600
+    with Gallery.open(tmp_path / "copy.db") as copy:
+        assert [p.name for p in copy.people()] == [f"p{i}" for i in range(5)]
+        assert copy.db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        assert np.allclose(copy.embeddings_of("p3"), _unit(5, 8)[3])
+
+
+def test_big_endian_npy_reads_as_its_values(tmp_path):
+    from convgen.io import load_npy
+
+    values = np.arange(12, dtype=np.float32).reshape(1, 12)
+    np.save(tmp_path / "be.npy", values.astype(">f4"))
+    read = load_npy(tmp_path / "be.npy")
+    assert read.dtype == np.float32 and read.dtype.isnative and np.array_equal(read, values)
+
+
+def test_an_encoder_too_big_for_the_machine_is_refused_before_allocating(monkeypatch):
+    monkeypatch.setattr(weights, "_physical_memory", lambda: 1 << 20)  # a 1 MiB machine
+    spec = {"name": "resnet", "channels": [64, 64], "strides": [1, 2]}
+    with pytest.raises(ConfigError, match="more than this machine can train"):
+        weights.build_encoder(spec, spatial_dims=1, in_channels=1)
+
+
+@pytest.mark.parametrize("text", ["[" * 100_000 + "]" * 100_000, '{"a": ' * 70 + "1" + "}" * 70])
+def test_json_from_files_is_bounded_in_nesting(text):
+    from convgen.io import loads_json
+
+    with pytest.raises(DataError, match="nested"):
+        loads_json(text, "header")
+    assert loads_json('{"a": ' * 60 + "1" + "}" * 60, "header")  # real headers nest 3 deep
