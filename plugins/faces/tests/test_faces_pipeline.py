@@ -10,6 +10,7 @@ import torch
 from convgen_faces.datasets import FaceFolder, sample_dir
 from PIL import Image
 
+from convgen.errors import DataError
 from convgen.gallery.store import Gallery
 from convgen.pipelines import build_pipeline
 from convgen.testing import gallery_doors, invoke, tiny_encoder_weights
@@ -97,3 +98,14 @@ def test_faces_galleries_default_to_dlibs_encoder(tmp_path):
         assert gallery.encoder["name"] == "dlib-resnet" and gallery.pipeline["align"] == "dlib" and gallery.dim == 128
     result = invoke("gallery", "verify", db, "eileen", PORTRAIT, "--threshold", "0.01", "--json")  # no weights file anywhere
     assert result.exit_code == 0 and json.loads(result.stdout)["distance"] < 1e-6
+
+
+def test_nested_identity_folders_behind_an_option(tmp_path):
+    for group, people in (("family", ["s1", "s2"]), ("work", ["s3"])):
+        for name in people:
+            (tmp_path / group / name).mkdir(parents=True)
+            shutil.copy(ORL / name / "1.png", tmp_path / group / name / "1.png")
+    assert FaceFolder(tmp_path, detect=False, nested=True).classes == ["family/s1", "family/s2", "work/s3"]
+    assert FaceFolder(tmp_path, detect=False, nested=True, people=["work/s3"]).classes == ["work/s3"]
+    with pytest.raises(DataError, match="no photos"):
+        FaceFolder(tmp_path, detect=False)  # the people sit one level deeper

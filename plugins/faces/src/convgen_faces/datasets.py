@@ -65,25 +65,30 @@ class FaceFolder(_Faces):
         people: only these people (sub-folder names), e.g. the training side of a split.
         max_per_person: use at most this many photos of each person (sorted by name).
         cache: keep preprocessed faces in memory (detection runs once per photo).
+        nested: a person is any folder below ``root`` that holds photos, named by its
+            path relative to ``root`` (``family/alice``); False: only the direct sub-folders.
     """
 
     def __init__(self, root: str | None = None, size=64, channels: int = 1, detect: bool = True, margin: float = 0.2,
                  align: str = "none", if_no_face: str = "error", people: list[str] | None = None,
-                 max_per_person: int | None = None, cache: bool = True, detector: str = "auto"):  # fmt: skip
+                 max_per_person: int | None = None, cache: bool = True, detector: str = "auto", nested: bool = False):  # fmt: skip
         self.root = Path(root) if root else sample_dir("orl")
         if not self.root.is_dir():
             raise PathError(f"face folder not found: {self.root} (expected one sub-folder of photos per person)")
         self.classes, self.files, self.labels = [], [], []
-        folders = sorted((p for p in self.root.iterdir() if p.is_dir() and not p.name.startswith(".")), key=_natural)
+        found = self.root.rglob("*") if nested else self.root.iterdir()
+        names = {p: p.relative_to(self.root).as_posix() for p in found
+                 if p.is_dir() and not any(part.startswith(".") for part in p.relative_to(self.root).parts)}  # fmt: skip
+        folders = sorted(names, key=lambda p: [_natural(Path(part)) for part in Path(names[p]).parts])
         if people is not None:
-            missing = sorted(set(people) - {f.name for f in folders})
+            missing = sorted(set(people) - set(names.values()))
             if missing:
                 raise DataError(f"no folder for {', '.join(missing[:5])} under {self.root}")
-            folders = [f for f in folders if f.name in set(people)]
+            folders = [f for f in folders if names[f] in set(people)]
         for folder in folders:
             photos = sorted((f for f in folder.iterdir() if f.suffix.lower() in SUFFIXES), key=_natural)[:max_per_person]
             if photos:
-                self.classes.append(folder.name)
+                self.classes.append(names[folder])
                 self.files += photos
                 self.labels += [len(self.classes) - 1] * len(photos)
         if not self.files:

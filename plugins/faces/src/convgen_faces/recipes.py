@@ -29,7 +29,7 @@ from convgen.metric.plots import plot_distance_histograms, plot_roc
 from convgen.recipes import with_changes
 from convgen.style import stylize
 from convgen.visualize import recipe as visualize
-from convgen.weights import load_encoder
+from convgen.weights import load_model
 from convgen_faces.datasets import sample_dir
 
 # The bundled ORL sample: face crops, 92 × 112 grey, used at half size.
@@ -96,7 +96,8 @@ def demo(config: dict, out_dir: Path) -> dict:
         train_config.pop(key)
     train.run(train_config, out_dir / "train")
     weights = out_dir / "train" / "encoder.safetensors"
-    model, spec, fp = load_encoder(weights)
+    trained = load_model(weights)
+    model, spec, fp = trained.encoder, trained.spec, trained.fingerprint
     encoder = Embedder(model).eval()
 
     def embed(people):
@@ -109,7 +110,8 @@ def demo(config: dict, out_dir: Path) -> dict:
     first = np.array([np.flatnonzero(enrolled_names == name)[0] for name in groups["enrolled"]])
     db = out_dir / "people.db"
     db.unlink(missing_ok=True)
-    with Gallery.create(db, fingerprint=fp, encoder=spec, dim=spec["embedding_dim"], weights=str(weights.resolve())) as gallery:
+    with Gallery.create(db, fingerprint=fp, encoder=spec, dim=spec["embedding_dim"], weights=str(weights.resolve()),
+                        pipeline=trained.pipeline) as gallery:  # fmt: skip
         gallery.enrol_many({name: enrolled[[i]] for name, i in zip(groups["enrolled"], first)})
         calibration, calibration_names, _ = embed(groups["calibration"])
         calibrated = api.calibrate(gallery, calibration, calibration_names, mode="1:N", target=config["fpir"])
