@@ -37,3 +37,16 @@ def test_same_embeddings_and_answers_through_every_door(tmp_path):
     assert np.allclose([r["distance"] for r in doors["recipe"]], [r["distance"] for r in doors["cli"]], atol=1e-6)
     assert abs(doors["thresholds"][0] - doors["thresholds"][1]) <= 1e-6
     assert doors["cli"][0]["candidates"][0]["name"] == "a", "a scan's nearest person is its own"
+
+
+def test_the_volumes_dataset_records_a_pipeline_that_reads_its_volumes():
+    from convgen_ct.datasets import CtVolumes, sample_path
+
+    from convgen.pipelines import build_pipeline, of_dataset
+
+    data = CtVolumes(files=[str(sample_path("anatomical.nii"))], regions=2, views=2, patch_size=16)
+    spec = of_dataset(data)
+    assert spec["name"] == "ct" and spec["patch_size"] == 16 and spec["window"] == "percentiles"
+    inputs = build_pipeline(spec)(sample_path("anatomical.nii"))
+    assert inputs.shape == (8, 1, 16, 16, 16) and tuple(inputs.shape[1:]) == tuple(data[0][0].shape)
+    assert 0 <= float(inputs.min()) and float(inputs.max()) <= 1

@@ -97,7 +97,12 @@ class CtVolumes(LabelledDataset):
         patch_size, regions, views, jitter: the sampling above.
         augment: keyword arguments of `convgen_ct.preprocess.augmentation`.
         seed: the random state of the sampling and the augmentation.
+
+    Training records the ``ct`` input pipeline that reads a volume the same way (window,
+    spacing, then random patches of ``patch_size``, averaged), for galleries of volumes.
     """
+
+    pipeline_name = "ct"
 
     def __init__(self, files: list[str] | None = None, key: str | None = None, window="percentiles", hu_offset: float = 0.0,
                  spacing=None, patch_size: int = 24, regions: int = 8, views: int = 4, jitter: int = 4,
@@ -106,6 +111,8 @@ class CtVolumes(LabelledDataset):
         if regions < 1 or views < 2:
             raise ConfigError(f"ct-volumes needs regions >= 1 and views >= 2 (positives), got regions={regions}, views={views}")
         transform = preprocess.augmentation(seed=seed, **(augment if augment is not None else {}))
+        self.pipeline_spec = {"name": "ct", "key": key, "window": window, "hu_offset": hu_offset, "spacing": spacing, "size": None,
+                              "patch_size": patch_size, "patches": max(regions, 8), "seed": seed}  # fmt: skip
         self.classes, self.labels, samples = [], [], []
         for v, file in enumerate(files):
             volume = preprocess.prepare(load_volume(file, key), window, hu_offset, spacing)
