@@ -149,7 +149,8 @@ def _check_type(path: str, default, value) -> None:
     if default is None:
         return
     if value is None:
-        if isinstance(default, (int, float, list, tuple)) or path.rpartition(".")[2] in RANGES:
+        leaf = path.rpartition(".")[2]
+        if (isinstance(default, (int, float, list, tuple)) or leaf in RANGES) and leaf not in _nullable_keys():
             raise ConfigError(f"key {path!r} expects {_type_name(default)} (like {_shown(default)}), got null")
         return
     if not _fits(default, value):
@@ -158,6 +159,26 @@ def _check_type(path: str, default, value) -> None:
         for item in value:
             if not _fits(default[0], item):
                 raise ConfigError(f"key {path!r} expects a list of {_type_name(default[0]).split(' ', 1)[1]}s (like {list(default)!r}), got {value!r}")
+
+
+def _nullable_keys() -> set[str]:
+    """Key names that some recipe defaults to null (``units``, ``max_per_class``, ``seconds``...):
+    null means "all" or "automatic" there, so it stays allowed wherever that name appears."""
+    from convgen.registry import get_registry
+
+    found = {"seed"}  # seed=null: do not seed (convgen.recipes.seed_everything)
+
+    def walk(node: dict) -> None:
+        for key, value in node.items():
+            if value is None:
+                found.add(str(key))
+            elif isinstance(value, dict):
+                walk(value)
+
+    recipes = get_registry("recipe")
+    for name in recipes:
+        walk(recipes.get(name).defaults)
+    return found
 
 
 # Ranges of numeric keys, by leaf name or full dotted path (the path wins), in interval
