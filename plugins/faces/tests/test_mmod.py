@@ -277,6 +277,29 @@ def test_the_dataset_reports_no_face_photos(tmp_path, capsys):
 
 
 @needs_models
+def test_the_run_report_counts_photos_with_no_face(tmp_path):
+    import shutil
+
+    from convgen.testing import invoke
+
+    root = tmp_path / "people"
+    for person in ("s1", "s2", "s3"):
+        (root / person).mkdir(parents=True)
+        for i in (1, 2):
+            shutil.copy(sample_dir("orl") / person / f"{i}.png", root / person / f"{i}.png")
+    shutil.copy(PHOTOS / "brick.png", root / "s3" / "3.png")
+    out = tmp_path / "eval"
+    result = invoke("run", "faces-evaluate-dlib", f"dataset.root={root}", "folds=2", "-o", out)
+    assert result.exit_code == 0, result.output
+    expected = {"photos": 7, "no_face": 1, "detector": "mmod", "if_no_face": "whole"}
+    for name in ("report.json", "summary.json"):
+        counts = json.loads((out / name).read_text())["face_detection"]
+        assert {k: counts[k] for k in expected} == expected, counts
+        assert counts["no_face_examples"] == [str(root / "s3" / "3.png")]
+    assert "1 of 7 photos: no face found (mmod detector), used the whole photo" in result.output
+
+
+@needs_models
 def test_dlib_alignment_on_mmod_boxes_matches_dlib(dlib_detector):
     """align: dlib with the default detector is face_recognition's cnn path: MMOD box, 5 landmarks, chip."""
     dlib = pytest.importorskip("dlib", exc_type=ImportError)

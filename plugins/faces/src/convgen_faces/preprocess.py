@@ -19,6 +19,8 @@ how many photos fell back and what was done with them.
 
 from __future__ import annotations
 
+import functools
+import json
 import sys
 import threading
 from dataclasses import dataclass, field
@@ -89,6 +91,57 @@ def detect_mmod(image: np.ndarray, upsample="auto") -> list[tuple[int, int, int,
 
 
 _NOTICE_GIVEN = False
+_RUNS: list[dict] = []  # the counts of the recipe runs in progress (see `reporting_inputs`)
+_RUNS_LOCK = threading.Lock()
+
+
+def _record(pipeline: "FacePipeline", path, found: bool) -> None:
+    """Count one photo in the pipeline's tally and in every recipe run in progress."""
+    pipeline.tally.count(path, found)
+    if pipeline.detect:
+        with _RUNS_LOCK:
+            for counts in _RUNS:
+                counts["photos"] += 1
+                counts.setdefault("pipeline", pipeline)
+                if not found:
+                    counts["no_face"].append(str(path))
+
+
+def reporting_inputs(run):
+    """``run`` (a recipe function), also putting the no-face counts of its photos in the run's report.
+
+    The photos every detecting `FacePipeline` handles during the run are counted under
+    ``face_detection`` in the summary it returns (``summary.json``) and in ``report.json``
+    when the run wrote one.
+    """
+
+    @functools.wraps(run)
+    def wrapped(config, out_dir, *args, **kwargs):
+        counts = {"photos": 0, "no_face": []}
+        with _RUNS_LOCK:
+            _RUNS.append(counts)
+        try:
+            summary = run(config, out_dir, *args, **kwargs)
+        finally:
+            with _RUNS_LOCK:
+                _RUNS.remove(counts)
+        pipeline = counts.get("pipeline")
+        if pipeline is None:
+            return summary
+        photos, missed = counts["photos"], counts["no_face"]
+        result = {"photos": photos, "no_face": len(missed), "detector": pipeline.detector, "if_no_face": pipeline.if_no_face,
+                  "no_face_examples": missed[:5], "summary": pipeline._summary(photos, len(missed))}  # fmt: skip
+        report = Path(out_dir) / "report.json"
+        if report.is_file():
+            from convgen.io import atomic_write_text
+
+            data = json.loads(report.read_text())
+            if isinstance(data, dict):
+                data["face_detection"] = result
+                atomic_write_text(report, json.dumps(data, indent=2) + "\n")
+        return {**summary, "face_detection": result} if isinstance(summary, dict) else summary
+
+    return wrapped
 
 
 def _resolve_mmod(detector: str) -> str:
@@ -244,13 +297,13 @@ class FacePipeline:
         """The best face ``(x, y, w, h)``, or the whole photo (no detection, or none found and ``if_no_face: whole``)."""
         whole = (0, 0, *image.size)
         if not self.detect:
-            self.tally.count(path, True)
+            _record(self, path, True)
             return whole
         if self.detector == "mmod":
             boxes = detect_mmod(np.asarray(image))
         else:
             boxes = detect_faces(np.asarray(image.convert("L")))
-        self.tally.count(path, bool(boxes))
+        _record(self, path, bool(boxes))
         if boxes:
             return boxes[0]
         if self.if_no_face == "whole":

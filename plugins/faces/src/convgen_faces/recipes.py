@@ -31,6 +31,7 @@ from convgen.style import stylize
 from convgen.visualize import recipe as visualize
 from convgen.weights import load_model
 from convgen_faces.datasets import sample_dir
+from convgen_faces.preprocess import reporting_inputs
 
 # The bundled ORL sample: face crops, 92 × 112 grey, used at half size.
 FACES = {"name": "faces", "root": None, "size": [56, 46], "channels": 1, "detect": False, "people": None}
@@ -195,15 +196,15 @@ def _write_markdown(path: Path, report: dict, groups: dict, searches) -> None:
 def register(register_recipe) -> None:
     """Every face recipe, registered through the plugin's ``register_recipes`` hook."""
     core = {"dataset": "dataset", "encoder": "encoder"}
-    register_recipe("faces-train", train.run, defaults=TRAIN, components={**core, "loss": "loss"},
+    register_recipe("faces-train", reporting_inputs(train.run), defaults=TRAIN, components={**core, "loss": "loss"},
                     description="Train a face encoder with the triplet loss (default: the bundled ORL sample).")
-    register_recipe("faces-train-dlib", train.run, defaults=TRAIN_DLIB, components={**core, "loss": "loss"},
+    register_recipe("faces-train-dlib", reporting_inputs(train.run), defaults=TRAIN_DLIB, components={**core, "loss": "loss"},
                     description="Fine-tune dlib's pretrained face encoder with the triplet loss (needs convgen-faces[dlib]).")
-    register_recipe("faces-train-pairs", train.run, defaults=TRAIN_PAIRS, components={**core, "loss": "loss"},
+    register_recipe("faces-train-pairs", reporting_inputs(train.run), defaults=TRAIN_PAIRS, components={**core, "loss": "loss"},
                     description="Train a Siamese face verifier with the pair-classifier head.")
-    register_recipe("faces-evaluate", evaluate.run, defaults=EVALUATE, components={**core, "pipeline": "pipeline"},
+    register_recipe("faces-evaluate", reporting_inputs(evaluate.run), defaults=EVALUATE, components={**core, "pipeline": "pipeline"},
                     description="Face verification ROC/EER and one-shot identification on people unseen in training.")
-    register_recipe("faces-evaluate-dlib", evaluate.run, defaults=EVALUATE_DLIB, components={**core, "pipeline": "pipeline"},
+    register_recipe("faces-evaluate-dlib", reporting_inputs(evaluate.run), defaults=EVALUATE_DLIB, components={**core, "pipeline": "pipeline"},
                     description="The same evaluation with dlib's pretrained face encoder (needs convgen-faces[dlib]).")
     register_gallery_recipes(register_recipe, "faces", PIPELINE, noun="photo", what="face photos", encoder={"name": "dlib-resnet"})
     register_recipe("faces-stylize", stylize.run, defaults=STYLIZE, components={"encoder": "encoder", "style_cost": "style_cost"},
