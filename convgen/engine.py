@@ -3,7 +3,8 @@
 It trains an `convgen.metric.embedder.Embedder` with any registered loss over
 P×K batches; validates after each epoch; logs a JSON line per epoch
 (``metrics.jsonl``) and draws ``curves.png``; keeps the best encoder
-(``encoder.safetensors``); and writes ``checkpoint.safetensors`` atomically after every
+(``encoder.safetensors``, with the loss's trained head beside it when the loss has one,
+``save_head``); and writes ``checkpoint.safetensors`` atomically after every
 epoch: model, loss parameters, optimiser state, RNG state and history in one file, so a
 resumed run continues exactly where the checkpoint left it. Under ``torchrun`` the same
 loop runs with DistributedDataParallel (see `convgen.distributed`).
