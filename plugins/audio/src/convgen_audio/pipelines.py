@@ -62,5 +62,5 @@ def audio_features(**options) -> FeatureInputs:
 
 audio_features.__signature__ = inspect.Signature([
     inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default)
-    for name, default in (("coefficients", None), ("normalize", "mean"), ("min_frames", 10))])  # fmt: skip
+    for name, default in (("coefficients", None), ("normalize", "none"), ("min_frames", 10))])  # fmt: skip
 audio_features.__doc__ = "A precomputed feature file (.npy, frames x coefficients) as one input; options: FeatureSequence's."
