@@ -125,3 +125,30 @@ def test_bench_accuracy_driver_prints_one_table_per_plugin(tmp_path, capsys):
     (tmp_path / "accuracy_bad.py").write_text("def rows(quick=False):\n    return [{'plugin': 'x'}]\n")
     with pytest.raises(ValueError, match="without dataset"):
         bench_accuracy.collect(only=["bad"], root=tmp_path)
+
+
+def test_untrained_means_random_weights_even_for_an_encoder_that_ships_its_weights():
+    from convgen.nets import ResNetEncoder
+    from convgen.registry import get_registry
+
+    class Shipped(ResNetEncoder):
+        """Fixed weights whatever the seed, as an encoder built from a model file."""
+
+        def __init__(self, spatial_dims: int = 1, in_channels: int = 1):
+            super().__init__(spatial_dims, in_channels, channels=(4,), strides=(1,), embedding_dim=8)
+            with torch.no_grad():
+                for p in self.parameters():
+                    p.fill_(0.5)
+
+    registry = get_registry("encoder")
+    registry.add("shipped-test", Shipped, "test")
+    try:
+        network, ships = evaluate.random_network({"name": "shipped-test", "spatial_dims": 1, "in_channels": 1}, seed=0)
+        assert ships and not all(bool((p == 0.5).all()) for p in network.parameters())
+        again, _ = evaluate.random_network({"name": "shipped-test", "spatial_dims": 1, "in_channels": 1}, seed=0)
+        assert all(torch.equal(a, b) for a, b in zip(network.state_dict().values(), again.state_dict().values()))
+        plain, ships = evaluate.random_network({"name": "resnet", "spatial_dims": 1, "in_channels": 1, "channels": [4],
+                                                "strides": [1], "embedding_dim": 8}, seed=0)  # fmt: skip
+        assert not ships
+    finally:
+        registry._entries.pop("shipped-test")

@@ -204,15 +204,37 @@ def samples_baseline(dataset, **context) -> np.ndarray:
     return np.stack([dataset[i][0].reshape(-1).float().numpy() for i in range(len(dataset))])
 
 
-def untrained_baseline(dataset, *, spec: dict, seed: int = 0, batch_size: int = 64, device=None, **context) -> np.ndarray:
-    """The evaluated architecture with seeded random weights: what the network gives before training."""
+def random_network(spec: dict, seed: int = 0):
+    """``(network, ships_weights)``: the architecture of ``spec`` with seeded random weights.
+
+    An encoder whose weights come with its code (dlib's, built from its model file) is
+    the same network whatever the seed (``ships_weights``); its layers are then reset to
+    PyTorch's default initialisation, seeded, so that "untrained" never means "pretrained".
+    """
     import torch
 
     from convgen.weights import build_encoder
 
     torch.manual_seed(seed)
+    network = build_encoder(spec)
+    torch.manual_seed(seed + 1)
+    other = build_encoder(spec).state_dict()
+    state = network.state_dict()
+    ships = all(torch.equal(v, other[k]) for k, v in state.items() if v.is_floating_point() and v.numel() > 1)
+    if ships:
+        torch.manual_seed(seed)
+        for module in network.modules():
+            if hasattr(module, "reset_parameters"):
+                module.reset_parameters()
+    return network, ships
+
+
+def untrained_baseline(dataset, *, spec: dict, seed: int = 0, batch_size: int = 64, device=None, **context) -> np.ndarray:
+    """The evaluated architecture with seeded random weights: what the network gives before training."""
+    import torch
+
     device = device or torch.device("cpu")
-    return embed_dataset(Embedder(build_encoder(spec)).to(device), dataset, batch_size, device)
+    return embed_dataset(Embedder(random_network(spec, seed)[0]).to(device), dataset, batch_size, device)
 
 
 def baseline_reports(dataset, labels, config: dict, spec: dict, device, given_pairs=None, sessions=None) -> dict:
@@ -222,7 +244,7 @@ def baseline_reports(dataset, labels, config: dict, spec: dict, device, given_pa
     out = {}
     for name in config.get("baselines") or []:
         fn = registry.get("baseline", name)
-        if name == "untrained" and not config.get("weights"):
+        if name == "untrained" and not config.get("weights") and not random_network(spec, config["seed"])[1]:
             out[name] = {"skipped": "the evaluated encoder is itself untrained"}
             continue
         try:
