@@ -1,6 +1,8 @@
 """Thresholds that say how sure they are: exact Clopper–Pearson intervals, the design effect of
 searches that come in people, and a calibrated τ that holds on strangers it never saw."""
 
+import json
+
 import numpy as np
 import pytest
 from scipy.stats import binom
@@ -132,3 +134,32 @@ def test_a_trained_pair_head_scores_gallery_verification_and_is_calibrated(tmp_p
         other = PairClassifierLoss(DIM)
         other.save_head(weights, "another encoder")  # a stale head of other weights is ignored
         assert "probability" not in api.verify(gallery, query[None], "p0")
+
+
+def test_gallery_calibrate_prints_the_interval_the_people_and_a_warning(tmp_path):
+    import torch
+
+    from convgen.data import SyntheticClusters
+    from convgen.testing import invoke
+    from convgen.weights import build_encoder, encoder_spec, save_encoder
+
+    spec = encoder_spec({"name": "resnet", "channels": [4], "strides": [1], "embedding_dim": 8}, spatial_dims=1, in_channels=1)
+    torch.manual_seed(0)
+    save_encoder(tmp_path / "enc.safetensors", build_encoder(spec), spec)
+    data = SyntheticClusters(spatial_dims=1, size=16, identities=8, samples_per_identity=5)
+    for index, (x, label) in enumerate(data):  # people 0-2 are enrolled, 3-7 are 5 strangers with 25 searches
+        folder = tmp_path / ("known" if label < 3 else "strangers") / data.classes[label]
+        folder.mkdir(parents=True, exist_ok=True)
+        np.save(folder / f"{index}.npy", x.numpy())
+    db = tmp_path / "g.db"
+    assert invoke("gallery", "create", db, "--weights", tmp_path / "enc.safetensors").exit_code == 0
+    for person in sorted((tmp_path / "known").iterdir()):
+        assert invoke("gallery", "enrol", db, person.name, sorted(person.iterdir())[0]).exit_code == 0
+    result = invoke("gallery", "calibrate", db, tmp_path / "strangers", "--fpir", "0.1")
+    assert result.exit_code == 0, result.stderr
+    assert "95% CI" in result.stdout and "over 25 searches of 5 people" in result.stdout
+    warnings = [line for line in result.stderr.splitlines() if line.startswith("warning:")]
+    assert len(warnings) == 1 and "5 people (need at least 10)" in warnings[0]
+    result = invoke("gallery", "calibrate", db, tmp_path / "strangers", "--far", "0.1", "--json")
+    report = json.loads(result.stdout)
+    assert result.exit_code == 0 and report["people"] == 5 and len(report["far_ci95"]) == 2
