@@ -262,7 +262,7 @@ def test_no_face_counts_and_summary():
 
 
 @needs_models
-def test_the_dataset_reports_no_face_photos(tmp_path, capsys):
+def test_the_dataset_reports_no_face_photos(tmp_path):
     from convgen import registry
 
     for person in ("a", "b"):
@@ -273,7 +273,7 @@ def test_the_dataset_reports_no_face_photos(tmp_path, capsys):
     for i in range(len(data)):
         data[i]
     assert data.input_report()["no_face"] == 1 and data.input_report()["photos"] == 3
-    assert "faces: 1 of 3 photos: no face found (mmod detector), used the whole photo" in capsys.readouterr().err
+    assert data.input_report()["summary"].startswith("1 of 3 photos: no face found (mmod detector), used the whole photo")
 
 
 @needs_models
@@ -297,6 +297,22 @@ def test_the_run_report_counts_photos_with_no_face(tmp_path):
         assert {k: counts[k] for k in expected} == expected, counts
         assert counts["no_face_examples"] == [str(root / "s3" / "3.png")]
     assert "1 of 7 photos: no face found (mmod detector), used the whole photo" in result.output
+
+
+@needs_models
+def test_gallery_recipes_report_their_face_detection(tmp_path):
+    from convgen.testing import invoke, tiny_encoder_weights
+
+    weights = tiny_encoder_weights(tmp_path / "face.safetensors", spatial_dims=2)
+    db, portrait = tmp_path / "people.db", PHOTOS / "astronaut.png"
+    result = invoke("run", "faces-enrol", f"gallery={db}", f"weights={weights}", "name=eileen", f"photos=[{portrait}]", "-o", tmp_path / "r1")
+    assert result.exit_code == 0, result.output
+    photos = f"photos=[{portrait},{DATA / 'astronaut_face.png'}]"
+    result = invoke("run", "faces-identify", f"gallery={db}", photos, "threshold=0.5", "-o", tmp_path / "r2")
+    assert result.exit_code == 0, result.output
+    counts = json.loads((tmp_path / "r2" / "summary.json").read_text())["face_detection"]
+    assert (counts["photos"], counts["no_face"], counts["detector"]) == (2, 0, "mmod")
+    assert "faces: 2 photos: a face found in every one (mmod detector)" in result.output
 
 
 @needs_models

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import inspect
 import re
-import sys
 from importlib import resources
 from pathlib import Path
 
@@ -31,7 +30,6 @@ class _Faces(LabelledDataset):
         self.pipeline_spec = {"name": "faces", **{k: getattr(self.pipeline, k) for k in inspect.signature(FacePipeline.of).parameters}}
         self.cache = cache
         self._cached: dict[int, torch.Tensor] = {}
-        self._seen: set[int] = set()
 
     def input_report(self) -> dict:
         """Photos seen and photos with no face found, for the run's report (see `FacePipeline.input_report`)."""
@@ -46,11 +44,6 @@ class _Faces(LabelledDataset):
             sample = self.pipeline(self.files[index])
             if self.cache:
                 self._cached[index] = sample
-            if index not in self._seen:
-                self._seen.add(index)
-                if len(self._seen) == len(self.files) and self.pipeline.detect:
-                    # every photo has been through detection once: say how many had no face
-                    print(f"faces: {self.pipeline.input_summary()}", file=sys.stderr)
         return sample, self.labels[index]
 
 

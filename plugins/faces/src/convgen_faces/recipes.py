@@ -206,7 +206,8 @@ def register(register_recipe) -> None:
                     description="Face verification ROC/EER and one-shot identification on people unseen in training.")
     register_recipe("faces-evaluate-dlib", reporting_inputs(evaluate.run), defaults=EVALUATE_DLIB, components={**core, "pipeline": "pipeline"},
                     description="The same evaluation with dlib's pretrained face encoder (needs convgen-faces[dlib]).")
-    register_gallery_recipes(register_recipe, "faces", PIPELINE, noun="photo", what="face photos", encoder={"name": "dlib-resnet"})
+    counted = lambda name, run, **options: register_recipe(name, reporting_inputs(run), **options)  # noqa: E731
+    register_gallery_recipes(counted, "faces", PIPELINE, noun="photo", what="face photos", encoder={"name": "dlib-resnet"})
     register_recipe("faces-stylize", stylize.run, defaults=STYLIZE, components={"encoder": "encoder", "style_cost": "style_cost"},
                     description="Style transfer on photos (default: the bundled portrait styled with a brick texture), PNG out.")
     register_recipe("faces-visualize", visualize.run, defaults=VISUALIZE, components=core,
