@@ -152,3 +152,34 @@ def test_untrained_means_random_weights_even_for_an_encoder_that_ships_its_weigh
         assert not ships
     finally:
         registry._entries.pop("shipped-test")
+
+
+class Recorded(SyntheticClusters):
+    """Generated people whose samples come from 3 recordings each (``sessions``)."""
+
+    def __init__(self, spatial_dims: int = 1, size: int = 32, identities: int = 12, samples_per_identity: int = 6):
+        super().__init__(spatial_dims=spatial_dims, size=size, identities=identities, samples_per_identity=samples_per_identity)
+        self.sessions = [f"{self.classes[label]}/rec{i % 3}" for i, label in enumerate(self.labels)]
+
+
+def test_train_on_recordings_validates_across_them(tmp_path):
+    import json
+
+    from convgen.registry import get_registry
+    from convgen.testing import invoke
+
+    registry = get_registry("dataset")
+    registry.add("recorded-test", Recorded, "test")
+    try:
+        out = tmp_path / "train"
+        result = invoke("run", "train", "dataset.name=recorded-test", "spatial_dims=1", "epochs=2", "split.val_fraction=0.34",
+                        "encoder.channels=[4, 8]", "encoder.strides=[1, 2]", "encoder.embedding_dim=16", "device=cpu",
+                        "sampler.p=4", "sampler.k=3", "-o", out)  # fmt: skip
+        assert result.exit_code == 0, result.stderr
+    finally:
+        registry._entries.pop("recorded-test")
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert all(r["val_protocol"] == "cross-session" and "val_rank_1_samples" in r for r in rows)
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["val_protocol"] == "cross-session" and summary["selected_by"] == "val_rank_1"
+    assert json.loads((out / "split.json").read_text())["val_protocol"] == "cross-session"
