@@ -247,14 +247,14 @@ def baseline_reports(dataset, labels, config: dict, spec: dict, device, given_pa
         if name == "untrained" and not config.get("weights") and not random_network(spec, config["seed"])[1]:
             out[name] = {"skipped": "the evaluated encoder is itself untrained"}
             continue
-        try:
+        try:  # a baseline that cannot handle this data is reported as skipped, never fatal to the evaluation
             features = np.asarray(fn(dataset, spec=spec, seed=config["seed"], batch_size=config["batch_size"], device=device),
                                   dtype=np.float64).reshape(len(dataset), -1)  # fmt: skip
+            features /= np.maximum(np.linalg.norm(features, axis=1, keepdims=True), 1e-12)
+            out[name] = report(features, labels, config, given_pairs, sessions)[0]
         except DataError as exc:
             out[name] = {"skipped": str(exc)}
             continue
-        features /= np.maximum(np.linalg.norm(features, axis=1, keepdims=True), 1e-12)
-        out[name] = report(features, labels, config, given_pairs, sessions)[0]
         out[name]["description"] = (fn.__doc__ or name).strip().splitlines()[0]
     return out
 
