@@ -150,7 +150,7 @@ def _check_type(path: str, default, value) -> None:
         return
     if value is None:
         leaf = path.rpartition(".")[2]
-        if (isinstance(default, (int, float, list, tuple)) or leaf in RANGES) and leaf not in _nullable_keys():
+        if (isinstance(default, (int, float, list, tuple)) or leaf in RANGES) and path not in _nullable_keys():
             raise ConfigError(f"key {path!r} expects {_type_name(default)} (like {_shown(default)}), got null")
         return
     if not _fits(default, value):
@@ -162,22 +162,23 @@ def _check_type(path: str, default, value) -> None:
 
 
 def _nullable_keys() -> set[str]:
-    """Key names that some recipe defaults to null (``units``, ``max_per_class``, ``seconds``...):
-    null means "all" or "automatic" there, so it stays allowed wherever that name appears."""
+    """Dotted keys that some recipe defaults to null (``units``, ``dataset.max_per_class``,
+    ``seconds``...): null means "all" or "automatic" there, so it stays allowed for that key
+    in every recipe (``encoder.channels`` is never null, so null is refused there)."""
     from convgen.registry import get_registry
 
     found = {"seed"}  # seed=null: do not seed (convgen.recipes.seed_everything)
 
-    def walk(node: dict) -> None:
+    def walk(node: dict, prefix: str) -> None:
         for key, value in node.items():
             if value is None:
-                found.add(str(key))
+                found.add(f"{prefix}{key}")
             elif isinstance(value, dict):
-                walk(value)
+                walk(value, f"{prefix}{key}.")
 
     recipes = get_registry("recipe")
     for name in recipes:
-        walk(recipes.get(name).defaults)
+        walk(recipes.get(name).defaults, "")
     return found
 
 

@@ -138,10 +138,10 @@ def load_npy(path, what: str = ".npy array"):
                 refuse(f"unknown .npy format version {version}")
             shape, fortran, dtype = read_header(handle, max_header_size=10_000)
             offset = handle.tell()
-    except (ValueError, EOFError, SyntaxError, TypeError) as exc:
-        refuse(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
     except OSError as exc:
         raise os_error(exc, path, "read") from None
+    except Exception as exc:  # noqa: BLE001 - numpy parses the header with ast and tokenize: any of their errors
+        refuse(f"a damaged header: {(str(exc).splitlines() or [type(exc).__name__])[0][:120]}")
     if dtype.hasobject or dtype.fields is not None or dtype.kind not in "biuf":
         refuse(f"it holds {dtype} values, not real numbers")
     needed = math.prod(shape) * dtype.itemsize
