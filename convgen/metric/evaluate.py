@@ -252,8 +252,8 @@ def baseline_reports(dataset, labels, config: dict, spec: dict, device, given_pa
                                   dtype=np.float64).reshape(len(dataset), -1)  # fmt: skip
             features /= np.maximum(np.linalg.norm(features, axis=1, keepdims=True), 1e-12)
             out[name] = report(features, labels, config, given_pairs, sessions)[0]
-        except DataError as exc:
-            out[name] = {"skipped": str(exc)}
+        except (DataError, ValueError) as exc:  # ValueError: not one row per sample
+            out[name] = {"skipped": str(exc).splitlines()[0] if str(exc) else type(exc).__name__}
             continue
         out[name]["description"] = (fn.__doc__ or name).strip().splitlines()[0]
     return out
