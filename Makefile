@@ -25,16 +25,17 @@ install-dev: install
 
 # The face demo (docs/faces.md): train on some people of the bundled ORL sample, enrol one
 # photo of each of the others, calibrate, identify. Then style transfer on bundled photos.
+# (--force: running a demo again replaces its own earlier outputs.)
 demo: install
 	$(BIN)/convgen plugins
-	$(BIN)/convgen run faces-demo -o runs/demo/faces
-	$(BIN)/convgen run faces-stylize -o runs/demo/stylize
+	$(BIN)/convgen run faces-demo -o runs/demo/faces --force
+	$(BIN)/convgen run faces-stylize -o runs/demo/stylize --force
 
 # The core alone, on generated identities: layers, training, evaluation.
 demo-core: install
-	$(BIN)/convgen run inspect -o runs/demo/inspect
-	$(BIN)/convgen run train -o runs/demo/train
-	$(BIN)/convgen run evaluate weights=runs/demo/train/encoder.safetensors -o runs/demo/evaluate
+	$(BIN)/convgen run inspect -o runs/demo/inspect --force
+	$(BIN)/convgen run train -o runs/demo/train --force
+	$(BIN)/convgen run evaluate weights=runs/demo/train/encoder.safetensors -o runs/demo/evaluate --force
 
 test: install-dev
 	$(BIN)/python -m pytest
