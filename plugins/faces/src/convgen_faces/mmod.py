@@ -308,8 +308,8 @@ class MMODDetector(nn.Module):
         self.eval()
         self._lock = threading.Lock()
 
-    # -- mapping output positions back to the tiled image (dlib's map_output_to_input)
     def output_to_input(self, rows: np.ndarray, cols: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Tiled-image (y, x) of output positions: dlib's ``map_output_to_input`` through every convolution."""
         y, x = rows.astype(np.float64), cols.astype(np.float64)
         for kernel, stride, pad in reversed(self.geometry):
             x = x * stride - pad + kernel // 2
