@@ -212,6 +212,35 @@ def register_writers(register):
 
 
 # ---------------------------------------------------------------------------------------
+# Galleries
+# ---------------------------------------------------------------------------------------
+
+
+@hookspec
+def register_search_backends(register):
+    """Register search backends: where a gallery keeps its nearest-neighbour index.
+
+    Call ``register(name, cls)``; ``cls`` subclasses `convgen.gallery.search.SearchIndex`,
+    sets ``kind = name``, its option ``defaults`` and its ``capabilities``
+    (`convgen.gallery.search.Capabilities`: ``approximate``, ``files``, ``shared``,
+    ``cheap_to_open``: the store reads these, never the name), and implements ``_add``,
+    ``_remove``, ``_search`` (squared Euclidean distances, ascending, padded with
+    ``(inf, -1)``), ``_clear``, ``_save(generation)`` and ``__len__``; ``cls(path, dim,
+    **options)`` opens the index of the gallery database at ``path``, and its
+    ``generation`` says which saved state of the gallery it reflects (None: rebuild it).
+    ``convgen gallery create --backend NAME --backend-option KEY=VALUE`` chooses it.
+    Register by reference so that its dependency is imported only when a gallery uses it.
+
+    Example:
+        ```python
+        @convgen.hookimpl
+        def register_search_backends(register):
+            register("qdrant", "my_plugin.qdrant:QdrantIndex")  # class QdrantIndex(SearchIndex)
+        ```
+    """
+
+
+# ---------------------------------------------------------------------------------------
 # Recipes and commands
 # ---------------------------------------------------------------------------------------
 

@@ -30,6 +30,7 @@ DEFAULT_PLUGINS = (
     "convgen.default_plugins.losses",
     "convgen.default_plugins.style",
     "convgen.default_plugins.recipes",
+    "convgen.default_plugins.search",
 )
 
 ENTRY_POINT_GROUP = "convgen"

@@ -1,6 +1,7 @@
 """Named registries of components, filled by the plugins' ``register_*`` hooks.
 
-Each kind (encoder, loss, style_cost, dataset, pipeline, baseline, recipe, reader, writer) has one
+Each kind (encoder, loss, style_cost, dataset, pipeline, baseline, recipe, reader, writer,
+search_backend) has one
 `Registry`. A registry is built the first time it is asked for, by calling every
 plugin's hook with a ``register`` callback that knows which plugin is calling, so that a
 duplicate name can name both plugins.
@@ -31,6 +32,7 @@ KINDS: dict[str, tuple[str, str]] = {
     "recipe": ("register_recipes", "recipe"),
     "reader": ("register_readers", "reader for file type"),
     "writer": ("register_writers", "writer for file type"),
+    "search_backend": ("register_search_backends", "search backend"),
 }
 
 

@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from conftest import install_plugin, run_convgen
+from conftest import assert_one_line_error, install_plugin, run_convgen
 
 
 @pytest.fixture(scope="module")
@@ -36,6 +36,7 @@ def test_installed_plugin_shows_its_components(hello):
     assert components["style_cost"] == ["mean-std"] and components["recipe"] == ["count"]
     assert components["dataset"] == ["sines"] and components["baseline"] == ["dominant-frequency"]
     assert components["reader"] == [".txt"] and components["writer"] == [".txt"]
+    assert components["search_backend"] == ["brute-force"]
     assert "command" in components
     assert report["convgen.default_plugins.encoders"]["components"]["encoder"] == ["resnet", "vgg", "vgg19-torchvision"]
 
@@ -79,6 +80,50 @@ def test_a_plugin_baseline_is_scored_beside_the_encoder(hello, tmp_path):
     assert frequency["identification_one_shot"]["rank_1"] == 1.0  # the peak is the identity
     assert [row["method"] for row in report["comparison"]] == ["samples", "dominant-frequency", "trained"]
     assert "what training bought" in result.stdout
+
+
+def test_a_gallery_searches_with_a_plugin_backend_through_the_cli(hello, tmp_path):
+    """register_search_backends: `gallery create --backend brute-force` checks the plugin's
+    options, follows enrol/remove, and answers exactly like the core's exact backend."""
+    import numpy as np
+
+    from convgen.testing import invoke, tiny_encoder_weights
+
+    weights = tiny_encoder_weights(tmp_path / "enc.safetensors", spatial_dims=1)
+    rng = np.random.default_rng(0)
+    for person in range(6):
+        base = rng.normal(size=(1, 32))
+        for k in range(3):
+            folder = tmp_path / ("known" if k < 2 else "probes") / f"p{person}"
+            folder.mkdir(parents=True, exist_ok=True)
+            np.save(folder / f"{k}.npy", (base + 0.3 * rng.normal(size=base.shape)).astype(np.float32))
+    probes = sorted((tmp_path / "probes").rglob("*.npy"))
+    steps = [["create", "-w", weights], ["enrol", tmp_path / "known"], ["remove", "p0"],
+             ["identify", *probes, "--top-k", "3", "--threshold", "100", "--json"]]  # fmt: skip
+    answers = {}
+    for backend in ("exact", "brute-force"):  # exact in this process; the plugin's in fresh ones, as a user runs it
+        db = tmp_path / f"{backend}.db"
+        for command, *args in steps:
+            if command == "create":
+                args += ["--backend", backend, *(["--backend-option", "queries_per_pass=2"] if backend != "exact" else [])]
+            if backend == "exact":
+                result = invoke("gallery", command, db, *args)
+                code, stdout, stderr = result.exit_code, result.stdout, result.stderr
+            else:
+                result = run_convgen("gallery", command, db, *args, pythonpath=[hello])
+                code, stdout, stderr = result.returncode, result.stdout, result.stderr
+            assert code == 0, stderr
+        answers[backend] = [[(c["name"], round(c["distance"], 4)) for c in r["candidates"]] for r in json.loads(stdout)]
+    assert answers["brute-force"] == answers["exact"]
+    assert all("p0" not in [name for name, _ in row] for row in answers["exact"]) and len(answers["exact"][0]) == 3
+
+    bad = run_convgen("gallery", "create", tmp_path / "bad.db", "-w", weights, "--backend", "brute-force",
+                      "--backend-option", "queries_per_pass=0", pythonpath=[hello])  # fmt: skip
+    assert bad.returncode != 0 and "queries_per_pass must be a whole number" in bad.stderr and not (tmp_path / "bad.db").exists()
+    assert_one_line_error(invoke("gallery", "create", tmp_path / "bad.db", "-w", weights, "--backend", "exakt"),
+                          3, ["unknown search backend 'exakt'; did you mean 'exact'? (known: exact, faiss, milvus)"])  # fmt: skip
+    gone = invoke("gallery", "identify", tmp_path / "brute-force.db", probes[0], "-t", "1")  # this process lacks the plugin
+    assert_one_line_error(gone, 3, ["searches with backend 'brute-force', which no installed plugin provides"])
 
 
 def test_environment_switches_control_autoloading(hello, broken):

@@ -15,7 +15,9 @@ from hypothesis import strategies as st
 
 from convgen.errors import ConfigError, DataError, ModelMismatchError
 from convgen.gallery import search
-from convgen.gallery.search import KINDS, open_index
+from convgen.gallery.search import backends, open_index
+
+KINDS = tuple(e.name for e in backends().entries() if e.plugin == "convgen.default_plugins.search")  # the core's backends
 
 DIM = 16
 

@@ -61,7 +61,7 @@ def test_listing_recipes_imports_none_and_using_one_imports_it():
     assert recipes.entry("train").description.startswith("Learn a similarity function")
     train = recipes.get("train")
     assert callable(train.run) and train.defaults["encoder"]["name"] and recipes.entry("train").loaded
-    for kind in ("encoder", "dataset", "loss", "style_cost", "pipeline", "reader", "writer"):
+    for kind in ("encoder", "dataset", "loss", "style_cost", "pipeline", "reader", "writer", "search_backend"):
         light = "convgen.default_plugins.files"  # numpy's .npy functions and the array pipeline: no import to save
         assert not any(entry.loaded for entry in registry.get_registry(kind).entries() if entry.plugin != light), kind
     assert registry.get("encoder", "resnet").__name__ == "ResNetEncoder"

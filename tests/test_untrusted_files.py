@@ -245,12 +245,12 @@ def test_a_poisoned_index_cache_with_the_right_generation_is_rebuilt_not_believe
     np.save(cache, poisoned)
     assert (tmp_path / "g.db.vectors.json").read_text() == sidecar  # well-formed, right generation
     with Gallery.open(tmp_path / "g.db") as g:
-        index = g._current_index(g.generation)
+        index = g._index_sync().current(g.generation)
         assert index is None, "the poisoned cache must not be trusted"
         assert [hits[0][0] for hits in g.search(vectors, 1)] == ["a", "b", "c"]
     assert np.array_equal(np.load(cache), vectors), "the cache was rebuilt from the database"
     with Gallery.open(tmp_path / "g.db") as g:  # and the rebuilt cache is trusted again
-        assert g._current_index(g.generation) is not None
+        assert g._index_sync().current(g.generation) is not None
 
 
 def test_backup_copies_a_live_gallery_consistently(tmp_path):

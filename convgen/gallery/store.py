@@ -5,14 +5,12 @@ every enrolment, removal or rename one transaction, so a killed process leaves t
 people that were committed and nothing half-enrolled. The gallery records the encoder's
 fingerprint, the embedding size and the distance, so that embeddings from another model
 are refused instead of silently compared. Search runs on an index kept beside the file
-(`convgen.gallery.search`): exact by default, FAISS or Milvus for large galleries. A
-``generation`` counter, bumped by every change, tells an index (or another process)
-that it is stale. A ``changes`` table logs which index entries each generation removed
-and added, so a process whose index is a few generations behind (a reader while another
-process enrols) catches up on those entries instead of rebuilding from every row; a
-gap in the log (a gallery from before it, or more than ``KEEP_CHANGES`` behind) means
-a rebuild. Index files are saved under the database's write lock and only while they
-still reflect it, so two processes never interleave them.
+(`convgen.gallery.search`): exact by default, FAISS or Milvus for large galleries, or any
+backend a plugin registers. A ``generation`` counter, bumped by every change, tells an
+index (or another process) that it is stale; `convgen.gallery.sync` keeps the index in
+step (change log, catch-up, rebuild, saving), and `convgen.gallery.scoring` says what its
+entries are (``closest``: samples, ``mean``: people). The `Gallery` itself is storage and
+orchestration.
 """
 
 from __future__ import annotations
@@ -29,11 +27,13 @@ from pathlib import Path
 import numpy as np
 
 from convgen.errors import ConfigError, DataError, ModelMismatchError, PathError, describe_sqlite_error
+from convgen.gallery import sync
+from convgen.gallery.scoring import SCORINGS
+from convgen.gallery.sync import CHANGES
 from convgen.io import loads_json, os_error
 
 FORMAT = "convgen.gallery/1"
 DISTANCE = "squared-euclidean"
-SCORINGS = ("closest", "mean")
 
 SCHEMA = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -47,10 +47,6 @@ CREATE TABLE samples (
 );
 CREATE INDEX samples_by_person ON samples(person);
 """
-# Which index entries (sample ids, or person ids for ``mean`` scoring) each generation
-# removed and added; created on the first change of a gallery made before it existed.
-CHANGES = "CREATE TABLE IF NOT EXISTS changes (generation INTEGER PRIMARY KEY, removed TEXT NOT NULL, added TEXT NOT NULL)"
-KEEP_CHANGES = 10_000  # generations of the log kept; a reader further behind rebuilds
 
 
 @dataclass(frozen=True)
@@ -76,9 +72,8 @@ class Gallery:
         self.meta = dict(self.db.execute("SELECT key, value FROM meta"))
         self.dim = self._check_meta()
         self.readonly = False  # set by open(readonly=True): changes are refused, the index is kept in memory only
-        self._index = None
-        self._index_generation = None
-        self._index_dirty = False
+        self._scoring = SCORINGS[self.meta["scoring"]](self.db, self.dim, self._vector)
+        self._sync: sync.IndexSync | None = None  # opened on first use
 
     # -- opening -----------------------------------------------------------------------
 
@@ -104,15 +99,9 @@ class Gallery:
             raise DataError(f"{path} already exists; open it, or choose another file for a new gallery")
         if scoring not in SCORINGS:
             raise ConfigError(f"scoring must be one of {', '.join(SCORINGS)}, got {scoring!r}")
-        from convgen.gallery.search import KINDS, open_index
+        from convgen.gallery.search import backend_class
 
-        if backend not in KINDS:
-            raise ConfigError(f"unknown search backend {backend!r}; known: {', '.join(KINDS)}")
-        if backend != "milvus":  # check the options now, not at the first search (Milvus would start a server)
-            import tempfile
-
-            with tempfile.TemporaryDirectory() as scratch:
-                open_index(backend, Path(scratch) / "check.db", int(dim), **(backend_options or {})).close()
+        backend_class(backend).check_options(int(dim), backend_options or {})  # now, not at the first search
         dims = encoder.get("spatial_dims") if isinstance(encoder, dict) else None
         for size in (spatial_size, (pipeline or {}).get("spatial_size")):
             check_spatial_size(size, dims)
@@ -229,7 +218,8 @@ class Gallery:
                "empty or a finite distance ≥ 0")  # fmt: skip
         record("spatial_size", positive_sizes, "null or 1 to 3 sizes from 1 to 65536", required=False)
         record("scoring", lambda t: t if t in SCORINGS else None, f"one of {', '.join(SCORINGS)}")
-        record("backend", lambda t: t if t in ("exact", "faiss", "milvus") else None, "exact, faiss or milvus")
+        record("backend", lambda t: t if t.isprintable() and 0 < len(t) <= 100 and t == t.strip() else None,
+               "a search backend's name")  # which plugin provides it is checked when the index is opened
         record("backend_options", json_of(dict), "a JSON mapping")
         record("encoder", json_of(dict), "a JSON mapping")
         record("calibration", json_of(dict), "a JSON mapping")
@@ -277,10 +267,8 @@ class Gallery:
 
     def close(self) -> None:
         """Save an index that followed changes incrementally, then close everything."""
-        if self._index is not None:
-            if self._index_dirty and self._index_generation is not None:
-                self._save_index(self._index_generation)
-            self._index.close()
+        if self._sync is not None:
+            self._sync.close()
         self.db.close()
 
     def __enter__(self) -> "Gallery":
@@ -326,7 +314,7 @@ class Gallery:
 
     @property
     def generation(self) -> int:
-        return int(self.db.execute("SELECT value FROM meta WHERE key='generation'").fetchone()[0])
+        return sync.generation(self.db)
 
     def _refresh_meta(self) -> None:
         self.meta = dict(self.db.execute("SELECT key, value FROM meta"))
@@ -388,7 +376,7 @@ class Gallery:
             try:
                 before = self.generation
                 change = statements(self.db) or ((), None)
-                self._log(before + 1, *change)
+                sync.log_change(self.db, before + 1, *change)
                 self.db.execute("UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'generation'")
                 self.db.execute("COMMIT")
             except BaseException:
@@ -400,46 +388,14 @@ class Gallery:
             if cause is None:
                 raise
             raise DataError(f"cannot change gallery {self.path}: {cause}; nothing was changed") from None
-        self._follow(before, *change)
+        self._index_sync().follow(before, *change)
 
-    def _log(self, generation: int, removed, added) -> None:
-        """Record the index entries this generation removed and added (inside its transaction)."""
-        added_ids = [] if added is None else [int(i) for i in added[0]]
-        self.db.execute(CHANGES)
-        self.db.execute("INSERT OR REPLACE INTO changes VALUES (?, ?, ?)",
-                        (generation, json.dumps([int(i) for i in removed]), json.dumps(added_ids)))  # fmt: skip
-        self.db.execute("DELETE FROM changes WHERE generation <= ?", (generation - KEEP_CHANGES,))
-
-    def _follow(self, before: int, removed, added) -> None:
-        index = self._current_index(before)
-        if index is None:
-            return  # stale already: the next search rebuilds it from the database
-        if len(removed):
-            index.remove(np.asarray(removed, dtype=np.int64))
-        if added is not None and len(added[0]):
-            index.add(np.asarray(added[0], dtype=np.int64), np.asarray(added[1], dtype=np.float32))
-        self._index_generation = before + 1
-        self._index_dirty = True
-
-    def _current_index(self, generation: int):
-        """The index if it reflects ``generation`` (opening the persisted one if needed), else None."""
-        if self._index is None:
-            from convgen.gallery.search import open_index
-
+    def _index_sync(self) -> sync.IndexSync:
+        """The index and its bookkeeping, opened (from the persisted index if there is one) on first use."""
+        if self._sync is None:
             options = json.loads(self.meta["backend_options"])
-            self._index = open_index(self.meta["backend"], self.path, self.dim, **options)
-            self._index_generation = self._index.generation
-            if self._index_generation is not None and not self._index_trusted(self._index_generation):
-                self._index_generation = None  # a swapped or poisoned cache: rebuilt from the database
-        return self._index if self._index_generation == generation else None
-
-    def _entry_change(self, db, pid: int, new_ids: list[int], new_vectors: np.ndarray, replaced: bool):
-        """The index change of adding samples to person ``pid``, by scoring."""
-        if self.scoring == "closest":
-            return (), (new_ids, new_vectors)
-        blobs = [b for (b,) in db.execute("SELECT embedding FROM samples WHERE person = ?", (pid,))]
-        mean = _mean_direction(np.stack([self._vector(b) for b in blobs]))
-        return ([pid] if replaced else []), ([pid], mean[None])
+            self._sync = sync.IndexSync(self.path, self.db, self.dim, self.meta["backend"], options, self._scoring, self.readonly)
+        return self._sync
 
     def enrol(self, name: str, embeddings, sources: list[str] | None = None, append: bool = False) -> None:
         """Enrol ``name`` from one or more embeddings (one transaction: all or nothing)."""
@@ -458,7 +414,7 @@ class Gallery:
                            (pid, vector.tobytes(), source, now)).lastrowid
                 for vector, source in zip(e, sources)
             ]  # fmt: skip
-            return self._entry_change(db, pid, ids, e, replaced=row is not None)
+            return self._scoring.change_of_enrolment(pid, ids, e, replaced=row is not None)
 
         self._write(statements)
 
@@ -478,7 +434,7 @@ class Gallery:
                                (pid, vector.tobytes(), now)).lastrowid
                     for vector in e
                 ]  # fmt: skip
-                _, (entry_ids, entry_vectors) = self._entry_change(db, pid, ids, e, replaced=False)
+                _, (entry_ids, entry_vectors) = self._scoring.change_of_enrolment(pid, ids, e, replaced=False)
                 added_ids += list(entry_ids)
                 added_vectors.append(entry_vectors)
             vectors = np.concatenate(added_vectors) if added_vectors else np.zeros((0, self.dim), np.float32)
@@ -490,10 +446,7 @@ class Gallery:
         pid = self._person_id(name)
 
         def statements(db):
-            if self.scoring == "closest":
-                removed = [sid for (sid,) in db.execute("SELECT id FROM samples WHERE person = ?", (pid,))]
-            else:
-                removed = [pid]
+            removed = self._scoring.removed_with(pid)
             db.execute("DELETE FROM people WHERE id = ?", (pid,))
             return removed, None
 
@@ -526,113 +479,12 @@ class Gallery:
     def entries(self) -> tuple[np.ndarray, np.ndarray, list[str]]:
         """What the index holds: ``(entry ids, vectors, names)``; for ``closest`` one entry
         per sample, for ``mean`` one per person (the re-normalised mean)."""
-        if self.scoring == "closest":
-            rows = self.db.execute("SELECT s.id, s.embedding, p.name FROM samples s JOIN people p ON p.id = s.person ORDER BY s.id")
-            ids, vectors, names = [], [], []
-            for sid, blob, name in rows:
-                ids.append(sid)
-                vectors.append(self._vector(blob))
-                names.append(name)
-        else:
-            ids, vectors, names = [], [], []
-            for pid, name in self.db.execute("SELECT id, name FROM people ORDER BY id"):
-                e = np.stack([self._vector(b) for (b,) in self.db.execute("SELECT embedding FROM samples WHERE person = ?", (pid,))])
-                ids.append(pid)
-                vectors.append(_mean_direction(e))
-                names.append(name)
-        matrix = np.stack(vectors).astype(np.float32) if vectors else np.zeros((0, self.dim), np.float32)
-        return np.asarray(ids, dtype=np.int64), matrix, names
+        return self._scoring.entries()
 
     def index(self):
         """The search index, brought up to date when another process changed the gallery:
         from the change log when it covers the gap, else rebuilt from every row (and saved)."""
-        index = self._current_index(self.generation)
-        if index is not None:
-            return index
-        index = self._index
-        self.db.execute("BEGIN")  # one snapshot: the generation and the rows it describes
-        try:
-            generation = self.generation
-            rebuild = not self._catch_up(index, generation)
-            if rebuild:
-                ids, vectors, _ = self.entries()
-                index.clear()
-                if len(ids):
-                    index.add(ids, vectors)
-        finally:
-            self.db.execute("COMMIT")
-        self._index_generation, self._index_dirty = generation, True
-        if rebuild:
-            self._save_index(generation)
-        return index
-
-    def _index_trusted(self, generation: int) -> bool:
-        """Does the persisted index match the checksum the database recorded when it was saved at ``generation``?"""
-        checksum = self._index.checksum()
-        if checksum is None:
-            return True
-        row = self.db.execute("SELECT value FROM meta WHERE key = 'index_checksum'").fetchone()
-        return row is not None and row[0] == f"{generation}:{checksum}"
-
-    def _catch_up(self, index, generation: int) -> bool:
-        """Apply the logged changes since the index's generation; False when the log has a gap."""
-        since = self._index_generation
-        if since is None or since > generation or self.meta["backend"] == "milvus":  # Milvus is shared: rebuild
-            return False
-        try:
-            rows = self.db.execute("SELECT generation, removed, added FROM changes WHERE generation > ? AND generation <= ? "
-                                   "ORDER BY generation", (since, generation)).fetchall()  # fmt: skip
-        except sqlite3.OperationalError:  # a gallery from before the change log, never changed since
-            return False
-        if [row[0] for row in rows] != list(range(since + 1, generation + 1)):
-            return False
-        removed, added = set(), set()
-        for _, gone, new in rows:
-            removed.update(json.loads(gone))
-            added.update(json.loads(new))
-        if removed | added:  # drop every entry touched, then add back the ones that exist now
-            index.remove(np.array(sorted(removed | added), dtype=np.int64))
-        ids, vectors = self._entries_for(sorted(added))
-        if len(ids):
-            index.add(ids, vectors)
-        return True
-
-    def _entries_for(self, ids: list[int]) -> tuple[np.ndarray, np.ndarray]:
-        """The current index entries among ``ids`` (sample ids, or person ids for ``mean``)."""
-        found_ids, vectors = [], []
-        for start in range(0, len(ids), 900):
-            chunk = ids[start : start + 900]
-            marks = ",".join("?" * len(chunk))
-            if self.scoring == "closest":
-                for sid, blob in self.db.execute(f"SELECT id, embedding FROM samples WHERE id IN ({marks})", chunk):
-                    found_ids.append(sid)
-                    vectors.append(self._vector(blob))
-            else:
-                for (pid,) in self.db.execute(f"SELECT id FROM people WHERE id IN ({marks})", chunk):
-                    blobs = self.db.execute("SELECT embedding FROM samples WHERE person = ?", (pid,)).fetchall()
-                    found_ids.append(pid)
-                    vectors.append(_mean_direction(np.stack([self._vector(b) for (b,) in blobs])))
-        matrix = np.stack(vectors).astype(np.float32) if vectors else np.zeros((0, self.dim), np.float32)
-        return np.asarray(found_ids, dtype=np.int64), matrix
-
-    def _save_index(self, generation: int) -> None:
-        """Save the index under the write lock, and only if it still reflects the database:
-        two processes saving at once would otherwise interleave their index files."""
-        if self.readonly:
-            return
-        try:
-            self.db.execute("BEGIN IMMEDIATE")
-        except sqlite3.OperationalError:
-            return  # a read-only (or long-locked) gallery: the index is a cache, keep it in memory only
-        try:
-            if self.generation == generation:
-                self._index.save(generation)
-                checksum = self._index.checksum()
-                if checksum is not None:
-                    self.db.execute("INSERT OR REPLACE INTO meta VALUES ('index_checksum', ?)", (f"{generation}:{checksum}",))
-                self._index_dirty = False
-        finally:
-            self.db.execute("COMMIT")
+        return self._index_sync().up_to_date()
 
     def search(self, queries, k: int = 5) -> list[list[tuple[str, float]]]:
         """Per query, the ``k`` nearest people with their distances, nearest first."""
@@ -642,28 +494,14 @@ class Gallery:
         index = self.index()
         if len(index) == 0:
             raise DataError(f"{self.path} has nobody enrolled; enrol people first (`convgen gallery enrol`)")
-        fetch = k if self.scoring == "mean" else max(4 * k, k + 8)
+        fetch = self._scoring.fetch(k)
         while True:
             distances, ids = index.search(q, min(fetch, len(index)))
-            names = self._names_of(ids)
+            names = self._scoring.names_of(ids)
             results = [self._by_person(d, i, k, names) for d, i in zip(distances, ids)]
             if all(len(r) >= k for r in results) or fetch >= len(index):
                 return results
             fetch *= 4  # one person's many samples crowded the others out: look further
-
-    def _names_of(self, ids: np.ndarray) -> dict[int, str]:
-        """Names of the people behind index entries (samples, or people for ``mean``)."""
-        wanted = sorted({int(i) for i in np.unique(ids) if i >= 0})
-        query = (
-            "SELECT s.id, p.name FROM samples s JOIN people p ON p.id = s.person WHERE s.id IN ({})"
-            if self.scoring == "closest"
-            else "SELECT id, name FROM people WHERE id IN ({})"
-        )
-        names = {}
-        for start in range(0, len(wanted), 900):
-            chunk = wanted[start : start + 900]
-            names.update(self.db.execute(query.format(",".join("?" * len(chunk))), chunk))
-        return names
 
     @staticmethod
     def _by_person(distances, ids, k, names) -> list[tuple[str, float]]:
@@ -681,9 +519,7 @@ class Gallery:
     def distance_to(self, query, name: str) -> float:
         """Exact distance of one query to one person, by the gallery's scoring."""
         q = self._check_embeddings(query)[0]
-        e = self.embeddings_of(name)
-        if self.scoring == "mean":
-            e = _mean_direction(e)[None]
+        e = self._scoring.person_vectors(self.embeddings_of(name))
         return float(((e - q) ** 2).sum(1).min())
 
 
@@ -743,9 +579,3 @@ def check_spatial_size(size, dims: int | None) -> None:
         raise ConfigError(f"spatial size {list(sizes)} has {len(sizes)} axes but the encoder takes {dims}; give one size, or one per axis")
     if math.prod(sizes) ** (dims if len(sizes) == 1 and dims else 1) > 2**28:
         raise ConfigError(f"spatial size {list(sizes)} asks for samples of more than 2^28 elements; choose a smaller size")
-
-
-def _mean_direction(e: np.ndarray) -> np.ndarray:
-    mean = e.mean(0)
-    norm = np.linalg.norm(mean)
-    return (mean / norm if norm > 0 else mean).astype(np.float32)

@@ -1,8 +1,11 @@
 """A small third-party plugin: a text-file reader/writer, a tiny encoder, a dataset, a loss,
-a style cost, an input pipeline, a recipe and a CLI command. The tests install it through its entry point."""
+a style cost, an input pipeline, a gallery search backend, a recipe and a CLI command. The tests install it through its entry point."""
 
+import hashlib
 from collections import OrderedDict
 from pathlib import Path
+
+import numpy as np
 
 import torch
 from monai.networks.layers.factories import Conv, Pool
@@ -10,7 +13,8 @@ from torch import nn
 
 import convgen
 from convgen import registry
-from convgen.errors import DataError
+from convgen.errors import ConfigError, DataError
+from convgen.gallery.search import SearchIndex, padded, parse_options, saved_state, write_json
 from convgen.io import atomic_path
 from convgen.nets import TappedEncoder
 
@@ -145,6 +149,72 @@ def dominant_frequency(dataset, **context):
 @convgen.hookimpl
 def register_baselines(register):
     register("dominant-frequency", dominant_frequency)
+
+
+class BruteForceIndex(SearchIndex):
+    """Plain numpy brute force (float64 distances, ties broken by id), one .npz file beside the gallery."""
+
+    kind = "brute-force"
+    defaults = {"queries_per_pass": 64}
+
+    def __init__(self, path, dim, **options):
+        super().__init__(path, dim)
+        self.per_pass = parse_options(self.kind, options, self.defaults)["queries_per_pass"]
+        if isinstance(self.per_pass, bool) or not isinstance(self.per_pass, int) or self.per_pass < 1:
+            raise ConfigError(f"brute-force option queries_per_pass must be a whole number >= 1, got {self.per_pass!r}")
+        self.file = self.path.with_name(self.path.name + ".brute.npz")
+        self.meta_path = self.path.with_name(self.path.name + ".brute.json")
+        self._clear()
+        _, generation = saved_state(self)  # None: no sidecar, another kind, or a save cut short
+        if generation is not None:
+            try:
+                with np.load(self.file, allow_pickle=False) as saved:
+                    self.ids, self.vectors = saved["ids"], saved["vectors"]
+                self._generation = generation
+            except (OSError, ValueError, KeyError):
+                pass  # unreadable: opens empty and unknown, so the gallery rebuilds it
+
+    def __len__(self):
+        return len(self.ids)
+
+    def _add(self, ids, vectors):
+        if np.isin(ids, self.ids).any():
+            raise ValueError("ids already in the index; remove them first")
+        self.ids, self.vectors = np.concatenate([self.ids, ids]), np.concatenate([self.vectors, vectors])
+
+    def _remove(self, ids):
+        keep = ~np.isin(self.ids, ids)
+        if not keep.all():
+            self._changing()
+            self.ids, self.vectors = self.ids[keep], self.vectors[keep]
+
+    def _search(self, queries, k):
+        distances, labels = padded(len(queries), k)
+        for start in range(0, len(queries), self.per_pass):
+            block = queries[start : start + self.per_pass].astype(np.float64)
+            d = ((block[:, None, :] - self.vectors[None].astype(np.float64)) ** 2).sum(-1)
+            for row, dist in enumerate(d):
+                order = np.lexsort((self.ids, dist))[:k]
+                distances[start + row, : len(order)], labels[start + row, : len(order)] = dist[order], self.ids[order]
+        return distances, labels
+
+    def _clear(self):
+        self.ids, self.vectors = np.empty(0, np.int64), np.empty((0, self.dim), np.float32)
+
+    def checksum(self):
+        return hashlib.sha256(self.ids.tobytes() + self.vectors.tobytes()).hexdigest()
+
+    def _save(self, generation):
+        meta = {"kind": self.kind, "dim": self.dim}
+        write_json(self.meta_path, {**meta, "generation": None})  # "unknown" until the data is written
+        with atomic_path(self.file, mode=0o600) as tmp, open(tmp, "wb") as handle:
+            np.savez(handle, ids=self.ids, vectors=self.vectors)
+        write_json(self.meta_path, {**meta, "generation": generation})
+
+
+@convgen.hookimpl
+def register_search_backends(register):
+    register("brute-force", BruteForceIndex)
 
 
 @convgen.hookimpl
