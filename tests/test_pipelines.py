@@ -224,3 +224,11 @@ def test_an_export_imports_only_into_a_gallery_with_the_same_pipeline(tmp_path):
 
         with Gallery.open(tmp_path / "b.db") as gallery:
             api.import_(gallery, tmp_path / "a.safetensors")
+
+
+def test_a_gallery_without_weights_needs_an_encoder_that_ships_its_own():
+    from convgen.gallery.api import Encoder
+
+    random_start = encoder_spec({"name": "resnet", "channels": [4], "strides": [1]}, spatial_dims=1, in_channels=1)
+    with pytest.raises(ConfigError, match="has no weights of its own"):
+        Encoder(None, None, encoder=random_start)

@@ -57,6 +57,13 @@ class Encoder:
                 raise ConfigError("no encoder: pass --weights (an encoder.safetensors from a train recipe)")
             network = build_encoder(spec)  # weights that ship with the encoder's code (dlib-resnet), and its pipeline
             self.spec, self.fingerprint, self.weights = spec, fingerprint(spec, network.state_dict()), ""
+            if gallery is None:  # a new gallery: the encoder must rebuild the same every time
+                with torch.random.fork_rng():
+                    torch.manual_seed(torch.initial_seed() + 1)
+                    again = fingerprint(spec, build_encoder(spec).state_dict())
+                if again != self.fingerprint:
+                    raise ConfigError(f"encoder {spec['name']!r} has no weights of its own (it starts random); "
+                                      "give weights=PATH (--weights), an encoder.safetensors from a train recipe")  # fmt: skip
             recorded = getattr(network, "pipeline", None)
         if gallery is not None:
             gallery.check_model(self.fingerprint)
