@@ -67,7 +67,7 @@ def create(
     weights: Optional[Path] = typer.Option(None, "--weights", "-w", help="The encoder weights (.safetensors) every sample is embedded with."),
     encoder: Optional[str] = typer.Option(None, "--encoder", help="Instead of --weights: an encoder whose weights ship with its plugin (e.g. dlib-resnet)."),
     scoring: str = typer.Option("closest", help="A person's distance: 'closest' sample or 'mean' embedding."),
-    backend: str = typer.Option("exact", help="Search: 'exact', 'faiss' (ANN, large galleries) or 'milvus'."),
+    backend: str = typer.Option("exact", help="Search backend: 'exact', 'faiss' (ANN, large galleries), 'milvus', or one a plugin registers (see convgen plugins)."),
     milvus_uri: Optional[str] = typer.Option(None, help="Milvus server (http://host:19530) [default: a milvus-lite file beside DB]."),
     option: Optional[List[str]] = typer.Option(None, "--backend-option", help="Backend setting KEY=VALUE, e.g. ef_search=256 for faiss (repeatable)."),
     spatial_size: Optional[List[int]] = typer.Option(None, help="Resize every sample to this size (repeat per axis, or once for all): the 'array' pipeline's spatial_size."),
