@@ -34,12 +34,14 @@ free cores, OpenMP barriers can make a run many times slower.
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import math
 import resource
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -48,6 +50,7 @@ from rich.table import Table
 from torch import nn
 
 from convgen.nets import VGGEncoder
+from convgen.style import quality, stylize
 from convgen.style.transfer import LBFGS_CHUNK, StyleTransfer
 
 ALPHA, BETA, SEED, NOISE_RATIO = 1.0, 100.0, 0, 0.5
@@ -191,6 +194,200 @@ def run_reference(encoder, content, style, style_layers, content_layers, iterati
     return {"seconds": seconds, "evals": evals, "start": start, "final": final}
 
 
+# -- quality: what the result looks like, measured by an encoder it did not optimise ---------------------------------
+# Each case reads the bundled samples the way its recipe does and runs `stylize.transfer` with the recipe's defaults,
+# changed per row. "today" is the recipe's defaults before the quality work (kept here, so the row stays reproducible);
+# "default" is the recipe's defaults now; the other rows are the alternatives the defaults were chosen from.
+
+VGG_TODAY = {"encoder": {"name": "vgg", "channels": [32, 64, 128, 128], "convs": [1, 1, 1, 1], "pool": "avg", "embedding_dim": 64},
+             "content_layers": ["relu3_1"], "style_layers": ["relu1_1", "relu2_1", "relu3_1", "relu4_1"], "alpha": 1.0, "beta": 100.0,
+             "tv": 0.0, "init": "content+noise", "noise_ratio": 0.5, "preserve_color": "none", "multires": 1}  # fmt: skip
+TODAY = {  # per domain: the recipe's defaults before (commit 27d6a51)
+    "ecg": {**VGG_TODAY, "iterations": 150},
+    "audio": {"encoder": {"name": "wide-conv", "filters": 256, "kernel_sizes": [3, 9, 27], "embedding_dim": 128},
+              "content_layers": ["relu"], "style_layers": ["relu"], "alpha": 1.0, "beta": 100.0, "tv": 0.0, "init": "content+noise",
+              "noise_ratio": 0.5, "iterations": 100, "preserve_color": "none", "multires": 1},
+    "photo": {**VGG_TODAY, "iterations": 150},
+    "ct": {**VGG_TODAY, "encoder": {"name": "vgg", "channels": [16, 32, 64, 64], "convs": [1, 1, 1, 1], "pool": "avg", "embedding_dim": 64},
+           "iterations": 100},
+}  # fmt: skip
+MULTISCALE = {"name": "random-multiscale", "embedding_dim": 64}
+ALTERNATIVES = {  # per domain: row label -> changes to the recipe's (new) defaults
+    "ecg": {"vgg, init content, tv": {**VGG_TODAY, "init": "content", "tv": 1.0, "iterations": 150}},
+    "audio": {},
+    "photo": {
+        "vgg, init content": {**VGG_TODAY, "init": "content", "iterations": 150},
+        "default + luminance only": {"preserve_color": "luminance"},
+        "default + multires 2": {"multires": 2},
+        "dlib-early": {"encoder": {"name": "dlib-early", "stages": 2}, "style_layers": ["stem", "stage1", "stage2"],
+                       "content_layers": ["stage2"]},
+    },
+    "ct": {"vgg, init content": {**TODAY["ct"], "init": "content"}},
+}  # fmt: skip
+PHOTO_STYLES = ("brick", "grass", "gravel")
+
+
+def quality_cases(quick: bool, only=None) -> list[dict]:
+    """The inputs of every quality case: content, style, the recipe's defaults, the SSIM low-pass (samples)."""
+    cases = []
+    want = lambda name: only is None or any(name == o or name.split("-")[0] == o for o in only)  # noqa: E731
+    if want("1d-ecg"):
+        from convgen_ecg.preprocess import EcgPipeline
+        from convgen_ecg.recipes import STYLIZE as ECG, _record
+
+        config = copy.deepcopy(ECG)
+        pipeline = EcgPipeline.of(**config["ecg"])
+        seconds = 4.0 if quick else config["seconds"]
+        trace = lambda key: torch.as_tensor(pipeline.clean(_record(config[key], config))[: int(seconds * pipeline.fs)][None].copy(), dtype=torch.float32)  # noqa: E731
+        cases.append({"case": "1d-ecg", "domain": "ecg", "dims": 1, "content": trace("content"), "style": trace("style"), "config": config})
+    if want("1d-audio"):
+        from convgen_audio.features import log_magnitude
+        from convgen_audio.style import DEFAULTS as AUDIO, _fit, _inputs
+
+        config = copy.deepcopy(AUDIO)
+        content, style, rate, samples = _inputs(config)
+        spec = lambda y: torch.from_numpy(log_magnitude(y, config["n_fft"], config["hop"]))  # noqa: E731
+        cases.append({"case": "1d-audio", "domain": "audio", "dims": 1, "content": spec(_fit(content, samples)), "style": spec(style),
+                      "config": config, "rate": rate})  # fmt: skip
+    if any(want(f"2d-{name}") for name in PHOTO_STYLES):
+        from convgen_faces.datasets import sample_dir
+        from convgen_faces.recipes import STYLIZE as PHOTO
+
+        for name in [n for n in (PHOTO_STYLES[:1] if quick else PHOTO_STYLES) if want(f"2d-{n}")]:
+            config = copy.deepcopy(PHOTO)
+            config["style"] = str(sample_dir("photos") / f"{name}.png")
+            if quick:
+                config.update(size=[96, 96], style_size=[96, 96])
+            content, (style,) = stylize.inputs(config)
+            cases.append({"case": f"2d-{name}", "domain": "photo", "dims": 2, "content": content, "style": style, "config": config})
+    if want("3d-mr"):
+        from convgen_ct import preprocess
+        from convgen_ct.recipes import STYLIZE as CT, _input
+
+        config = copy.deepcopy(CT)
+        if quick:
+            config.update(region={"size": 32, "center": None}, style_region={"size": 32, "center": None})
+        content, style = (preprocess.plain(_input(config, key)) for key in ("content", "style"))
+        cases.append({"case": "3d-mr", "domain": "ct", "dims": 3, "content": content, "style": style, "config": config})
+    for case in cases:
+        case["lowpass"] = max(case["content"].shape[1:]) / 48  # SSIM of the coarse structure: texture is meant to change
+    return cases
+
+
+def stylize_case(case: dict, changes: dict, quick: bool, texture: bool = False) -> dict:
+    """One row: the case's recipe defaults with ``changes``, run, timed and measured."""
+    config = {**copy.deepcopy(case["config"]), **copy.deepcopy(changes), "device": "cpu", "seed": 0}
+    config.setdefault("style_weights", None)
+    if quick:
+        config["iterations"] = min(config["iterations"], 20)
+    content = None if texture else case["content"]
+    if texture:
+        config.update(init="noise", content_layers=[], preserve_color="none")
+    config["init"] = config["init"] or ("content" if content is not None else "noise")  # audio-stylize's default
+    torch.manual_seed(0)  # the random encoder, as the recipe's runner seeds it
+    began = time.perf_counter()
+    shape = tuple(case["style"].shape) if texture else None
+    result, summary, _ = stylize.transfer(config, content, [case["style"]], shape=shape)
+    seconds = time.perf_counter() - began
+    measured = quality.quality(result.generated, case["style"], content, case["lowpass"])
+    return {"seconds": seconds, **measured, "result": result.generated, "encoder": summary["encoder"]}
+
+
+def quality_rows(case: dict, quick: bool) -> list[tuple[str, dict]]:
+    """(label, changes) of every row of a case: today, the default, the alternatives, and texture synthesis."""
+    domain = case["domain"]
+    rows = [("today", TODAY[domain]), ("default", {})]
+    rows += list(ALTERNATIVES[domain].items())
+    if case["dims"] == 2 and quick:
+        rows = [r for r in rows if r[0] != "dlib-early"]  # dlib's file may be missing; the full run needs it
+    return rows
+
+
+def run_quality(args) -> list[dict]:
+    console = Console(width=max(Console().width, 150))
+    only = set(args.cases.split(",")) if args.cases else None
+    results = []
+    table = Table(title="Style transfer quality, measured by an independent encoder (random multi-scale, seed "
+                        f"{quality.MEASURING_SEED}, kernel 3 at dilations 1-27, never optimised against)")  # fmt: skip
+    for column in ("case", "row", "encoder", "s", "style ÷ style's own", "SSIM (low-pass)", "HF ÷ style's"):
+        table.add_column(column, justify="left" if column in ("case", "row", "encoder") else "right")
+    for case in quality_cases(args.quick, only):
+        rows = []
+        for label, changes in quality_rows(case, args.quick):
+            out = stylize_case(case, changes, args.quick)
+            rows.append((label, out))
+            console.print(f"done: {case['case']} {label}: {out['seconds']:.0f} s", style="dim")
+        texture = stylize_case(case, {}, args.quick, texture=True)
+        rows.append(("texture (no content, from noise)", texture))
+        for label, out in rows:
+            table.add_row(case["case"] if label == "today" else "", label, out["encoder"], f"{out['seconds']:.0f}", f"{out['style']:.2f}",
+                          "" if out["ssim"] is None else f"{out['ssim']:.3f}", f"{out['hf']:.2f}")  # fmt: skip
+        table.add_section()
+        results.append({"case": case, "rows": rows})
+    table.caption = ("style ÷ style's own: Gram distance of the result to the style over that of the style's two halves (1 = as close "
+                     "as the style is to itself). SSIM: result and content, both Gaussian-blurred (sigma = longest axis / 48). "
+                     "HF: mean squared Laplacian, result over style. s: wall time of the run.")  # fmt: skip
+    console.print(table)
+    for r in results:
+        rows = dict(r["rows"])
+        today, default, texture = rows["today"], rows["default"], rows["texture (no content, from noise)"]
+        goal = "≥ 3× lower style distance" if r["case"]["case"] == "2d-brick" else "better style distance"
+        factor = 3.0 if r["case"]["case"] == "2d-brick" else 1.0
+        met = (default["style"] * factor <= today["style"] and default["ssim"] >= today["ssim"]
+               and (default["hf"] <= 1.5 if factor > 1 else abs(math.log(default["hf"])) <= abs(math.log(today["hf"]))))  # fmt: skip
+        console.print(f"{r['case']['case']}: default vs today: style {today['style']:.2f} → {default['style']:.2f}, SSIM "
+                      f"{today['ssim']:.3f} → {default['ssim']:.3f}, HF {today['hf']:.2f} → {default['hf']:.2f} ({goal}, SSIM no lower, "
+                      f"HF {'within 1.5×' if factor > 1 else 'closer to the style’s'}) {'[green]met[/green]' if met else '[red]MISSED[/red]'}; "
+                      f"texture from noise {texture['style']:.2f} (target ≤ 1.5) {'[green]met[/green]' if texture['style'] <= 1.5 else '[red]MISSED[/red]'}")  # fmt: skip
+    if args.figures:
+        for dims in sorted({r["case"]["dims"] for r in results}):
+            path = draw_grid([r for r in results if r["case"]["dims"] == dims], dims, Path(args.figures))
+            console.print(f"wrote {path}")
+    return results
+
+
+def draw_grid(results: list[dict], dims: int, folder: Path) -> Path:
+    """One figure per dimension: a row per case (content, style, then each row's result), drawn as the domain is read."""
+    from matplotlib.figure import Figure
+
+    columns = max(2 + len(r["rows"]) for r in results)
+    fig = Figure(figsize=(2.3 * columns, (1.5 if dims == 1 else 2.3) * len(results) + 0.4), layout="constrained")
+    axes = fig.subplots(len(results), columns, squeeze=False)
+    for i, r in enumerate(results):
+        case = r["case"]
+        panels = [("content", case["content"]), ("style", case["style"])] + [(label, out["result"]) for label, out in r["rows"]]
+        for j, ax in enumerate(axes[i]):
+            ax.set_xticks([]), ax.set_yticks([])
+            if j >= len(panels):
+                ax.axis("off")
+                continue
+            label, x = panels[j]
+            x = x.detach().float()
+            title = label if j < 2 else f"{label}\nstyle {r['rows'][j - 2][1]['style']:.2f}" + (
+                f", SSIM {r['rows'][j - 2][1]['ssim']:.2f}" if r["rows"][j - 2][1]["ssim"] is not None else "")
+            ax.set_title(title, fontsize=7)
+            if j == 0:
+                ax.set_ylabel(case["case"], fontsize=8)
+            if case["domain"] == "audio":
+                ax.imshow(x.numpy(), origin="lower", aspect="auto", cmap="magma", vmin=0, vmax=float(case["style"].max()))
+            elif dims == 1:
+                ax.plot(x[0].numpy(), lw=0.5, color="k")
+                ax.set_ylim(float(case["content"].min()) - 0.2, float(case["content"].max()) + 0.2)
+            elif dims == 2:
+                ax.imshow(x.clamp(0, 1).permute(1, 2, 0).numpy() if x.shape[0] == 3 else x[0].numpy(), cmap="gray", vmin=0, vmax=1)
+            else:
+                v = x[0]
+                slices = [v[v.shape[0] // 2], v[:, v.shape[1] // 2], v[:, :, v.shape[2] // 2]]
+                h = max(s.shape[0] for s in slices)
+                strip = torch.cat([torch.nn.functional.pad(s, (0, 1, 0, h - s.shape[0]), value=1.0) for s in slices], 1)
+                ax.imshow(strip.numpy(), cmap="gray", vmin=0, vmax=1)
+    name = {1: "style-quality-1d.png", 2: "style-quality-2d.png", 3: "style-quality-3d.png"}[dims]
+    fig.suptitle(f"{dims}D: content, style, and the result of each row (style distance and SSIM as in the table)", fontsize=9)
+    folder.mkdir(parents=True, exist_ok=True)
+    fig.savefig(folder / name, dpi=90)
+    return folder / name
+
+
 # -- harness -------------------------------------------------------------------------------------------------------
 
 
@@ -247,12 +444,22 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's default)")
     parser.add_argument("--repeats", type=int, default=1, help="run each pair this many times, interleaved, and keep the fastest")
     parser.add_argument("--json", help="also write the results to this file")
+    parser.add_argument("--table", choices=("speed", "quality", "both"), default="both", help="which table(s) to measure")
+    parser.add_argument("--figures", help="quality: draw the picture grids into this folder (e.g. docs/img)")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         print(json.dumps(run_case(*json.loads(args.child))))
         return
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.table in ("quality", "both"):
+        run_quality(args)
+    if args.table in ("speed", "both"):
+        run_speed(args)
 
+
+def run_speed(args) -> None:
     console = Console(width=max(Console().width, 150))
     threads = args.threads or torch.get_num_threads()
     _, style_layers, content_layers = ENCODERS[args.encoder]

@@ -12,7 +12,7 @@ Large dense filters cost ``k^d`` products per position, too many in 3D. Here a s
 samples (so that the taps ``d`` apart see everything in between): the receptive field is
 ``(2d - 1) + (k - 1) d`` samples (kernel 5: 5, 11, 23, 47, 95 for d = 1 ... 16), at the cost
 of a ``k^d`` filter. Every scale keeps the input's size (stride 1), so the scales are
-concatenated on the channel axis and read as one tap. Taps: ``conv``, ``relu``.
+concatenated on the channel axis and read as one tap.
 """
 
 from __future__ import annotations
@@ -83,16 +83,30 @@ class MultiScaleConv(nn.Module):
         return list(self.branches[-1])  # the widest scale sees the most
 
 
+class Channels(nn.Module):
+    """The channels from ``start`` on: the coarser scales of a `MultiScaleConv`'s output."""
+
+    def __init__(self, start: int):
+        super().__init__()
+        self.start = start
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x[:, self.start :]
+
+
 class RandomMultiScale(TappedEncoder):
     """One wide random layer (``filters`` per scale, one scale per entry of ``dilations``) and a ReLU.
 
     Meant to stay random (style transfer and texture synthesis need no weights file); it
     can also be trained like any encoder. Default: kernel 5 at dilations 1, 2, 4, 8, 16,
     64 filters each (320 channels, receptive fields 5 to 95 samples per axis).
+    Taps: ``conv``, ``relu`` (every scale) and ``coarse`` (the scales of dilation
+    ``coarse_from`` and more): a content cost on ``coarse`` keeps the content's layout and
+    leaves its fine texture to the style.
     """
 
     def __init__(self, spatial_dims: int, in_channels: int = 1, embedding_dim: int = 128, filters: int = 64,
-                 kernel_size: int = 5, dilations: Sequence[int] = (1, 2, 4, 8, 16)):  # fmt: skip
+                 kernel_size: int = 5, dilations: Sequence[int] = (1, 2, 4, 8, 16), coarse_from: int = 4):  # fmt: skip
         check_dims(spatial_dims, in_channels)
         if not isinstance(filters, int) or isinstance(filters, bool) or filters < 1:
             raise ConfigError(f"random-multiscale filters must be a positive integer, got {filters!r}")
@@ -100,6 +114,10 @@ class RandomMultiScale(TappedEncoder):
             raise ConfigError(f"random-multiscale kernel_size must be an odd integer of at least 3, got {kernel_size!r}")
         if not dilations or any(not isinstance(d, int) or isinstance(d, bool) or d < 1 for d in dilations) or len(set(dilations)) != len(dilations):
             raise ConfigError(f"random-multiscale dilations must be distinct positive integers, got {list(dilations or [])}")
+        if not isinstance(coarse_from, int) or coarse_from > max(dilations):
+            raise ConfigError(f"random-multiscale coarse_from must be a dilation up to {max(dilations)}, got {coarse_from!r}")
         width = filters * len(dilations)
-        body = OrderedDict(conv=MultiScaleConv(spatial_dims, in_channels, filters, kernel_size, dilations), relu=nn.ReLU())
+        fine = filters * sum(d < coarse_from for d in dilations)
+        body = OrderedDict(conv=MultiScaleConv(spatial_dims, in_channels, filters, kernel_size, dilations), relu=nn.ReLU(),
+                           coarse=Channels(fine))  # fmt: skip
         super().__init__(spatial_dims, in_channels, body, embedding_head(spatial_dims, width, embedding_dim))

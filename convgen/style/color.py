@@ -58,7 +58,7 @@ def with_chroma(y: torch.Tensor, content: torch.Tensor) -> torch.Tensor:
 
 def _sqrtm(cov: torch.Tensor, power: float) -> torch.Tensor:
     values, vectors = torch.linalg.eigh(cov)
-    return vectors @ torch.diag(values.clamp_min(1e-12) ** power) @ vectors.T
+    return vectors @ torch.diag(values.clamp_min(1e-6 * float(values.max())) ** power) @ vectors.T  # a grey style: rank 1
 
 
 def match_histogram(style: torch.Tensor, content: torch.Tensor) -> torch.Tensor:

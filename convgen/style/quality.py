@@ -154,9 +154,10 @@ def style_distance(result: torch.Tensor, style: torch.Tensor, encoder=None, laye
 
 def quality(result: torch.Tensor, style: torch.Tensor, content: torch.Tensor | None, lowpass: float, encoder=None) -> dict:
     """The three measures of one result: ``style`` (ratio), ``ssim`` (None without content) and ``hf``."""
-    low, high = float(min(style.min(), *(() if content is None else (content.min(),)))), float(max(style.max(), *(() if content is None else (content.max(),))))
+    inputs = [style] if content is None else [style, content]
+    data_range = max(float(t.max()) for t in inputs) - min(float(t.min()) for t in inputs)
     return {
         "style": style_distance(result, style, encoder)["ratio"],
-        "ssim": None if content is None else content_ssim(result, content, lowpass, data_range=high - low),
+        "ssim": None if content is None else content_ssim(result, content, lowpass, data_range=data_range),
         "hf": hf_ratio(result, style),
     }

@@ -294,7 +294,7 @@ class StyleTransfer:
         # L-BFGS keeps its history across a clamp, as the PyTorch tutorial does: restarting
         # it there cost extra evaluations and ended at a higher cost (bench_style.py).
         chunk = LBFGS_CHUNK if optimizer == "lbfgs" else 1
-        done = 0
+        done, good, restarted = 0, g.detach().clone(), False
         with bar("stylize", show=show_progress) as progress:
             task = progress.add_task("stylize", total=iterations, info="")
             while done < iterations:
@@ -307,8 +307,23 @@ class StyleTransfer:
                 done += steps
                 with torch.no_grad():
                     g.clamp_(low, high)
-                if not math.isfinite(last["loss"]):
-                    raise DataError(f"the cost became {last['loss']} at iteration {done}; lower lr or the term weights")
+                if not math.isfinite(last["loss"]) or not torch.isfinite(g).all():
+                    # L-BFGS divides by its last step's curvature, which is 0 once the cost stops falling: go back
+                    # to the last good point with a fresh history, once; a second failure in a row is the answer.
+                    if optimizer != "lbfgs" or restarted:
+                        if optimizer == "lbfgs":
+                            with torch.no_grad():
+                                g.copy_(good)
+                            break
+                        raise DataError(f"the cost became {last['loss']} at iteration {done}; lower lr or the term weights")
+                    with torch.no_grad():
+                        g.copy_(good)
+                    opt = torch.optim.LBFGS([g], lr=lr or 1.0, history_size=50, line_search_fn="strong_wolfe",
+                                            tolerance_grad=0.0, tolerance_change=0.0)  # fmt: skip
+                    restarted = True
+                    continue
+                good.copy_(g.detach())
+                restarted = False
                 history.append({"iteration": done, **last})
                 progress.update(task, completed=done, info=" ".join(f"{k} {v:.4g}" for k, v in last.items()))
                 if snapshot_every and on_snapshot and done % snapshot_every == 0 and done < iterations:

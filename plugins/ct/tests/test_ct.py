@@ -22,7 +22,7 @@ from convgen.testing import invoke, one_line_error
 ANATOMY = sample_path("anatomical.nii")  # nibabel's T1 MR volume, 33×41×25 at 2 mm
 EPI = sample_path("someones_epi.nii.gz")
 # A small, quick style transfer: three style layers (a 4th would see too few positions in 24³).
-QUICK = ["style_layers=[relu1_1,relu2_1,relu3_1]", "content_layers=[relu2_1]", "encoder.channels=[8,16,32,32]"]
+QUICK = ["encoder.filters=4", "encoder.dilations=[1,2,4]"]  # the default encoder, narrower
 
 
 def write_series(folder, slices=4, uid=None, spacing=(0.7, 0.8), thickness=2.5, rows=6, columns=5):

@@ -175,7 +175,7 @@ def test_the_demo_runs_end_to_end_at_a_reduced_size(tmp_path):
 
 def test_stylize_a_photo_writes_a_png(tmp_path):
     out = tmp_path / "style"
-    result = invoke("run", "faces-stylize", "size=[32,32]", "style_size=[32,32]", "iterations=2", "encoder.channels=[4,8,8,8]", "-o", out)
+    result = invoke("run", "faces-stylize", "size=[32,32]", "style_size=[32,32]", "iterations=2", "encoder.filters=4", "-o", out)
     assert result.exit_code == 0, result.output
     assert Image.open(out / "stylized.png").size == (32, 32) and Image.open(out / "stylized.png").mode == "RGB"
 

@@ -94,7 +94,7 @@ def run(config: dict, out_dir: Path) -> dict:
     styles = [torch.from_numpy(log_magnitude(style_wave, n_fft, hop))]
     content = None if content_wave is None else torch.from_numpy(log_magnitude(_fit(content_wave, samples), n_fft, hop))
     engine_config = {**{k: config[k] for k in ENGINE_KEYS}, "style_weights": None,
-                     "init": config["init"] or ("content+noise" if content is not None else "noise")}  # fmt: skip
+                     "init": config["init"] or ("content" if content is not None else "noise")}  # fmt: skip
     result, summary, engine = stylize.transfer(engine_config, content, styles, shape=(n_fft // 2 + 1, frames(samples, hop)))
 
     gl = config["griffin_lim"]
