@@ -272,10 +272,15 @@ def dataset_config(dataset: dict, recorded: dict | None, overrides: dict | None 
         accepted = accepted_kwargs(factory) or set(options)
         wanted = {k: v for k, v in options.items() if k in accepted}
     block, notes = dict(dataset), []
+    try:
+        defaults = {k: p.default for k, p in inspect.signature(factory).parameters.items() if p.default is not p.empty}
+    except (TypeError, ValueError):
+        defaults = {}
     for key, value in wanted.items():
-        if isinstance(value, dict) and isinstance(block.get(key), dict):
-            value = {**block[key], **value}
-        if _jsonable(block.get(key)) != _jsonable(value):
-            notes.append(f"dataset.{key}: {block.get(key)!r} -> {value!r} ({'your pipeline override' if overrides else 'the encoder was trained so'})")
+        current = block.get(key, defaults.get(key))  # what the dataset would have used
+        if isinstance(value, dict) and isinstance(current, dict):
+            value = {**current, **value}
+        if _jsonable(current) != _jsonable(value):
+            notes.append(f"dataset.{key}: {current!r} -> {value!r} ({'your pipeline override' if overrides else 'the encoder was trained so'})")
         block[key] = value
     return block, notes

@@ -109,3 +109,19 @@ def test_nested_identity_folders_behind_an_option(tmp_path):
     assert FaceFolder(tmp_path, detect=False, nested=True, people=["work/s3"]).classes == ["work/s3"]
     with pytest.raises(DataError, match="no photos"):
         FaceFolder(tmp_path, detect=False)  # the people sit one level deeper
+
+
+def test_faces_evaluate_feeds_a_28_pixel_encoder_28_pixel_faces(tmp_path):
+    """The bug: an encoder trained at 28 x 28 was evaluated at the recipe's 56 x 46 without a word."""
+    torch.manual_seed(0)
+    spec = encoder_spec({"name": "resnet", "channels": [8, 16], "strides": [1, 2], "embedding_dim": 16}, spatial_dims=2, in_channels=1)
+    weights = tmp_path / "enc.safetensors"
+    save_encoder(weights, build_encoder(spec), spec, pipeline={"name": "faces", "size": [28, 28], "channels": 1, "detect": False})
+    people = "dataset.people=[s1,s2,s3,s4,s5,s6,s7,s8]"
+    result = invoke("run", "faces-evaluate", f"weights={weights}", people, "-o", tmp_path / "a")
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "a" / "report.json").read_text())
+    assert report["inputs"]["dataset_changes"] == ["dataset.size: [56, 46] -> [28, 28] (the encoder was trained so)"]
+    explicit = invoke("run", "faces-evaluate", f"weights={weights}", people, "dataset.size=[28,28]", "-o", tmp_path / "b")
+    assert explicit.exit_code == 0
+    assert json.loads((tmp_path / "b" / "report.json").read_text())["verification"] == report["verification"]
