@@ -14,6 +14,7 @@ from conftest import assert_one_line_error, invoke
 from convgen.data import SyntheticClusters
 from convgen.errors import ConfigError, DataError, ModelMismatchError
 from convgen.gallery import api
+from convgen.gallery.search import Capabilities, SearchIndex
 from convgen.gallery.store import Gallery
 from convgen.weights import build_encoder, encoder_spec, save_encoder
 
@@ -374,6 +375,29 @@ def test_ann_backends_answer_like_exact_search(tmp_path, backend):
     assert answers["exact"][0] is None and answers["exact"][1:] == list(crowd)[1:]
 
 
+@pytest.mark.parametrize("shared", [False, True])
+def test_another_process_change_is_replayed_from_the_log_unless_the_backend_is_shared(tmp_path, monkeypatch, shared):
+    """The store reads the backend's capabilities, not its name: an index that other processes
+    change too (``shared``, e.g. a Milvus server) is rebuilt after their changes, never patched."""
+    from convgen.gallery.backends.exact import ExactIndex
+
+    monkeypatch.setattr(ExactIndex, "capabilities", Capabilities(shared=shared))
+    crowd = people(12, 2, seed=5)
+    names = list(crowd)
+    clears = []
+    real_clear = SearchIndex.clear
+    monkeypatch.setattr(SearchIndex, "clear", lambda self: (clears.append(1), real_clear(self))[1])
+    with new_gallery(tmp_path / "g.db") as reader:
+        reader.enrol_many({n: crowd[n][:1] for n in names[:6]})
+        reader.search(crowd[names[0]][1], 1)
+        built = len(clears)
+        with Gallery.open(tmp_path / "g.db") as writer:  # another process, as far as the reader can tell
+            writer.enrol_many({n: crowd[n][:1] for n in names[6:]})
+        found = [hits[0][0] for hits in reader.search(np.stack([crowd[n][1] for n in names]), 1)]
+    assert found == names
+    assert len(clears) - built == (1 if shared else 0)
+
+
 @pytest.mark.parametrize("backend, scoring", [("exact", "closest"), ("exact", "mean"), ("faiss", "closest")])
 def test_index_follows_changes_without_rebuilding(tmp_path, monkeypatch, backend, scoring):
     pytest.importorskip("faiss") if backend == "faiss" else None
@@ -387,7 +411,7 @@ def test_index_follows_changes_without_rebuilding(tmp_path, monkeypatch, backend
     with new_gallery(tmp_path / "g.db", backend=backend, scoring=scoring) as g:
         g.enrol_many({n: crowd[n][:1] for n in names[:20]})
         g.search(probes[:1], 1)  # the one full build
-        monkeypatch.setattr(Gallery, "entries", no_rebuild)
+        monkeypatch.setattr(SearchIndex, "clear", no_rebuild)  # clear() starts every rebuild
         for n in names[20:]:
             g.enrol(n, crowd[n][:1])
         g.enrol(names[3], crowd[names[3]][1:], append=True)

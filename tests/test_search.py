@@ -411,3 +411,19 @@ def test_sidecar_records_generation_and_dim(tmp_path):
     meta = json.loads((tmp_path / "g.db.vectors.json").read_text())
     assert meta["generation"] == 12 and meta["dim"] == DIM and meta["count"] == 1
     assert np.load(tmp_path / "g.db.ids.npy").tolist() == [4]
+
+
+def test_core_backends_declare_what_the_store_needs_to_know():
+    """Capabilities, not names: the store asks these (see convgen.gallery.sync) and never tests "milvus"."""
+    from convgen.gallery.search import backend_class
+
+    entries = {e.name: e for e in backends().entries()}
+    assert set(KINDS) == {"exact", "faiss", "milvus"}
+    assert {entries[name].plugin for name in KINDS} == {"convgen.default_plugins.search"}  # through the hook, like a plugin
+    exact, faiss, milvus = (backend_class(name).capabilities for name in ("exact", "faiss", "milvus"))
+    assert not exact.approximate and exact.files and not exact.shared and exact.cheap_to_open
+    assert faiss.approximate and faiss.files and not faiss.shared
+    assert milvus.shared and not milvus.files and not milvus.cheap_to_open
+    with pytest.raises(ConfigError, match="unknown option.*urii.*known: uri"):  # checked by name, no server started
+        backend_class("milvus").check_options(DIM, {"urii": "http://nowhere:19530"})
+    backend_class("milvus").check_options(DIM, {"uri": "http://nowhere:19530"})
