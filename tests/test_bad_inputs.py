@@ -1028,7 +1028,8 @@ def _in_namespace(folder: Path, setup: str, *commands: list) -> list[tuple[int, 
 
 @needs_namespaces
 def test_a_read_only_gallery_serves_the_reading_commands_and_names_the_cause_for_the_others(tmp_path, assets):
-    """On a read-only mount: list, identify, verify, export and backup work; enrol is one line saying read-only."""
+    """On a read-only mount: list, identify, verify, export and backup work; enrol, an export into it and
+    a run's output folder in it are one line saying read-only."""
     shared = tmp_path / "shared"
     shared.mkdir()
     shutil.copy(assets / "people.db", shared / "people.db")
@@ -1043,11 +1044,13 @@ def test_a_read_only_gallery_serves_the_reading_commands_and_names_the_cause_for
         ["gallery", "backup", "shared/people.db", "copy.db"],
         ["gallery", "enrol", "shared/people.db", "bob", sample],
         ["gallery", "export", "shared/people.db", "shared/people.safetensors"],
+        ["run", "stylize", *QUICK_STYLE, "-o", "shared/run"],
     )  # fmt: skip
     for code, stderr in results[:5]:
         assert code == 0, stderr
     assert results[5][0] == 5 and "it is read-only" in results[5][1] and "Traceback" not in results[5][1]
-    assert results[6][0] == 5 and "the file system is read-only" in results[6][1] and "Traceback" not in results[6][1]
+    for code, stderr in results[6:]:
+        assert code == 5 and "the file system is read-only" in stderr and "Traceback" not in stderr, stderr
     assert (shared / "people.db").read_bytes() == before and sorted(p.name for p in shared.iterdir()) == ["people.db"]
     from convgen.gallery.store import Gallery
 

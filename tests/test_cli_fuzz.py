@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from convgen.testing import invoke, tiny_encoder_weights
@@ -107,6 +107,8 @@ def test_random_overrides_resolve_or_are_one_line(data, tmp_path, monkeypatch):
     ["encoder.channels", "encoder.embedding_dim", "encoder.convs", "encoder.kernel_size", "encoder.pool", "encoder.head_grid",
      "input_size", "in_channels", "encoder.name", "spatial_dims"]), st.one_of(VALUES, SENSIBLE, SENSIBLE)),
     min_size=1, max_size=3))  # fmt: skip
+@example(overrides=[("encoder.channels", "[2, 2]"), ("encoder.pool", "avg")])  # one that runs, on every CI run
+@example(overrides=[("encoder.embedding_dim", "16"), ("input_size", "48")])
 def test_random_overrides_run_or_leave_nothing(overrides, tmp_path_factory):
     """The inspect recipe run for real: it succeeds, or refuses in one line and leaves no output folder."""
     root = tmp_path_factory.mktemp("run")
