@@ -188,6 +188,7 @@ def test_legacy_weights_and_galleries_keep_working_with_a_notice(tmp_path):
     assert invoke("gallery", "enrol", tmp_path / "g.db", "p0", *sorted((data / "p0").iterdir())).exit_code == 0
     result = invoke("gallery", "verify", tmp_path / "g.db", "p0", data / "p0" / "0.npy", "-t", "0.0001", "--json")
     assert result.exit_code == 0 and json.loads(result.stdout)["pipeline"] == {"name": "array", "spatial_size": [16, 16]}
+    assert "made before galleries recorded their input pipeline" in result.stderr
 
 
 def test_bulk_enrol_nested_folders_and_identify_with_a_contact_sheet(tmp_path):

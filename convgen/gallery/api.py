@@ -65,16 +65,22 @@ class Encoder:
                     raise ConfigError(f"encoder {spec['name']!r} has no weights of its own (it starts random); "
                                       "give weights=PATH (--weights), an encoder.safetensors from a train recipe")  # fmt: skip
             recorded = getattr(network, "pipeline", None)
+        legacy = False
         if gallery is not None:
             gallery.check_model(self.fingerprint)
             stored = gallery.meta.get("pipeline")
             if stored and stored != "null":
                 recorded = json.loads(stored)
-            elif not recorded and fallback is None:  # a gallery made before pipelines: its spatial_size, as then
-                fallback = {"name": "array", "spatial_size": json.loads(gallery.meta.get("spatial_size") or "null")}
+            else:
+                legacy = True
+                if not recorded and fallback is None:  # a gallery made before pipelines: its spatial_size, as then
+                    fallback = {"name": "array", "spatial_size": json.loads(gallery.meta.get("spatial_size") or "null")}
         self.model = Embedder(network).eval()
         resolved = pipelines.resolve(recorded, overrides, fallback)
         self.pipeline, self.overrides, self.notice = resolved["pipeline"], resolved["overrides"], resolved["notice"]
+        if legacy:
+            self.notice = (f"notice: {gallery.path} was made before galleries recorded their input pipeline; files go through "
+                           f"{pipelines.describe(self.pipeline)} (as {'its weights record' if recorded else 'then'})")  # fmt: skip
         self._inputs = pipelines.build_pipeline(self.pipeline)
 
     @property
