@@ -261,3 +261,50 @@ def test_gram_gradient_matches_autograd_of_the_plain_product():
     f = plain.flatten(2)
     ((f @ f.transpose(1, 2)) * weights).sum().backward()
     assert torch.allclose(a.grad, plain.grad)
+
+
+def _options_config(**changes):
+    from convgen.style.stylize import DEFAULTS
+
+    config = {**DEFAULTS, "encoder": {"name": "random-multiscale", "filters": 4, "dilations": [1, 2], "embedding_dim": 8},
+              "content_layers": ["relu"], "style_layers": ["relu"], "iterations": 6, "device": "cpu", "init": "content"}
+    return {**config, **changes}
+
+
+def test_multires_and_luminance_only_keep_the_shape_and_the_contents_colours():
+    from convgen.style import color, stylize
+
+    blobs, stripes = demo_pair(2, 32, seed=0)
+    content = torch.cat([0.2 + 0.5 * blobs, 0.3 + 0.3 * blobs, 0.6 - 0.3 * blobs])  # coloured blobs, inside [0, 1]
+    style = stripes.expand(3, 32, 32).clone()  # a grey texture
+    result, summary, _ = stylize.transfer(_options_config(preserve_color="luminance", multires=2), content, [style])
+    assert result.generated.shape == (3, 32, 32) and summary["final"]["style"] < summary["start"]["style"]
+    assert [row["level"] for row in result.history] == [1] * 1 + [0] * 1  # one chunk of L-BFGS per level
+    chroma = lambda x: color.to_yiq(x)[1:]  # noqa: E731
+    assert torch.allclose(chroma(result.generated), chroma(content), atol=0.02)
+    matched, _, _ = stylize.transfer(_options_config(preserve_color="histogram"), content, [style])
+    assert matched.generated.shape == (3, 32, 32) and torch.isfinite(matched.generated).all()
+    with pytest.raises(ConfigError, match="preserve_color must be one of"):
+        stylize.transfer(_options_config(preserve_color="sepia"), content, [style])
+    with pytest.raises(ConfigError, match="multires"):
+        stylize.transfer(_options_config(multires=0), content, [style])
+    with pytest.raises(ConfigError, match="needs RGB"):
+        stylize.transfer(_options_config(preserve_color="luminance"), content[:1], [style[:1]])
+
+
+def test_lbfgs_recovers_once_from_a_broken_step_and_adam_reports_it():
+    content, style = demo_pair(1, 256, seed=0)
+    engine = StyleTransfer(small_encoder(1), ["relu2_1"], ["relu1_1", "relu2_1"], beta=100)
+    plain, calls = engine.loss, []
+
+    def broken_once(g):  # the 3rd evaluation returns NaN, as L-BFGS does when its curvature breaks down
+        calls.append(1)
+        total, terms = plain(g)
+        return (total * float("nan"), {**terms, "loss": float("nan")}) if len(calls) == 3 else (total, terms)
+
+    engine.loss = broken_once
+    result = engine.run(content, [style], iterations=30, show_progress=False)
+    assert torch.isfinite(result.generated).all() and result.final["style"] < result.start["style"]
+    calls.clear()
+    with pytest.raises(DataError, match="the cost became nan"):
+        engine.run(content, [style], iterations=5, optimizer="adam", show_progress=False)

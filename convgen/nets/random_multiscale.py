@@ -101,12 +101,12 @@ class RandomMultiScale(TappedEncoder):
     can also be trained like any encoder. Default: kernel 5 at dilations 1, 2, 4, 8, 16,
     64 filters each (320 channels, receptive fields 5 to 95 samples per axis).
     Taps: ``conv``, ``relu`` (every scale) and ``coarse`` (the scales of dilation
-    ``coarse_from`` and more): a content cost on ``coarse`` keeps the content's layout and
-    leaves its fine texture to the style.
+    ``coarse_from`` and more; default: the coarser half): a content cost on ``coarse`` keeps
+    the content's layout and leaves its fine texture to the style.
     """
 
     def __init__(self, spatial_dims: int, in_channels: int = 1, embedding_dim: int = 128, filters: int = 64,
-                 kernel_size: int = 5, dilations: Sequence[int] = (1, 2, 4, 8, 16), coarse_from: int = 4):  # fmt: skip
+                 kernel_size: int = 5, dilations: Sequence[int] = (1, 2, 4, 8, 16), coarse_from: int | None = None):  # fmt: skip
         check_dims(spatial_dims, in_channels)
         if not isinstance(filters, int) or isinstance(filters, bool) or filters < 1:
             raise ConfigError(f"random-multiscale filters must be a positive integer, got {filters!r}")
@@ -114,8 +114,10 @@ class RandomMultiScale(TappedEncoder):
             raise ConfigError(f"random-multiscale kernel_size must be an odd integer of at least 3, got {kernel_size!r}")
         if not dilations or any(not isinstance(d, int) or isinstance(d, bool) or d < 1 for d in dilations) or len(set(dilations)) != len(dilations):
             raise ConfigError(f"random-multiscale dilations must be distinct positive integers, got {list(dilations or [])}")
-        if not isinstance(coarse_from, int) or coarse_from > max(dilations):
-            raise ConfigError(f"random-multiscale coarse_from must be a dilation up to {max(dilations)}, got {coarse_from!r}")
+        scales = sorted(dilations)
+        coarse_from = scales[len(scales) // 2] if coarse_from is None else coarse_from
+        if not isinstance(coarse_from, int) or isinstance(coarse_from, bool) or coarse_from > scales[-1]:
+            raise ConfigError(f"random-multiscale coarse_from must be a dilation up to {scales[-1]}, got {coarse_from!r}")
         width = filters * len(dilations)
         fine = filters * sum(d < coarse_from for d in dilations)
         body = OrderedDict(conv=MultiScaleConv(spatial_dims, in_channels, filters, kernel_size, dilations), relu=nn.ReLU(),

@@ -145,7 +145,7 @@ def transfer(config: dict, content: torch.Tensor | None, styles: list[torch.Tens
         raise ConfigError(f"preserve_color must be one of {', '.join(color.COLOR_MODES)}, got {preserve!r}")
     if isinstance(levels, bool) or not isinstance(levels, int) or levels < 1:
         raise ConfigError(f"multires must be a positive number of levels (1: full resolution only), got {levels!r}")
-    original = content
+    original, given = content, list(styles)
     if preserve != "none" and content is None:
         raise ConfigError(f"preserve_color={preserve} keeps the content's colours, but there is no content input")
     if preserve == "luminance":
@@ -171,8 +171,10 @@ def transfer(config: dict, content: torch.Tensor | None, styles: list[torch.Tens
     if value_range is None:  # the inputs' range at full resolution, for every level
         inputs_ = [t for t in (content, *styles) if t is not None]
         value_range = (min(float(t.min()) for t in inputs_), max(float(t.max()) for t in inputs_))
-    if preserve == "luminance":  # the result in RGB, within the content's range
-        to_output = lambda g: color.with_chroma(g, original).clamp(float(original.min()), float(original.max()))  # noqa: E731
+    if preserve == "luminance":  # the result in RGB, within the inputs' range
+        lo, hi = tuple(config["range"]) if config["range"] is not None else (
+            min(float(t.min()) for t in (original, *given)), max(float(t.max()) for t in (original, *given)))
+        to_output = lambda g: color.with_chroma(g, original).clamp(lo, hi)  # noqa: E731
     else:
         to_output = lambda g: g  # noqa: E731
     snapshot = (lambda step, g: on_snapshot(step, to_output(g))) if on_snapshot else None  # noqa: E731
