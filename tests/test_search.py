@@ -427,3 +427,12 @@ def test_core_backends_declare_what_the_store_needs_to_know():
     with pytest.raises(ConfigError, match="unknown option.*urii.*known: uri"):  # checked by name, no server started
         backend_class("milvus").check_options(DIM, {"urii": "http://nowhere:19530"})
     backend_class("milvus").check_options(DIM, {"uri": "http://nowhere:19530"})
+
+
+def test_a_backend_class_must_carry_its_registered_name(monkeypatch):
+    """Sidecar files and messages use ``kind``: a plugin class registered under another name is refused, named."""
+    from convgen.gallery.backends.exact import ExactIndex
+
+    monkeypatch.setattr(ExactIndex, "kind", "brute")
+    with pytest.raises(ConfigError, match="registered with a class whose kind is 'brute'; its plugin must set kind = 'exact'"):
+        open_index("exact", "g.db", DIM)

@@ -181,9 +181,11 @@ def require(module: str, install: str, kind: str) -> None:
 class SearchIndex:
     """Nearest neighbours by squared Euclidean distance over (id, vector) entries.
 
-    The public methods check their arguments and keep the generation bookkeeping; the
-    backends implement ``_add``, ``_remove``, ``_search``, ``_clear``, ``_save`` and
-    ``_close``. Ids are non-negative int64 (``-1`` is the padding id); vectors are float32.
+    The public methods check their arguments and keep the generation bookkeeping; a
+    backend sets ``kind`` (its registered name), ``defaults`` (its options) and
+    ``capabilities``, and implements ``_add``, ``_remove``, ``_search``, ``_clear``,
+    ``_save``, ``__len__`` (and ``checksum``, ``_close``). Ids are non-negative int64
+    (``-1`` is the padding id); vectors are float32.
     """
 
     kind: str = ""
@@ -326,7 +328,11 @@ def backends():
 
 def backend_class(kind: str) -> type[SearchIndex]:
     """The backend registered as ``kind``; an unknown name is one line listing the known ones."""
-    return backends().get(kind)
+    backend = backends().get(kind)
+    if getattr(backend, "kind", None) != kind:  # sidecars and messages use it: a plugin's slip, named here
+        raise ConfigError(f"search backend {kind!r} is registered with a class whose kind is {getattr(backend, 'kind', None)!r}; "
+                          f"its plugin must set kind = {kind!r}")  # fmt: skip
+    return backend
 
 
 def open_index(kind: str, path, dim: int, **options) -> SearchIndex:
