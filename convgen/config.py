@@ -19,7 +19,6 @@ Rules a user can rely on:
 from __future__ import annotations
 
 import copy
-import difflib
 import inspect
 import math
 import os
@@ -30,40 +29,12 @@ from typing import Any, Callable
 import yaml
 
 from convgen.errors import ConfigError, PathError
+from convgen.signatures import accepted_kwargs, check_component_kwargs
+from convgen.signatures import suggest as _suggest
 
 RECIPE_KEY = "recipe"
 MAX_RECIPE_BYTES = 1 << 20
 OUTPUT_KEYS = ("output",)  # keys naming a file the run writes, relative to its folder
-
-
-def accepted_kwargs(factory: Callable) -> set[str] | None:
-    """Keyword arguments a component factory takes (None: it takes ``**kwargs``)."""
-    try:
-        params = inspect.signature(factory).parameters.values()
-    except (TypeError, ValueError):
-        return None
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
-        return None
-    return {p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
-
-
-def _suggest(name: str, known) -> str:
-    close = difflib.get_close_matches(name, sorted(known), n=1)
-    return f"; did you mean {close[0]!r}?" if close else ""
-
-
-def check_component_kwargs(kind: str, name: str, factory: Callable, kwargs: dict, where: str | None = None) -> None:
-    """Raise a ConfigError naming the first argument ``factory`` does not take."""
-    accepted = accepted_kwargs(factory)
-    if accepted is None:
-        return
-    for key in kwargs:
-        if key not in accepted:
-            path = f"{where}.{key}" if where else key
-            raise ConfigError(
-                f"unknown key {path!r} for {kind} {name!r}{_suggest(key, accepted)} "
-                f"({kind} {name!r} takes: {', '.join(sorted(accepted)) or 'nothing'})"
-            )
 
 
 def parse_override(text: str) -> tuple[tuple[str, ...], Any]:

@@ -254,7 +254,7 @@ def register_recipes(register):
     ``defaults`` is the complete default config (the keys a user may set);
     ``components`` maps top-level keys to registry kinds (``{"encoder": "encoder"}``),
     so that the keys inside those blocks are checked against the chosen component's
-    arguments. See `convgen.recipes.Recipe`. ``run`` and ``defaults`` may be
+    arguments. See `convgen.registry.Recipe`. ``run`` and ``defaults`` may be
     ``"module:attribute"`` references (``defaults``: to the dict or to a function returning
     it), imported when the recipe is first used; ``description`` is what listings show.
 

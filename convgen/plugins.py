@@ -80,6 +80,7 @@ class PluginManager(pluggy.PluginManager):
         self.add_hookspecs(hookspecs)
         self.infos: dict[str, PluginInfo] = {}
         self.failures: list[PluginFailure] = []
+        self.registries: dict = {}  # kind -> convgen.registry.Registry, built from this manager's hooks
 
     def add(self, module, name: str, distribution=None, version=None, dist=None) -> None:
         self.register(module, name=name)
@@ -132,8 +133,5 @@ def get_plugin_manager() -> PluginManager:
 
 
 def reset() -> None:
-    """Forget the loaded plugins and registries (tests, or after changing the env switches)."""
-    from convgen import registry
-
+    """Forget the loaded plugins and their registries (tests, or after changing the env switches)."""
     get_plugin_manager.cache_clear()
-    registry.reset()

@@ -1,4 +1,5 @@
-"""Recipes: named jobs with a complete default config, run by ``convgen run``."""
+"""Running recipes: named jobs with a complete default config (a `convgen.registry.Recipe`),
+run by ``convgen run``; and what the recipes share (seeding, the device, derived defaults)."""
 
 from __future__ import annotations
 
@@ -6,9 +7,8 @@ import copy
 import inspect
 import json
 import random
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -17,25 +17,7 @@ from convgen import config as configuration
 from convgen.distributed import env_rank
 from convgen.errors import ConfigError, ConvgenError, PathError
 from convgen.io import atomic_write_text, os_error
-
-
-@dataclass(frozen=True)
-class Recipe:
-    """A registered recipe.
-
-    Attributes:
-        name: what ``convgen run NAME`` calls it.
-        run: ``run(config, out_dir) -> summary | None``.
-        defaults: the complete default config; its keys are the keys a user may set.
-        components: top-level keys that name registry components, and their kind.
-        description: one line for ``convgen recipes list``.
-    """
-
-    name: str
-    run: Callable[[dict, Path], Any]
-    defaults: dict = field(default_factory=dict)
-    components: dict[str, str] = field(default_factory=dict)
-    description: str = ""
+from convgen.registry import Recipe
 
 
 def with_changes(defaults: dict, **changes) -> dict:

@@ -17,9 +17,12 @@ from __future__ import annotations
 import difflib
 import functools
 import importlib
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable
 
 from convgen.errors import ConfigError
+from convgen.signatures import check_component_kwargs, fill_context
 
 #: registry kind -> (hook name, what one entry is called in messages)
 KINDS: dict[str, tuple[str, str]] = {
@@ -34,6 +37,25 @@ KINDS: dict[str, tuple[str, str]] = {
     "writer": ("register_writers", "writer for file type"),
     "search_backend": ("register_search_backends", "search backend"),
 }
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """A registered recipe (kind ``recipe``); `convgen.recipes.run_recipe` runs one.
+
+    Attributes:
+        name: what ``convgen run NAME`` calls it.
+        run: ``run(config, out_dir) -> summary | None``.
+        defaults: the complete default config; its keys are the keys a user may set.
+        components: top-level keys that name registry components, and their kind.
+        description: one line for ``convgen recipes list``.
+    """
+
+    name: str
+    run: Callable[[dict, Path], Any]
+    defaults: dict = field(default_factory=dict)
+    components: dict[str, str] = field(default_factory=dict)
+    description: str = ""
 
 
 def resolve(reference: str) -> Any:
@@ -154,8 +176,6 @@ def _file_type_adder(registry: Registry, plugin: str) -> Callable:
 
 
 def _recipe(name: str, run, options: dict):
-    from convgen.recipes import Recipe
-
     options = dict(options)
     if isinstance(options.get("defaults"), str):  # a reference to the dict, or to a function that returns it
         defaults = resolve(options["defaults"])
@@ -214,10 +234,7 @@ class _RegisterRecipe:
         self.registry._groups.append(group)
 
 
-def _build(kind: str) -> Registry:
-    from convgen.plugins import get_plugin_manager
-
-    pm = get_plugin_manager()
+def _build(kind: str, pm) -> Registry:
     registry = Registry(kind)
     hook = getattr(pm.hook, KINDS[kind][0])
     for impl in hook.get_hookimpls():  # registration order: the core first, then entry points
@@ -235,12 +252,17 @@ def _build(kind: str) -> Registry:
     return registry
 
 
-@functools.cache
 def get_registry(kind: str) -> Registry:
-    """The registry of one kind (``"encoder"``, ``"dataset"``, ...), built on first use."""
+    """The registry of one kind (``"encoder"``, ``"dataset"``, ...), built on first use
+    and kept by the plugin manager it was built from (`convgen.plugins.reset` forgets both)."""
+    from convgen.plugins import get_plugin_manager
+
     if kind not in KINDS:
         raise ConfigError(f"unknown component kind {kind!r}; known: {', '.join(KINDS)}")
-    return _build(kind)
+    pm = get_plugin_manager()
+    if kind not in pm.registries:
+        pm.registries[kind] = _build(kind, pm)
+    return pm.registries[kind]
 
 
 def get(kind: str, name: str) -> Any:
@@ -252,20 +274,18 @@ def build(kind: str, spec: dict, **context) -> Any:
     """Build a component from a ``{"name": ..., **kwargs}`` block of a recipe.
 
     ``context`` (such as the recipe's ``spatial_dims``) fills arguments that the
-    component takes and the block leaves unset; other context keys are ignored.
+    component names and the block leaves unset or null (`convgen.signatures.fill_context`);
+    other context keys are ignored.
     """
-    from convgen.config import accepted_kwargs, check_component_kwargs
-
     spec = dict(spec)
     name = spec.pop("name", None)
     factory = get(kind, name)
     check_component_kwargs(kind, name, factory, spec, where=kind)
-    accepted = accepted_kwargs(factory)
-    for key, value in context.items():
-        if (accepted is None or key in accepted) and key not in spec:
-            spec[key] = value
-    return factory(**spec)
+    return factory(**fill_context(factory, spec, context))
 
 
 def reset() -> None:
-    get_registry.cache_clear()
+    """Forget the built registries (the plugin manager stays)."""
+    from convgen.plugins import get_plugin_manager
+
+    get_plugin_manager().registries.clear()

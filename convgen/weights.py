@@ -108,8 +108,9 @@ def encoder_spec(spec: dict, **context) -> dict:
     ``context`` (e.g. ``spatial_dims``, ``in_channels`` inferred from the data) fills
     arguments the block leaves unset.
     """
-    from convgen.config import check_component_kwargs, check_component_types, check_values
+    from convgen.config import check_component_types, check_values
     from convgen.registry import get
+    from convgen.signatures import check_component_kwargs, fill_context
 
     if not isinstance(spec, dict) or not isinstance(spec.get("name"), str) or not all(isinstance(k, str) for k in spec):
         raise ConfigError(f"an encoder spec is a mapping with a 'name' (like {{'name': 'resnet', ...}}), got {str(spec)[:80]!r}")
@@ -119,10 +120,8 @@ def encoder_spec(spec: dict, **context) -> dict:
     check_component_kwargs("encoder", name, factory, spec, where="encoder")
     check_component_types("encoder", factory, spec, "encoder")
     check_values("encoder", spec)
+    spec = fill_context(factory, spec, context)  # the registry's rule (registry.build)
     signature = inspect.signature(factory)
-    for key, value in context.items():
-        if key in signature.parameters and spec.get(key) is None:
-            spec[key] = value
     try:
         bound = signature.bind(**spec)
     except TypeError as exc:
