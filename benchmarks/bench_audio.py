@@ -44,7 +44,7 @@ from rich.table import Table
 from torch.utils.data import Subset
 
 from convgen import registry
-from convgen.engine import Trainer
+from convgen.metric.engine import Trainer
 from convgen.metric import evaluate
 from convgen.metric.augment import Augment, Augmented
 from convgen.metric.embedder import Embedder, embed_dataset

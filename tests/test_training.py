@@ -10,7 +10,7 @@ from torch.utils.data import Subset
 
 from conftest import assert_one_line_error, invoke
 from convgen.data import SyntheticClusters
-from convgen.engine import Trainer, lr_factor
+from convgen.metric.engine import Trainer, lr_factor
 from convgen.errors import DataError
 from convgen.metric.embedder import Embedder
 from convgen.metric.embedder import embed_dataset

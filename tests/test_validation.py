@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from convgen.data import SyntheticClusters
-from convgen.engine import Trainer
+from convgen.metric.engine import Trainer
 from convgen.metric import evaluate, evaluation
 from convgen.metric.embedder import Embedder
 from convgen.metric.losses import TripletLoss

@@ -26,7 +26,7 @@ from torch.utils.data import Subset
 
 from convgen import distributed, registry
 from convgen.config import dump
-from convgen.engine import Trainer
+from convgen.metric.engine import Trainer
 from convgen.errors import ConfigError
 from convgen.io import atomic_write_text
 from convgen.metric.augment import DEFAULTS as AUGMENT
