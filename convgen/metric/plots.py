@@ -1,10 +1,7 @@
 """Figures for evaluation reports: ROC curve, distance histograms and training curves.
 
-Each function draws one 6 x 4 inch figure at 120 dpi and writes it as a PNG atomically
-(a temporary file beside the target, renamed over it on success), so a crash never leaves
-half an image. Figures are drawn on matplotlib's Agg canvas directly, without pyplot: it
-works headless and never changes the backend of an interactive session. matplotlib is
-imported when a figure is drawn, so the rest of convgen works without it.
+Each function draws one 6 x 4 inch figure at 120 dpi and writes it as a PNG atomically,
+headless and without pyplot (`convgen.plotting`).
 """
 
 from __future__ import annotations
@@ -15,8 +12,8 @@ from typing import Sequence
 
 import numpy as np
 
-from convgen.errors import ConvgenError, DataError
-from convgen.io import atomic_path
+from convgen.errors import DataError
+from convgen.plotting import new_figure, save_png
 
 FIGSIZE = (6.0, 4.0)
 DPI = 120
@@ -24,22 +21,12 @@ FAR_FLOOR = 1e-4
 
 
 def _figure():
-    try:
-        from matplotlib.backends.backend_agg import FigureCanvasAgg
-        from matplotlib.figure import Figure
-    except ImportError:
-        raise ConvgenError("plots need matplotlib, which is not installed; run: pip install matplotlib") from None
-    fig = Figure(figsize=FIGSIZE, dpi=DPI)
-    FigureCanvasAgg(fig)
-    return fig
+    return new_figure(FIGSIZE, DPI)
 
 
 def _save(fig, path) -> Path:
-    path = Path(path)
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=DPI)
-    return path
+    return save_png(fig, path, DPI)
 
 
 def _vector(x, name: str) -> np.ndarray:

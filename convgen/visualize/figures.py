@@ -7,7 +7,7 @@ scaled on its own (min to max of its values), as in Zeiler & Fergus, since activ
 of different units are not comparable in input units. The part of a receptive field
 outside the input (NaN) is drawn in a blue-grey that no grey pixel has, or left blank
 for traces. Figures use matplotlib's Agg canvas and are written atomically
-(see `convgen.metric.plots`).
+(see `convgen.plotting`).
 """
 
 from __future__ import annotations
@@ -16,8 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from convgen.io import atomic_path
-from convgen.metric.plots import _figure
+from convgen.plotting import new_figure, save_png
 from convgen.visualize.top_patches import LayerTop
 
 DPI = 100
@@ -113,10 +112,7 @@ LEFT, RIGHT, BOTTOM = 1.0, 0.1, 0.1
 
 
 def _write(fig, path) -> Path:
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=DPI)
-    return path
+    return save_png(fig, path, DPI)
 
 
 class _Grid:
@@ -132,8 +128,7 @@ class _Grid:
         self.pitch_w, self.pitch_h = self.cell_w + (0.2 if self.framed else 0.08), self.cell_h + LABEL_H + 0.06
         top = 0.2 + 0.18 * title_lines
         width, height = LEFT + cols * self.pitch_w + RIGHT, top + rows * self.pitch_h + BOTTOM
-        self.fig = _figure()
-        self.fig.set_size_inches(width, height)
+        self.fig = new_figure((width, height), DPI)
         grid_w, grid_h = cols * self.pitch_w, rows * self.pitch_h
         self.ax = self.fig.add_axes((LEFT / width, BOTTOM / height, grid_w / width, grid_h / height))
         self.ax.set_xlim(0, grid_w)
