@@ -15,7 +15,7 @@ import torch
 
 from convgen import config as configuration
 from convgen.distributed import env_rank
-from convgen.errors import ConfigError, ConvgenError, PathError
+from convgen.errors import ConfigError, ConvgenError, PathError, from_environment
 from convgen.io import atomic_write_text, os_error
 from convgen.registry import Recipe
 
@@ -75,10 +75,15 @@ def run_recipe(recipe: Recipe, config: dict, out_dir: Path, resume: bool = False
     seed_everything(config.get("seed"))
     try:
         summary = recipe.run(config, out_dir, resume=True) if resume else recipe.run(config, out_dir)
-    except ConvgenError:
+    except Exception as exc:
+        error = exc if isinstance(exc, ConvgenError) else from_environment(exc)  # disk full, out of memory...
+        if error is None:
+            raise
         if main and not resume:
             _discard_if_untouched(out_dir, created)
-        raise
+        if error is exc:
+            raise
+        raise error from exc
     if summary is not None and main:
         atomic_write_text(out_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
     return summary

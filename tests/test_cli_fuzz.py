@@ -152,12 +152,16 @@ def seeds(tmp_path_factory):
         api.export(g, root / "export.safetensors")
     png = io.BytesIO()
     Image.fromarray((np.random.default_rng(1).random((12, 10)) * 255).astype(np.uint8)).save(png, "PNG")
+    import nibabel as nib
+
+    nib.save(nib.Nifti1Image(np.random.default_rng(2).random((6, 5, 4)).astype(np.float32), np.eye(4)), root / "volume.nii")
     wav = io.BytesIO()
     sf.write(wav, np.sin(np.arange(800) / 5).astype(np.float32) * 0.3, 8000, format="WAV", subtype="PCM_16")
     files = {
         "sample.npy": (root / "sample.npy").read_bytes(),
         "photo.png": png.getvalue(),
         "take.wav": wav.getvalue(),
+        "volume.nii": (root / "volume.nii").read_bytes(),
         "100.hea": (ROOT / "plugins/ecg/src/convgen_ecg/samples/mitdb/100.hea").read_bytes(),
         "enc.safetensors": weights.read_bytes(),
         "export.safetensors": (root / "export.safetensors").read_bytes(),
@@ -191,7 +195,8 @@ def damaged(draw, names):
 @examples(80)
 @given(data=st.data())
 def test_random_file_bytes_read_or_are_one_line(data, seeds, tmp_path_factory):
-    """A damaged sample, weights file, export, gallery or recipe: it works, or one line and nothing changed."""
+    """A damaged sample (array, photo, recording, volume, ECG header), weights file, export, gallery or
+    recipe: it works, or one line and nothing changed."""
     root, files = seeds
     name, how, blob, where, flips = data.draw(damaged(sorted(files)), label="damage")
     raw = bytearray(files[name])

@@ -29,15 +29,18 @@ NUMPY = (".npy", ".npz")
 @contextlib.contextmanager
 def _quiet():
     """MONAI and pydicom warn on stderr (optional GPU codecs, missing tags); a CLI error must stay one line."""
-    codec_log = logging.getLogger("monai.data.nvimgcodec_pydicom_plugin")  # LoadImage sets up every reader, GPU ones too
-    level = codec_log.level
-    codec_log.setLevel(logging.ERROR)
+    logs = [logging.getLogger("monai.data.nvimgcodec_pydicom_plugin"),  # LoadImage sets up every reader, GPU ones too
+            logging.getLogger("nibabel.global")]  # "sizeof_hdr should be 348; set sizeof_hdr to 348" on a damaged header
+    levels = [log.level for log in logs]
+    for log in logs:
+        log.setLevel(logging.ERROR)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             yield
     finally:
-        codec_log.setLevel(level)
+        for log, level in zip(logs, levels):
+            log.setLevel(level)
 
 
 def _first_line(exc: Exception) -> str:
