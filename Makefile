@@ -23,11 +23,15 @@ install: $(BIN)/python
 install-dev: install
 	$(BIN)/pip install --quiet -e '.[test,docs]' $(foreach p,$(PLUGINS) $(EXAMPLES),-e '$(p)[test]')
 
-# The face demo (docs/faces.md): train on some people of the bundled ORL sample, enrol one
-# photo of each of the others, calibrate, identify. Then style transfer on bundled photos.
-# (--force: running a demo again replaces its own earlier outputs.)
+# The demo, on the bundled ORL sample. First the pretrained path (docs/your-own-photos.md):
+# dlib's face encoder, no training: enrol a folder of people, calibrate on strangers, identify
+# a folder of photos (a table and a contact sheet). Then training from scratch (docs/faces.md):
+# train on some people, enrol one photo of each of the others, calibrate, identify. Then
+# style transfer on bundled photos. (--force: a demo run again replaces its own outputs.)
 demo: install
+	$(BIN)/pip install --quiet -e 'plugins/faces[dlib]'
 	$(BIN)/convgen plugins
+	CONVGEN=$(BIN)/convgen bash scripts/demo-photos.sh runs/demo/photos
 	$(BIN)/convgen run faces-demo -o runs/demo/faces --force
 	$(BIN)/convgen run faces-stylize -o runs/demo/stylize --force
 

@@ -242,12 +242,19 @@ def identify_table(results: list[dict], title: str):
     """A rich table of identify results: file, answer, distance, threshold, runner-up."""
     from rich.table import Table
 
+    import os
+
     table = Table(title=title)
     for column in ("file", "who", "distance", "threshold", "next candidate"):
         table.add_column(column, justify="right" if column in ("distance", "threshold") else "left")
+    # Files relative to the folder they share, so that a narrow terminal keeps their names.
+    files = [r["file"] for r in results]
+    root = os.path.dirname(os.path.commonpath(files)) if len(files) > 1 else os.path.dirname(files[0]) if files else ""
+    if root:
+        table.caption = f"files under {root}"
     for r in results:
         runner = r["candidates"][1] if len(r["candidates"]) > 1 else None
-        table.add_row(r["file"], r["name"] or "unknown", f"{r['distance']:.4f}", f"{r['threshold']:.4f}",
+        table.add_row(os.path.relpath(r["file"], root) if root else r["file"], r["name"] or "unknown", f"{r['distance']:.4f}", f"{r['threshold']:.4f}",
                       f"{runner['name']} {runner['distance']:.4f}" if runner else "")  # fmt: skip
     return table
 
