@@ -421,3 +421,20 @@ def test_index_follows_changes_without_rebuilding(tmp_path, monkeypatch, backend
     assert found[0] != names[0] and found[1] == "renamed" and found[2:] == names[2:]
     with Gallery.open(tmp_path / "g.db") as g:  # saved on close, current on reopen
         assert [hits[0][0] for hits in g.search(probes, 1)] == found
+
+
+def test_identify_table_names_files_relative_to_their_common_folder():
+    from rich.console import Console
+
+    from convgen.gallery.api import identify_table
+
+    hit = {"name": "ann", "distance": 0.1, "threshold": 0.2, "candidates": [{"name": "ann", "distance": 0.1}]}
+    rows = [{**hit, "file": "/data/photos/unknown/a.png"}, {**hit, "file": "/data/photos/unknown/sub/b.png"}]
+    console = Console(width=200, record=True)
+    console.print(identify_table(rows, "t"))
+    text = console.export_text()
+    assert "unknown/a.png" in text and "unknown/sub/b.png" in text and "files under /data/photos" in text
+    # Mixed relative and absolute paths have no common folder: shown as given.
+    console = Console(width=200, record=True)
+    console.print(identify_table([{**hit, "file": "a.png"}, {**hit, "file": "/x/b.png"}], "t"))
+    assert "/x/b.png" in console.export_text()

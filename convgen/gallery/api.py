@@ -11,6 +11,7 @@ false-positive identification rate of a 1:N search grows with N (see
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -242,14 +243,11 @@ def identify_table(results: list[dict], title: str):
     """A rich table of identify results: file, answer, distance, threshold, runner-up."""
     from rich.table import Table
 
-    import os
-
     table = Table(title=title)
     for column in ("file", "who", "distance", "threshold", "next candidate"):
         table.add_column(column, justify="right" if column in ("distance", "threshold") else "left")
     # Files relative to the folder they share, so that a narrow terminal keeps their names.
-    files = [r["file"] for r in results]
-    root = os.path.dirname(os.path.commonpath(files)) if len(files) > 1 else os.path.dirname(files[0]) if files else ""
+    root = _common_folder([r["file"] for r in results])
     if root:
         table.caption = f"files under {root}"
     for r in results:
@@ -257,6 +255,15 @@ def identify_table(results: list[dict], title: str):
         table.add_row(os.path.relpath(r["file"], root) if root else r["file"], r["name"] or "unknown", f"{r['distance']:.4f}", f"{r['threshold']:.4f}",
                       f"{runner['name']} {runner['distance']:.4f}" if runner else "")  # fmt: skip
     return table
+
+
+def _common_folder(files: list[str]) -> str:
+    """The folder above the files' common one ('' when none: mixed relative and absolute paths)."""
+    try:
+        common = os.path.commonpath(files) if len(files) > 1 else files[0] if files else ""
+    except ValueError:
+        return ""
+    return os.path.dirname(common)
 
 
 def write_results(out_dir, gallery: Gallery, encoder: Encoder, results: list[dict]) -> Path:
