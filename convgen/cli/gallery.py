@@ -8,7 +8,7 @@ from typing import List, Optional
 
 import typer
 
-from convgen.cli import app
+from convgen.cli.root import app
 
 gallery_app = typer.Typer(help="One-shot galleries: enrol, verify, identify (open set), calibrate, list, export.", no_args_is_help=True)
 app.add_typer(gallery_app, name="gallery")

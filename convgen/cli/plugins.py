@@ -8,7 +8,7 @@ from pathlib import Path
 
 import typer
 
-from convgen.cli import app
+from convgen.cli.root import app
 
 plugins_app = typer.Typer(
     help="List the loaded plugins and what each registers (`convgen plugins`), or scaffold a new one (`convgen plugins new NAME`).",

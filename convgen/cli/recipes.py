@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from convgen.cli import app
+from convgen.cli.root import app
 from convgen.errors import ConfigError
 
 recipes_app = typer.Typer(help="List, show and copy recipes.", no_args_is_help=True)

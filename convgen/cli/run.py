@@ -8,7 +8,7 @@ from typing import List, Optional
 
 import typer
 
-from convgen.cli import app
+from convgen.cli.root import app
 from convgen.errors import ConfigError
 
 
