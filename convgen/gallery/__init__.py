@@ -1,1 +1,2 @@
-"""Galleries: enrolled people as embeddings (SQLite), searched exactly or with FAISS / Milvus."""
+"""Galleries: enrolled people as embeddings (SQLite), searched by a registered search backend
+(the core's exact, FAISS and Milvus ones, or a plugin's)."""

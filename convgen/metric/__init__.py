@@ -1,2 +1,3 @@
 """Similarity learning: the Siamese embedder, triplet/contrastive/pair-classifier losses with
-online miners, P×K sampling, the training loop's recipes, and evaluation (ROC, EER, rank-k, open set)."""
+online miners, P×K sampling, the training loop (`engine`), evaluation (ROC, EER, rank-k, open set),
+and the train, evaluate and embed recipes."""
