@@ -122,4 +122,4 @@ class RandomMultiScale(TappedEncoder):
         fine = filters * sum(d < coarse_from for d in dilations)
         body = OrderedDict(conv=MultiScaleConv(spatial_dims, in_channels, filters, kernel_size, dilations), relu=nn.ReLU(),
                            coarse=Channels(fine))  # fmt: skip
-        super().__init__(spatial_dims, in_channels, body, embedding_head(spatial_dims, width, embedding_dim))
+        super().__init__(spatial_dims, in_channels, body, embedding_head(spatial_dims, width - fine, embedding_dim))  # from `coarse`
