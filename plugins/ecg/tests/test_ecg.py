@@ -153,7 +153,7 @@ def test_enrol_verify_identify_whole_records(tmp_path, ecg_weights):
 
 
 def test_train_recipe_runs_on_the_bundled_sample(tmp_path):
-    result = invoke("run", "ecg-train", "epochs=1", "encoder.channels=[8,16,16,16]", "-o", tmp_path)
+    result = invoke("run", "ecg-train", "epochs=1", "encoder.channels=[8,16,16]", "-o", tmp_path)
     assert result.exit_code == 0, result.output
     assert (tmp_path / "encoder.safetensors").is_file()
 
@@ -169,7 +169,7 @@ def test_stylize_two_traces_lowers_the_style_distance(tmp_path):
 
 
 def test_visualize_finds_the_top_heartbeat_segments(tmp_path):
-    result = invoke("run", "ecg-visualize", "encoder.channels=[8,16,16,16]", "top_k=4", "units=2", "-o", tmp_path)
+    result = invoke("run", "ecg-visualize", "encoder.channels=[8,16,16]", "top_k=4", "units=2", "-o", tmp_path)
     assert result.exit_code == 0, result.output
     assert list(tmp_path.glob("*.png"))
 

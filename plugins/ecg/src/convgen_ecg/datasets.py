@@ -16,6 +16,7 @@ from dataclasses import replace
 from importlib import resources
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from convgen.data import LabelledDataset
@@ -46,31 +47,44 @@ class EcgRecords(LabelledDataset):
         person_from: ``folder`` (a sub-folder per person), ``record`` (one person per
             record) or ``auto`` (``folder`` when records sit in sub-folders).
         people: only these people (e.g. one side of a split).
+        folds, fold, exclude_fold: person-disjoint folds of the FIRST folder's people (the
+            database being measured): its people (sorted, shuffled with seed 0)
+            are dealt into ``folds`` groups; ``fold`` (0-based) keeps only that group, or,
+            with ``exclude_fold``, every other person of that folder plus everyone in the
+            further folders (extra training people). Train with ``exclude_fold: true``,
+            test the same ``fold`` without it.
         max_records_per_person: use at most this many records of each person (first first).
         max_seconds: read at most this much of each record.
         session_seconds: cut each record into sessions of this length (for one long record per person).
         fs, resample, lead, band, windows, before, after, window_seconds, hop_seconds,
-            max_windows: the `EcgPipeline` (``max_windows`` counts per session).
+            max_windows, scale: the `EcgPipeline` (``max_windows`` counts per session).
         fs_csv: the sampling rate of CSV files without a time column.
     """
 
     pipeline_name = "ecg"
 
     def __init__(self, root: str | list[str] | None = None, person_from: str = "auto", people: list[str] | None = None,
-                 max_records_per_person: int | None = None, max_seconds: float | None = None,
+                 folds: int = 5, fold: int | None = None, exclude_fold: bool = False, max_records_per_person: int | None = None, max_seconds: float | None = None,
                  session_seconds: float | None = None, fs_csv: float | None = None, fs: float = 250.0, resample: bool = True,
                  lead: int | str = 0, band=(0.5, 40.0), windows: str = "beats", before: float = 0.25, after: float = 0.45,
-                 window_seconds: float = 2.0, hop_seconds: float = 1.0, max_windows: int | None = None):  # fmt: skip
+                 window_seconds: float = 2.0, hop_seconds: float = 1.0, max_windows: int | None = None, scale: str = "record"):  # fmt: skip
         roots = [Path(r) for r in ([root] if isinstance(root, (str, Path)) else root or [sample_dir("ecgid")])]
         self.root = roots[0]
         self.pipeline = EcgPipeline.of(fs=fs, resample=resample, lead=lead, band=band, windows=windows, before=before, after=after,
-                                       window_seconds=window_seconds, hop_seconds=hop_seconds, max_windows=max_windows)  # fmt: skip
+                                       window_seconds=window_seconds, hop_seconds=hop_seconds, max_windows=max_windows,
+                                       scale=scale)  # fmt: skip
         self.pipeline_spec = {"name": "ecg", **dataclasses.asdict(self.pipeline), "fs_csv": fs_csv}  # recorded by training
         by_person: dict[str, list[tuple[Path, Path]]] = {}
+        measured: list[str] = []  # the first folder's people, whom folds divide
         for folder in roots:
             prefix = f"{folder.name}/" if len(roots) > 1 else ""
             for person, files in _people(folder, person_from).items():
                 by_person[prefix + person] = [(folder, f) for f in files]
+                if folder == roots[0]:
+                    measured.append(prefix + person)
+        if fold is not None:
+            held = person_fold(measured, folds, fold)
+            by_person = {p: r for p, r in by_person.items() if (p in held) != exclude_fold and (p in measured or exclude_fold)}
         if people is not None:
             missing = sorted(set(map(str, people)) - set(by_person))
             if missing:
@@ -100,6 +114,16 @@ class EcgRecords(LabelledDataset):
         return self.windows[index], self.labels[index]
 
 
+def person_fold(people: list[str], folds: int, fold: int, seed: int = 0) -> set[str]:
+    """The people of ``fold`` (0-based) of ``folds``: the sorted list shuffled with ``seed``, then cut into equal parts."""
+    if not isinstance(folds, int) or not 2 <= folds <= len(people):
+        raise DataError(f"folds must be between 2 and the {len(people)} people, got {folds!r}")
+    if not isinstance(fold, int) or not 0 <= fold < folds:
+        raise DataError(f"fold must be 0 to {folds - 1} (0-based, of folds={folds}), got {fold!r}")
+    order = np.random.default_rng(seed).permutation(sorted(people))
+    return set(np.array_split(order, folds)[fold].tolist())
+
+
 def _people(root: Path, person_from: str) -> dict[str, list[Path]]:
     """Each person's records under one folder."""
     if not root.is_dir():
@@ -111,6 +135,8 @@ def _people(root: Path, person_from: str) -> dict[str, list[Path]]:
         person_from = "folder" if any(r.parent != root for r in records) else "record"
     if person_from not in ("folder", "record"):
         raise DataError(f"person_from must be folder, record or auto, got {person_from!r}")
+    if person_from == "folder":  # a file beside the person folders (LUDB's ludb.csv) is metadata, nobody's record
+        records = [r for r in records if r.parent != root] or records
     by_person: dict[str, list[Path]] = {}
     for record in records:
         by_person.setdefault(record.parent.name if person_from == "folder" else record.stem, []).append(record)

@@ -35,3 +35,8 @@ def register_recipes(register):
 @convgen.hookimpl
 def register_pipelines(register):
     register("ecg", "convgen_ecg.pipelines:ecg")
+
+
+@convgen.hookimpl
+def register_encoders(register):
+    register("ecg-resnet-ecgid", "convgen_ecg.pretrained:shipped_encoder")  # the shipped heartbeat encoder, weights included

@@ -4,7 +4,9 @@ The steps are those of the ECG-biometrics literature: a 0.5–40 Hz band-pass re
 baseline wander and mains hum; resampling to one rate makes records from different
 devices comparable; R peaks (wfdb's XQRS detector) anchor one window per heartbeat, or
 fixed windows cover the trace regardless of detection; each record is scaled by its own
-robust amplitude, so that electrode contact and gain do not tell people apart.
+robust amplitude, so that electrode contact and gain do not tell people apart, and
+(``scale: window``) each window by its own RMS, so that a recording's overall amplitude,
+which drifts between days, does not either.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from convgen.errors import ConfigError, DataError
 from convgen_ecg.signals import Record
 
 WINDOWS = ("beats", "fixed")
+SCALES = ("record", "window")
 
 
 def bandpass(x: np.ndarray, fs: float, low: float = 0.5, high: float = 40.0, order: int = 3) -> np.ndarray:
@@ -91,6 +94,8 @@ class EcgPipeline:
         before, after: seconds before and after each R peak (``beats``).
         window_seconds, hop_seconds: length and step of ``fixed`` windows.
         max_windows: keep at most this many windows per record (evenly spread).
+        scale: ``record`` (every window in the record's robust units) or ``window``
+            (each window also divided by its own RMS: only the beat's shape remains).
     """
 
     fs: float = 250.0
@@ -103,6 +108,7 @@ class EcgPipeline:
     window_seconds: float = 2.0
     hop_seconds: float = 1.0
     max_windows: int | None = None
+    scale: str = "record"
 
     @classmethod
     def of(cls, **options) -> "EcgPipeline":
@@ -113,6 +119,8 @@ class EcgPipeline:
         pipeline = cls(**{k: tuple(v) if k == "band" else v for k, v in options.items()})
         if pipeline.windows not in WINDOWS:
             raise ConfigError(f"windows must be one of {', '.join(WINDOWS)}, got {pipeline.windows!r}")
+        if pipeline.scale not in SCALES:
+            raise ConfigError(f"scale must be one of {', '.join(SCALES)}, got {pipeline.scale!r}")
         if min(pipeline.before, pipeline.after) < 0 or pipeline.before + pipeline.after <= 0 or pipeline.window_seconds <= 0 or pipeline.hop_seconds <= 0:
             raise ConfigError("window lengths (before, after, window_seconds, hop_seconds) must be positive")
         return pipeline
@@ -149,4 +157,6 @@ class EcgPipeline:
         if self.max_windows and len(starts) > self.max_windows:
             starts = starts[np.linspace(0, len(starts) - 1, self.max_windows).round().astype(int)]
         windows = np.stack([trace[s : s + n] for s in starts])[:, None, :]
+        if self.scale == "window":
+            windows = windows / np.maximum(np.sqrt((windows**2).mean(-1, keepdims=True)), 1e-9)
         return Prepared(trace, self.fs, peaks, starts, torch.as_tensor(windows, dtype=torch.float32))
