@@ -232,12 +232,14 @@ def _check_sample_sizes(config: dict) -> None:
     walk("", config)
 
 
-def _check_device(value) -> None:
+def _check_device(value, available: bool = False) -> None:
+    """``device`` must name a device; with ``available`` (when a run starts, not when a config
+    is resolved: a config written for a GPU machine resolves anywhere) it must also exist here."""
     if not isinstance(value, str):
         return
     if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", value):
         raise ConfigError(f"unknown device {value!r}; use auto, cpu, cuda or cuda:N")
-    if value.startswith("cuda"):
+    if available and value.startswith("cuda"):
         import torch
 
         index = int(value.partition(":")[2] or 0)
@@ -245,6 +247,11 @@ def _check_device(value) -> None:
             raise ConfigError(f"device={value} but this machine has no usable CUDA GPU; use device=auto or device=cpu")
         if index >= torch.cuda.device_count():
             raise ConfigError(f"device={value} but this machine has {torch.cuda.device_count()} CUDA GPU(s); use cuda:0 to cuda:{torch.cuda.device_count() - 1}")
+
+
+def check_device_available(config: dict) -> None:
+    """Refuse ``device=cuda`` (or ``cuda:N``) on a machine without that GPU, before a run writes anything."""
+    _check_device(config.get("device"), available=True)
 
 
 def check_component_types(kind: str, factory: Callable, block: dict, where: str) -> None:

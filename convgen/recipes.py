@@ -54,6 +54,7 @@ def run_recipe(recipe: Recipe, config: dict, out_dir: Path, resume: bool = False
     """
     text = configuration.dump(recipe.name, config)
     main = env_rank() == 0
+    configuration.check_device_available(config)
     if main:  # under torchrun rank 0 decides; the others follow (or are stopped with it)
         check_output_folder(out_dir, text, resume, force, config)
     if resume:
