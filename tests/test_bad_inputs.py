@@ -848,6 +848,11 @@ def _(t):
     return ["gallery", "identify", db, t.assets / "sample.npy", "-t", "1"]
 
 
+@case("export-over-an-existing-file", 6, "already exists; choose a new file, or pass --force")
+def _(t):
+    return ["gallery", "export", t.gallery(), t.file("people.safetensors", b"last week's export")]
+
+
 # -- gallery arguments ------------------------------------------------------------------
 
 

@@ -272,10 +272,20 @@ def remove(db: Path = DB, name: str = typer.Argument(...), as_json: bool = JSON)
 
 
 @gallery_app.command("export")
-def export_(db: Path = DB, out: Path = typer.Argument(..., help="The .safetensors file to write."), as_json: bool = JSON):
-    """Write every person's embeddings (not their samples) to one safetensors file."""
+def export_(
+    db: Path = DB,
+    out: Path = typer.Argument(..., help="The .safetensors file to write."),
+    force: bool = typer.Option(False, "--force", help="Replace OUT if it exists."),
+    as_json: bool = JSON,
+):
+    """Write every person's embeddings (not their samples) to one safetensors file (never over a file, unless --force)."""
+    from convgen.errors import PathError
     from convgen.gallery import api
 
+    if out.is_dir():
+        raise PathError(f"{out} is a folder; give the .safetensors file to write")
+    if out.exists() and not force:
+        raise PathError(f"{out} already exists; choose a new file, or pass --force to replace it")
     with _open(db, readonly=True) as gallery:
         api.export(gallery, out)
         count = len(gallery)
