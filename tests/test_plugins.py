@@ -124,6 +124,9 @@ def test_a_gallery_searches_with_a_plugin_backend_through_the_cli(hello, tmp_pat
                           3, ["unknown search backend 'exakt'; did you mean 'exact'? (known: exact, faiss, milvus)"])  # fmt: skip
     gone = invoke("gallery", "identify", tmp_path / "brute-force.db", probes[0], "-t", "1")  # this process lacks the plugin
     assert_one_line_error(gone, 3, ["searches with backend 'brute-force', which no installed plugin provides"])
+    people = invoke("gallery", "list", tmp_path / "brute-force.db", "--json").stdout  # listing needs no backend
+    assert_one_line_error(invoke("gallery", "remove", tmp_path / "brute-force.db", "p1"), 3, ["install the plugin that registers it"])
+    assert invoke("gallery", "list", tmp_path / "brute-force.db", "--json").stdout == people, "refused before changing anything"
 
 
 def test_environment_switches_control_autoloading(hello, broken):

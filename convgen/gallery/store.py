@@ -371,6 +371,7 @@ class Gallery:
         """
         if self.readonly:
             raise DataError(f"{self.path} was opened read-only; this command changes it")
+        index = self._index_sync()  # before the change: a backend that cannot be opened refuses it, not half of it
         try:
             self.db.execute("BEGIN IMMEDIATE")
             try:
@@ -388,7 +389,7 @@ class Gallery:
             if cause is None:
                 raise
             raise DataError(f"cannot change gallery {self.path}: {cause}; nothing was changed") from None
-        self._index_sync().follow(before, *change)
+        index.follow(before, *change)
 
     def _index_sync(self) -> sync.IndexSync:
         """The index and its bookkeeping, opened (from the persisted index if there is one) on first use."""
