@@ -55,6 +55,29 @@ def test_build_checks_arguments_and_fills_context():
         registry.build("dataset", {"name": "synthetic", "identitys": 3})
 
 
+def test_one_rule_fills_context_in_the_registry_and_in_encoder_specs():
+    """Context fills an argument the factory names and the block leaves unset or null; a
+    value the block sets wins; ``**kwargs`` gets no context (registry.build and
+    weights.encoder_spec share `convgen.signatures.fill_context`)."""
+    from convgen.signatures import fill_context
+    from convgen.weights import encoder_spec
+
+    def factory(spatial_dims, in_channels=1, width=4):
+        return (spatial_dims, in_channels, width)
+
+    def loose(**options):
+        return options
+
+    context = {"spatial_dims": 2, "in_channels": 3, "embedding_dim": 9}
+    assert fill_context(factory, {"in_channels": None}, context) == {"in_channels": 3, "spatial_dims": 2}
+    assert fill_context(factory, {"in_channels": 5}, context) == {"in_channels": 5, "spatial_dims": 2}
+    assert fill_context(loose, {"a": 1}, context) == {"a": 1}
+    block = {"name": "resnet", "channels": [4], "strides": [1], "embedding_dim": 8}
+    built, spec = registry.build("encoder", block, **context), encoder_spec(block, **context)
+    assert (built.spatial_dims, built.in_channels) == (spec["spatial_dims"], spec["in_channels"]) == (2, 3)
+    assert spec["embedding_dim"] == 8  # the block's value wins over the context's
+
+
 def test_unknown_kind_is_an_error():
     with pytest.raises(ConfigError, match="unknown component kind 'widget'"):
         registry.get_registry("widget")
