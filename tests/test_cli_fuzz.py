@@ -26,7 +26,6 @@ from hypothesis import strategies as st
 from convgen.testing import invoke, tiny_encoder_weights
 
 ROOT = Path(__file__).resolve().parent.parent
-RECIPES = ["train", "embed", "evaluate", "stylize", "inspect", "visualize"]
 def examples(n: int) -> settings:
     """``n`` examples (times ``CONVGEN_FUZZ_SCALE``, for a longer search while developing)."""
     n *= int(os.environ.get("CONVGEN_FUZZ_SCALE", "1"))
@@ -88,11 +87,11 @@ def report():
 @examples(80)
 @given(data=st.data())
 def test_random_overrides_resolve_or_are_one_line(data, tmp_path, monkeypatch):
-    """Any overrides, for any built-in recipe: a resolved config, or one line; never a file."""
+    """Any overrides, for any installed recipe (core and plugins): a resolved config, or one line; never a file."""
     from convgen.registry import get_registry
 
     monkeypatch.chdir(tmp_path)
-    recipe = data.draw(st.sampled_from(RECIPES), label="recipe")
+    recipe = data.draw(st.sampled_from(sorted(get_registry("recipe"))), label="recipe")
     keys = _keys(get_registry("recipe").get(recipe).defaults) + ["encoder.channels", "encoder.embedding_dim", "nope", "a.b.c"]
     overrides = data.draw(st.lists(st.tuples(st.sampled_from(keys), VALUES), min_size=1, max_size=3), label="overrides")
     before = _snapshot(tmp_path)
