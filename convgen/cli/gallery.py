@@ -51,7 +51,10 @@ def _encoder(gallery, weights, options):
 
 
 def _notice(encoder) -> None:
-    """After success, on stderr: a legacy encoder's notice, and any explicit pipeline override."""
+    """After success, on stderr: what the input pipeline did (if it says), a legacy encoder's notice, any override."""
+    summary = encoder.input_summary()
+    if summary:
+        typer.echo(f"inputs: {summary}", err=True)
     if encoder.notice:
         typer.echo(encoder.notice, err=True)
     if encoder.overrides:

@@ -105,6 +105,11 @@ class Encoder:
         preview = getattr(self._inputs, "preview", None)
         return preview(Path(file)) if preview is not None else None
 
+    def input_summary(self) -> str | None:
+        """The pipeline's one-line account of its inputs so far, if it keeps one (e.g. photos with no face found)."""
+        summary = getattr(self._inputs, "input_summary", None)
+        return summary() if summary is not None else None
+
     def record(self) -> dict:
         """What a run writes about how it embedded: the pipeline and the user's overrides."""
         return {"pipeline": self.pipeline, "pipeline_overrides": self.overrides}

@@ -125,3 +125,24 @@ def test_faces_evaluate_feeds_a_28_pixel_encoder_28_pixel_faces(tmp_path):
     explicit = invoke("run", "faces-evaluate", f"weights={weights}", people, "dataset.size=[28,28]", "-o", tmp_path / "b")
     assert explicit.exit_code == 0
     assert json.loads((tmp_path / "b" / "report.json").read_text())["verification"] == report["verification"]
+
+
+def test_core_gallery_commands_report_photos_with_no_face(tmp_path):
+    """The bug: `convgen gallery identify` said nothing of photos with no face found (the recipes did), and the
+    recipe counted the contact sheet's picture of the matched person as one more input photo."""
+    torch.manual_seed(0)
+    spec = encoder_spec({"name": "resnet", "channels": [8, 16], "strides": [1, 2], "embedding_dim": 16}, spatial_dims=2, in_channels=1)
+    weights = tmp_path / "enc.safetensors"
+    pipeline = {"name": "faces", "size": [28, 28], "channels": 1, "detect": True, "detector": "haar", "if_no_face": "whole"}
+    save_encoder(weights, build_encoder(spec), spec, pipeline=pipeline)
+    db, brick = tmp_path / "people.db", sample_dir("photos") / "brick.png"
+    assert invoke("gallery", "create", db, "--weights", weights).exit_code == 0
+    enrolled = invoke("gallery", "enrol", db, "eileen", PORTRAIT)
+    assert enrolled.exit_code == 0 and "inputs: 1 photos: a face found in every one (haar detector)" in enrolled.stderr
+    found = invoke("gallery", "identify", db, brick, PORTRAIT, "--threshold", "2", "-o", tmp_path / "cli")
+    assert found.exit_code == 0, found.output
+    assert "inputs: 1 of 2 photos: no face found (haar detector), used the whole photo (if_no_face=whole)" in found.stderr
+    result = invoke("run", "faces-identify", f"gallery={db}", f"photos=[{brick}]", "threshold=2", "-o", tmp_path / "recipe")
+    assert result.exit_code == 0, result.output
+    counts = json.loads((tmp_path / "recipe" / "summary.json").read_text())["face_detection"]
+    assert (counts["photos"], counts["no_face"]) == (1, 1), counts  # not the sheet's picture of eileen

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import inspect
 
-from convgen_faces.preprocess import FacePipeline
+from convgen_faces.preprocess import FacePipeline, not_counted
 
 #: dlib's ``dlib-resnet`` encoder was trained on aligned 150 × 150 RGB chips.
 DLIB = {"name": "faces", "size": [150, 150], "channels": 3, "detect": True, "margin": 0.2, "align": "dlib", "if_no_face": "whole"}
@@ -26,7 +26,12 @@ class FaceInputs:
         return self.pipeline(path)[None]
 
     def preview(self, path):
-        return self.pipeline(path)
+        with not_counted():
+            return self.pipeline(path)
+
+    def input_summary(self) -> str | None:
+        """How many photos had no face found and what was done with them (None before any photo)."""
+        return self.pipeline.input_summary() if self.pipeline.tally.photos else None
 
 
 def faces(**options) -> FaceInputs:

@@ -19,6 +19,7 @@ how many photos fell back and what was done with them.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import sys
@@ -95,8 +96,23 @@ _RUNS: list[dict] = []  # the counts of the recipe runs in progress (see `report
 _RUNS_LOCK = threading.Lock()
 
 
+_UNCOUNTED = threading.local()  # set while a photo is read again only to be shown (contact sheets)
+
+
+@contextlib.contextmanager
+def not_counted():
+    """Photos read inside this block are not counted (a sheet's picture of a photo is not another input)."""
+    _UNCOUNTED.on = True
+    try:
+        yield
+    finally:
+        _UNCOUNTED.on = False
+
+
 def _record(pipeline: "FacePipeline", path, found: bool) -> None:
     """Count one photo in the pipeline's tally and in every recipe run in progress."""
+    if getattr(_UNCOUNTED, "on", False):
+        return
     pipeline.tally.count(path, found)
     if pipeline.detect:
         with _RUNS_LOCK:
