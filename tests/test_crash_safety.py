@@ -75,7 +75,8 @@ def test_sigkill_during_training_then_resume_equals_an_uninterrupted_run(tmp_pat
 
 def test_an_interrupted_checkpoint_write_leaves_the_previous_checkpoint(tmp_path, monkeypatch):
     """A crash while the next checkpoint is written (here: the writer dies half-way) keeps the last one whole."""
-    from convgen import config, engine
+    from convgen import config
+    from convgen.metric import engine
     from convgen.recipes import run_recipe
 
     real_save, calls = engine.save_file, []
