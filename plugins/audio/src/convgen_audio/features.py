@@ -218,7 +218,7 @@ class FeatureSequence:
         coefficients: the number of coefficients every file must have (None: any, the
             encoder then fixes it from the first file).
         normalize: ``none`` keeps the values (the default: a speaker's average cepstrum
-            is much of what tells voices apart, and on AN4 removing it cost 15 points of
+            is much of what tells voices apart, and on AN4 removing it cost 14 points of
             rank-1); ``mean`` subtracts each coefficient's mean over the utterance
             (cepstral mean normalisation: a fixed channel or microphone colouring goes,
             with it part of the voice); ``bins`` also divides by its standard deviation (CMVN).
