@@ -115,6 +115,16 @@ def _fits(default, value) -> bool:
     return isinstance(value, type(default))
 
 
+_SCIENTIFIC = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
+
+
+def coerce(default, value):
+    """``1e-3`` for a number key: YAML 1.1 reads scientific notation without a dot as text."""
+    if isinstance(default, float) and isinstance(value, str) and _SCIENTIFIC.fullmatch(value.strip()):
+        return float(value)
+    return value
+
+
 def _check_type(path: str, default, value) -> None:
     """``value`` must have its default's type; a list's items that of the default's items."""
     if default is None:
@@ -171,6 +181,7 @@ RANGES = {
     "memory_budget_gb": "(0, inf)", "max_pairs": "[1, inf)", "folds": "[2, inf)", "episodes": "[1, inf)",
     "n_way": "[2, inf)", "k_shot": "[1, inf)", "queries": "[1, inf)", "n_fft": "[2, 1048576]", "hop": "[1, 1048576]",
     "n_mels": "[1, 4096]", "sample_rate": "(0, 10000000]", "fs": "(0, 10000000]", "snapshot_every": "[0, inf)",
+    "milestones": "[0, inf)",
 }  # fmt: skip
 MAX_SAMPLE_ELEMENTS = 2**28  # one sample of a size key (size ** spatial_dims): 1 GiB as float32
 MAX_DEPTH = 16  # nesting of a config: real ones need 3
@@ -185,6 +196,8 @@ def _check_range(path: str, value) -> None:
     rule = RANGES.get(path) or RANGES.get(path.rpartition(".")[2])
     items = value if isinstance(value, (list, tuple)) else [value]
     for item in items:
+        if rule is not None and isinstance(item, str):
+            raise ConfigError(f"key {path!r} expects {'numbers' if isinstance(value, (list, tuple)) else 'a number'} in {rule}, got {value!r}")
         if isinstance(item, bool) or not isinstance(item, (int, float)):
             continue
         if not math.isfinite(item):
@@ -268,6 +281,7 @@ def check_component_types(kind: str, factory: Callable, block: dict, where: str)
             continue
         annotation = str(param.annotation)
         if not any(mark in annotation for mark in ("|", "Union", "Optional", "Any")):
+            block[key] = value = coerce(param.default, value)
             _check_type(f"{where}.{key}", param.default, value)
 
 
@@ -306,6 +320,7 @@ class _Resolver:
                 self.set(path + (str(key),), sub)
             return
         if not in_component and isinstance(defaults, dict):
+            value = coerce(defaults.get(last), value)
             _check_type(".".join(path), defaults.get(last), value)
         node[last] = value
         self.explicit.add(path)

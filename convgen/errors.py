@@ -74,6 +74,11 @@ _SQLITE_CAUSES = {
 }
 
 
+# PyTorch's words for a sample smaller than what a layer's kernel or pooling needs.
+_TOO_SMALL = ("Output size is too small", "Invalid computed output size", "Kernel size can't be greater than actual input size",
+              "Padding size should be less than the corresponding input dimension")  # fmt: skip
+
+
 def describe_os_error(exc: OSError) -> str:
     """The cause of a failed file operation: disk full, read-only, permission..."""
     import errno
@@ -101,6 +106,9 @@ def from_environment(exc: BaseException) -> ConvgenError | None:
         return kind(f"{where}{describe_os_error(exc)}")
     if type(exc).__module__ == "sqlite3" and describe_sqlite_error(exc):
         return DataError(f"a gallery database: {describe_sqlite_error(exc)}")
+    if isinstance(exc, RuntimeError) and any(m in str(exc) for m in _TOO_SMALL):
+        return ConfigError(f"the input is too small for this encoder ({str(exc).splitlines()[0][:160]}); "
+                           "use a larger size, or fewer or smaller downsampling stages (strides, pooling)")  # fmt: skip
     if isinstance(exc, MemoryError) or (isinstance(exc, RuntimeError) and any(
             m in str(exc) for m in ("can't allocate memory", "out of memory", "Out of memory"))):  # fmt: skip
         return ConfigError("not enough memory for this run; choose smaller sizes (batch_size, dataset.size, encoder.channels)")

@@ -140,7 +140,12 @@ def build_encoder(spec: dict, **context) -> torch.nn.Module:
     skeleton = _skeleton(factory, kwargs)
     if skeleton is not None:
         _check_memory(full, skeleton)
-    return factory(**kwargs)
+    try:
+        return factory(**kwargs)
+    except (ValueError, TypeError, NotImplementedError, AssertionError, IndexError, KeyError) as exc:
+        # e.g. MONAI: "Unsupported option 'BANANA'" (norm, act), "Same padding not available for kernel_size=[64]"
+        raise ConfigError(f"encoder {_describe(full)} cannot be built with these arguments ({str(exc).splitlines()[0][:200]}); "
+                          "check the encoder's settings") from None  # fmt: skip
 
 
 def _skeleton(factory, kwargs) -> torch.nn.Module | None:

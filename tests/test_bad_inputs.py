@@ -598,6 +598,31 @@ def _(t):
     return ["run", "train", "epochs=" + "{a: " * 5000 + "1" + "}" * 5000, "-o", t.out]
 
 
+@case("value-words-for-numbers", 3, "expects numbers in [0, inf), got ['a']")
+def _(t):
+    return ["run", "train", "scheduler.milestones=[a]", "-o", t.out]
+
+
+@case("value-unsupported-by-the-encoder", 3, "cannot be built with these arguments (Unsupported option 'BANANA'")
+def _(t):
+    return ["run", "train", *SMALL_TRAIN, "encoder.norm=banana", "-o", t.out]
+
+
+@case("value-input-too-small-for-the-encoder", 3, "the input is too small for this encoder")
+def _(t):
+    return ["run", "inspect", "spatial_dims=1", "input_size=1", "-o", t.out]
+
+
+def test_scientific_notation_is_a_number_where_a_number_belongs():
+    """YAML 1.1 reads 1e-3 (no dot) as text; for a number key it is the number a user meant."""
+    from convgen import config
+
+    _, resolved = config.resolve("train", ["optimizer.lr=1e-3", "encoder.dropout=5e-1"])
+    assert resolved["optimizer"]["lr"] == 0.001 and resolved["encoder"]["dropout"] == 0.5
+    _, resolved = config.resolve("stylize", ["output=1e3.npy"])
+    assert resolved["output"] == "1e3.npy"  # text stays text where text belongs
+
+
 # -- output folders: a run never overwrites another's ---------------------------------
 
 
