@@ -43,7 +43,7 @@ def pipeline_spec(spec: dict | None) -> dict:
     A missing or unknown name, or an option the pipeline does not take, is a one-line
     `ConfigError` that lists what is known.
     """
-    from convgen.config import check_component_kwargs
+    from convgen.signatures import check_component_kwargs
     from convgen.registry import get
 
     if not isinstance(spec, dict) or not isinstance(spec.get("name"), str):
@@ -249,7 +249,7 @@ def dataset_config(dataset: dict, recorded: dict | None, overrides: dict | None 
     whose names it takes as keyword arguments) says which dataset keys to set. Returns
     the block and one note per setting that changed, for the run's outputs.
     """
-    from convgen.config import accepted_kwargs
+    from convgen.signatures import accepted_kwargs
     from convgen.registry import get
 
     if not recorded and not overrides:
