@@ -211,18 +211,23 @@ TODAY = {  # per domain: the recipe's defaults before (commit 27d6a51)
     "ct": {**VGG_TODAY, "encoder": {"name": "vgg", "channels": [16, 32, 64, 64], "convs": [1, 1, 1, 1], "pool": "avg", "embedding_dim": 64},
            "iterations": 100},
 }  # fmt: skip
-MULTISCALE = {"name": "random-multiscale", "embedding_dim": 64}
-ALTERNATIVES = {  # per domain: row label -> changes to the recipe's (new) defaults
-    "ecg": {"vgg, init content, tv": {**VGG_TODAY, "init": "content", "tv": 1.0, "iterations": 150}},
-    "audio": {},
+MULTISCALE = {"encoder": {"name": "random-multiscale", "filters": 32, "embedding_dim": 64}, "content_layers": ["relu"],
+              "style_layers": ["relu"], "init": "content"}  # fmt: skip
+ALTERNATIVES = {  # per domain: row label -> changes to the recipe's (new) defaults; 2D: on the first style only
+    "ecg": {"random-multiscale, beta 100": {**MULTISCALE, "beta": 100.0},
+            "random-multiscale, beta 10": {**MULTISCALE, "beta": 10.0}},
+    "audio": {"beta 300": {"beta": 300.0}, "tv 1": {"tv": 1.0}},
     "photo": {
         "vgg, init content": {**VGG_TODAY, "init": "content", "iterations": 150},
-        "default + luminance only": {"preserve_color": "luminance"},
-        "default + multires 2": {"multires": 2},
+        "beta 10": {"beta": 10.0},
+        "64 filters, beta 100": {"encoder": {**MULTISCALE["encoder"], "filters": 64}, "beta": 100.0},
+        "luminance only": {"preserve_color": "luminance"},
+        "histogram matched": {"preserve_color": "histogram"},
+        "multires 2": {"multires": 2},
         "dlib-early": {"encoder": {"name": "dlib-early", "stages": 2}, "style_layers": ["stem", "stage1", "stage2"],
                        "content_layers": ["stage2"]},
     },
-    "ct": {"vgg, init content": {**TODAY["ct"], "init": "content"}},
+    "ct": {"vgg, init content": {**TODAY["ct"], "init": "content"}, "beta 100": {"beta": 100.0}, "multires 2": {"multires": 2}},
 }  # fmt: skip
 PHOTO_STYLES = ("brick", "grass", "gravel")
 
@@ -297,9 +302,10 @@ def quality_rows(case: dict, quick: bool) -> list[tuple[str, dict]]:
     """(label, changes) of every row of a case: today, the default, the alternatives, and texture synthesis."""
     domain = case["domain"]
     rows = [("today", TODAY[domain]), ("default", {})]
-    rows += list(ALTERNATIVES[domain].items())
-    if case["dims"] == 2 and quick:
-        rows = [r for r in rows if r[0] != "dlib-early"]  # dlib's file may be missing; the full run needs it
+    if case["case"] != "2d-grass" and case["case"] != "2d-gravel":
+        rows += list(ALTERNATIVES[domain].items())
+    if quick:
+        rows = [r for r in rows if r[0] != "dlib-early"]  # dlib's file comes with an optional extra; the full run needs it
     return rows
 
 
@@ -329,16 +335,19 @@ def run_quality(args) -> list[dict]:
                      "HF: mean squared Laplacian, result over style. s: wall time of the run.")  # fmt: skip
     console.print(table)
     for r in results:
-        rows = dict(r["rows"])
+        rows, name = dict(r["rows"]), r["case"]["case"]
         today, default, texture = rows["today"], rows["default"], rows["texture (no content, from noise)"]
-        goal = "≥ 3× lower style distance" if r["case"]["case"] == "2d-brick" else "better style distance"
-        factor = 3.0 if r["case"]["case"] == "2d-brick" else 1.0
-        met = (default["style"] * factor <= today["style"] and default["ssim"] >= today["ssim"]
-               and (default["hf"] <= 1.5 if factor > 1 else abs(math.log(default["hf"])) <= abs(math.log(today["hf"]))))  # fmt: skip
-        console.print(f"{r['case']['case']}: default vs today: style {today['style']:.2f} → {default['style']:.2f}, SSIM "
-                      f"{today['ssim']:.3f} → {default['ssim']:.3f}, HF {today['hf']:.2f} → {default['hf']:.2f} ({goal}, SSIM no lower, "
-                      f"HF {'within 1.5×' if factor > 1 else 'closer to the style’s'}) {'[green]met[/green]' if met else '[red]MISSED[/red]'}; "
-                      f"texture from noise {texture['style']:.2f} (target ≤ 1.5) {'[green]met[/green]' if texture['style'] <= 1.5 else '[red]MISSED[/red]'}")  # fmt: skip
+        if name == "2d-brick":  # the issue's goal for the demo
+            goal = "style ≥ 3× lower, SSIM no lower, HF within 1.5× of the style's"
+            met = default["style"] * 3 <= today["style"] and default["ssim"] >= today["ssim"] and default["hf"] <= 1.5
+        else:  # better than before on every measure (HF: closer to the style's)
+            goal = "style lower, SSIM higher, HF closer to the style's"
+            met = (default["style"] < today["style"] and default["ssim"] > today["ssim"]
+                   and abs(math.log(default["hf"])) < abs(math.log(today["hf"])))  # fmt: skip
+        console.print(f"{name}: today → default: style {today['style']:.2f} → {default['style']:.2f}, SSIM {today['ssim']:.3f} → "
+                      f"{default['ssim']:.3f}, HF {today['hf']:.2f} → {default['hf']:.2f} (goal: {goal}) "
+                      f"{'[green]met[/green]' if met else '[red]MISSED[/red]'}; texture from noise {texture['style']:.2f} "
+                      f"(goal ≤ 1.5) {'[green]met[/green]' if texture['style'] <= 1.5 else '[red]MISSED[/red]'}")  # fmt: skip
     if args.figures:
         for dims in sorted({r["case"]["dims"] for r in results}):
             path = draw_grid([r for r in results if r["case"]["dims"] == dims], dims, Path(args.figures))
@@ -351,7 +360,7 @@ def draw_grid(results: list[dict], dims: int, folder: Path) -> Path:
     from matplotlib.figure import Figure
 
     columns = max(2 + len(r["rows"]) for r in results)
-    fig = Figure(figsize=(2.3 * columns, (1.5 if dims == 1 else 2.3) * len(results) + 0.4), layout="constrained")
+    fig = Figure(figsize=(1.8 * columns, (1.4 if dims == 1 else 1.9) * len(results) + 0.5), layout="constrained")
     axes = fig.subplots(len(results), columns, squeeze=False)
     for i, r in enumerate(results):
         case = r["case"]
