@@ -12,7 +12,7 @@ records the pipeline that made its samples in the weights file
 (``convgen.weights.save_encoder(..., pipeline=...)``; a dataset says which one through its
 ``pipeline_spec`` attribute), and every command that embeds files (``embed``,
 ``evaluate``, galleries) uses the recorded pipeline. Changing a recorded setting takes an
-explicit override (``pipeline.KEY=VALUE`` in a recipe, ``--pipeline-option KEY=VALUE`` on
+explicit override (``pipeline.name=NAME pipeline.KEY=VALUE`` in a recipe, ``--pipeline-option KEY=VALUE`` on
 the command line), and the run writes it in its outputs. Weights saved before pipelines
 were recorded keep today's behaviour, with a one-line notice.
 
@@ -266,11 +266,15 @@ def dataset_config(dataset: dict, recorded: dict | None, overrides: dict | None 
         return dataset, []
     options = {k: v for k, v in spec.items() if k != "name"}
     mapper = getattr(factory, "pipeline_options", None)
-    if mapper is not None:
-        wanted = mapper(options)
-    else:
+
+    def dataset_keys(options: dict) -> dict:
+        if mapper is not None:
+            return mapper(options)
         accepted = accepted_kwargs(factory) or set(options)
-        wanted = {k: v for k, v in options.items() if k in accepted}
+        return {k: v for k, v in options.items() if k in accepted}
+
+    wanted = dataset_keys(options)
+    trained = dataset_keys({k: v for k, v in recorded.items() if k != "name"}) if recorded and recorded.get("name") == name else {}
     block, notes = dict(dataset), []
     try:
         defaults = {k: p.default for k, p in inspect.signature(factory).parameters.items() if p.default is not p.empty}
@@ -281,6 +285,7 @@ def dataset_config(dataset: dict, recorded: dict | None, overrides: dict | None 
         if isinstance(value, dict) and isinstance(current, dict):
             value = {**current, **value}
         if _jsonable(current) != _jsonable(value):
-            notes.append(f"dataset.{key}: {current!r} -> {value!r} ({'your pipeline override' if overrides else 'the encoder was trained so'})")
+            why = "the encoder was trained so" if key in trained and _jsonable(trained[key]) == _jsonable(wanted[key]) else "your pipeline override"
+            notes.append(f"dataset.{key}: {current!r} -> {value!r} ({why})")
         block[key] = value
     return block, notes

@@ -146,3 +146,14 @@ def test_core_gallery_commands_report_photos_with_no_face(tmp_path):
     assert result.exit_code == 0, result.output
     counts = json.loads((tmp_path / "recipe" / "summary.json").read_text())["face_detection"]
     assert (counts["photos"], counts["no_face"]) == (1, 1), counts  # not the sheet's picture of eileen
+
+
+def test_dataset_changes_say_which_came_from_the_weights_and_which_from_the_user():
+    """The bug: with any override, every change was labelled 'your pipeline override', the recorded ones too."""
+    from convgen.pipelines import dataset_config
+
+    recorded = {"name": "faces", "size": [28, 28], "channels": 1, "detect": False}
+    block, notes = dataset_config({"name": "faces", "size": [56, 46], "detect": False}, recorded, {"channels": 3})
+    assert block["size"] == [28, 28] and block["channels"] == 3
+    assert "dataset.size: [56, 46] -> [28, 28] (the encoder was trained so)" in notes
+    assert "dataset.channels: 1 -> 3 (your pipeline override)" in notes
