@@ -166,22 +166,21 @@ def _nullable_keys() -> set[str]:
 # Ranges of numeric keys, by leaf name or full dotted path (the path wins), in interval
 # notation; for a list the range applies to each item. Types come from the defaults (the
 # recipe's, or the component's signature); these bound what a type cannot.
-INF = "inf"
 RANGES = {
-    "spatial_dims": "[1, 3]", "epochs": "[1, inf)", "batch_size": "[1, inf)", "embedding_dim": "[1, 65536]",
+    "spatial_dims": "[1, 3]", "epochs": "[1, 1000000]", "batch_size": "[1, 10000000]", "embedding_dim": "[1, 65536]",
     "channels": "[1, 16384]", "in_channels": "[1, 16384]", "filters": "[1, 16384]", "strides": "[1, 64]",
     "convs": "[1, 64]", "kernel_size": "[1, 64]", "kernel_sizes": "[1, 1024]", "stem_kernel": "[1, 64]",
     "stem_stride": "[1, 64]", "subunits": "[1, 64]", "head_grid": "[1, 64]", "dropout": "[0, 1)",
     "size": "[1, 65536]", "style_size": "[1, 65536]", "input_size": "[1, 65536]", "identities": "[1, 10000000]",
     "samples_per_identity": "[1, 1000000]", "motifs": "[1, 1024]", "motif_size": "[1, 1024]", "noise": "[0, inf)",
-    "iterations": "[1, inf)", "top_k": "[1, inf)", "lr": "(0, inf)", "weight_decay": "[0, inf)", "momentum": "[0, 1]",
-    "gamma": "(0, inf)", "warmup_epochs": "[0, inf)", "margin": "[0, inf)", "grad_clip": "[0, inf)",
+    "iterations": "[1, 100000000]", "top_k": "[1, 1000000]", "lr": "(0, inf)", "weight_decay": "[0, inf)", "momentum": "[0, 1]",
+    "gamma": "(0, inf)", "warmup_epochs": "[0, 1000000]", "margin": "[0, inf)", "grad_clip": "[0, inf)",
     "val_fraction": "(0, 1)", "threshold": "[0, inf)", "fpir": "(0, 1)", "far": "(0, 1)", "seed": "[-9223372036854775808, 18446744073709551615]",
-    "sampler.p": "[2, inf)", "sampler.k": "[2, inf)", "alpha": "[0, inf)", "beta": "[0, inf)", "tv": "[0, inf)",
-    "memory_budget_gb": "(0, inf)", "max_pairs": "[1, inf)", "folds": "[2, inf)", "episodes": "[1, inf)",
-    "n_way": "[2, inf)", "k_shot": "[1, inf)", "queries": "[1, inf)", "n_fft": "[2, 1048576]", "hop": "[1, 1048576]",
-    "n_mels": "[1, 4096]", "sample_rate": "(0, 10000000]", "fs": "(0, 10000000]", "snapshot_every": "[0, inf)",
-    "milestones": "[0, inf)",
+    "sampler.p": "[2, 1000000]", "sampler.k": "[2, 1000000]", "alpha": "[0, inf)", "beta": "[0, inf)", "tv": "[0, inf)",
+    "memory_budget_gb": "(0, inf)", "max_pairs": "[1, 1000000000]", "folds": "[2, 1000000]", "episodes": "[1, 100000000]",
+    "n_way": "[2, 1000000]", "k_shot": "[1, 1000000]", "queries": "[1, 1000000]", "n_fft": "[2, 1048576]", "hop": "[1, 1048576]",
+    "n_mels": "[1, 4096]", "sample_rate": "(0, 10000000]", "fs": "(0, 10000000]", "snapshot_every": "[0, 100000000]",
+    "milestones": "[0, 1000000]",
 }  # fmt: skip
 MAX_SAMPLE_ELEMENTS = 2**28  # one sample of a size key (size ** spatial_dims): 1 GiB as float32
 MAX_DEPTH = 16  # nesting of a config: real ones need 3
@@ -200,7 +199,7 @@ def _check_range(path: str, value) -> None:
             raise ConfigError(f"key {path!r} expects {'numbers' if isinstance(value, (list, tuple)) else 'a number'} in {rule}, got {value!r}")
         if isinstance(item, bool) or not isinstance(item, (int, float)):
             continue
-        if not math.isfinite(item):
+        if isinstance(item, float) and not math.isfinite(item):  # (an int is finite, however long)
             raise ConfigError(f"key {path!r} must be a finite number, got {value!r}")
         if rule is None:
             continue
