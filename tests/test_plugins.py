@@ -38,7 +38,7 @@ def test_installed_plugin_shows_its_components(hello):
     assert components["reader"] == [".txt"] and components["writer"] == [".txt"]
     assert components["search_backend"] == ["brute-force"]
     assert "command" in components
-    assert report["convgen.default_plugins.encoders"]["components"]["encoder"] == ["resnet", "vgg", "random-multiscale", "vgg19-torchvision"]
+    assert report["convgen.default_plugins.encoders"]["components"]["encoder"] == ["random-multiscale", "resnet", "vgg", "vgg19-torchvision"]
 
     table = run_convgen("plugins", pythonpath=[hello])
     assert "hello" in table.stdout and "convgen-hello 0.3.0" in table.stdout
