@@ -153,8 +153,11 @@ def _skeleton(factory, kwargs) -> torch.nn.Module | None:
     None when a factory cannot build there (it reads a file, say); user errors still raise."""
     from convgen.errors import ConvgenError
 
+    import warnings
+
     try:
-        with torch.device("meta"):
+        with torch.device("meta"), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # an encoder loading its shipped weights into meta tensors warns of a no-op
             return factory(**kwargs)
     except ConvgenError:
         raise

@@ -75,3 +75,24 @@ def test_unreadable_files_are_data_errors(tmp_path):
     bad.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json at all")
     with pytest.raises(DataError, match="not a readable safetensors weights file"):
         read_weights(bad)
+
+
+def test_checking_an_encoder_that_loads_its_own_weights_prints_no_torch_warning():
+    """The bug: every command on an encoder that ships its weights (the ECG plugin's pretrained one) printed
+    dozens of torch warnings ('copying from a non-meta parameter ... to a meta parameter ... no-op')."""
+    import warnings
+
+    from convgen.weights import _skeleton
+
+    shipped = {"weight": torch.ones(2, 3), "bias": torch.zeros(2)}
+
+    def factory():
+        layer = torch.nn.Linear(3, 2)
+        layer.load_state_dict(shipped)
+        return layer
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        skeleton = _skeleton(factory, {})
+    assert skeleton is not None and skeleton.weight.is_meta
+    assert not [w for w in caught if "meta" in str(w.message)], [str(w.message) for w in caught]
