@@ -41,7 +41,8 @@ NUMBERS = st.one_of(
 WORDS = st.sampled_from([
     "null", "~", "true", "[]", "{}", "''", ".nan", "-.inf", ".inf", "[a, b]", "[1, -2]", "[0]", "[[1, 2]]", "{a: 1}",
     "[1.5, 2]", "abc", "cuda", "cuda:7", "cpu", "auto", "'x: y'", "[" * 40 + "]" * 40, "{a: " * 30 + "1" + "}" * 30,
-    "!!python/object/apply:os.system ['true']", "&a [*a]", "'", "[1, 2", "-", "1e400", "0x10", "1_000",
+    "!!python/object/apply:os.system ['true']", "&a [*a]", "'", "[1, 2", "-", "1e400", "0x10", "1_000", "1e-3",
+    "1" + "0" * 400, "-" + "9" * 30,
 ])  # fmt: skip
 VALUES = st.one_of(NUMBERS.map(lambda v: "nan" if isinstance(v, float) and math.isnan(v) else str(v)), WORDS, st.text(max_size=6))
 SENSIBLE = st.sampled_from(["1", "2", "3", "8", "16", "[4, 8]", "[2, 2]", "[8]", "[1, 2]", "avg", "max", "vgg", "resnet", "0.5"])
