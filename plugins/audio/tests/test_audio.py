@@ -217,7 +217,7 @@ def test_style_transfer_keeps_the_content_length_and_matches_the_style(tmp_path)
     assert result.exit_code == 0, result.output
     summary = json.loads((out / "summary.json").read_text())
     assert summary["mode"] == "style transfer" and summary["style_reduction"] >= 0.9 and summary["final"]["style"] < 0.05, summary
-    assert summary["final"]["content"] < summary["start"]["content"]
+    assert summary["start"]["content"] == 0 and summary["final"]["content"] < 1  # starts from the content; nearer it than a blank output
     # the WAV itself, re-analysed, is much nearer the style than the content recording was
     assert summary["heard"]["style"] < 0.5 * summary["content_as_is"]["style"], summary
     y, rate = sf.read(out / "result.wav")
