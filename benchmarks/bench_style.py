@@ -1,5 +1,16 @@
-"""Style transfer: convgen's engine against a tutorial-style reference, same encoder and costs.
+"""Style transfer: what the results look like (quality table) and how fast the engine is (speed table).
 
+Quality (``--table quality``): each plugin's stylize recipe on its bundled samples (1D: an
+ECG trace with another person's, a spoken digit with chirps as spectrograms; 2D: the
+portrait with brick, grass, gravel; 3D: the T1 head volume with the EPI's texture), with its
+defaults before the quality work ("today", kept here), its defaults now and the
+alternatives they were chosen from, plus texture synthesis from noise. Every result is
+scored by `convgen.style.quality` with an encoder it did not optimise: the Gram distance
+to the style over that of the style's two halves, SSIM of result and content after a
+low-pass filter, high-frequency energy over the style's. ``--figures DIR`` draws a picture
+grid per dimension (traces, spectrograms, photos, three orthogonal slices).
+
+Speed (``--table speed``): convgen's engine against a tutorial-style reference, same encoder and costs.
 Both minimise the same cost, ``alpha * J_content + beta * J_style`` with each layer's cost
 divided by its value at zero activation (`convgen.style.transfer`), on the same random-weight
 encoder, from the same start (content + noise, same seed), with the same L-BFGS (chunks of 10
@@ -25,7 +36,11 @@ costs are the same function. With these encoders it is exactly 0: every channel 
 power of two, so the two normalisations round the same way. Δ loss@N is the reference's final loss relative to
 that row's: L-BFGS paths in float32 drift apart, so expect a small difference (positive: the row ended lower).
 
-    python benchmarks/bench_style.py [--quick] [--iterations 50] [--cases 1d,2d,3d] [--encoder vgg19] [--json out.json]
+    python benchmarks/bench_style.py [--table speed|quality|both] [--quick] [--figures docs/img] [--iterations 50]
+        [--cases 1d,2d,3d] [--encoder vgg19] [--json out.json]
+
+``--cases`` takes the speed cases (1d, 2d, 3d) or the quality cases (1d-ecg, 1d-audio,
+2d-brick, 2d-grass, 2d-gravel, 3d-mr, or their prefixes 1d, 2d, 3d).
 
 On a shared machine, ``--threads 1 --repeats 3`` gives steadier times: with more threads than
 free cores, OpenMP barriers can make a run many times slower.
@@ -477,7 +492,7 @@ def run_speed(args) -> None:
                    "speed-up", "Δ loss@0", "Δ loss@N"):  # fmt: skip
         table.add_column(column, justify="left" if column in ("case", "implementation") else "right")
     results, failed, began = [], False, time.perf_counter()
-    cases = (args.cases or ("2d" if args.encoder == "vgg19" else ",".join(CASES))).split(",")
+    cases = [c for c in (args.cases or ("2d" if args.encoder == "vgg19" else ",".join(CASES))).split(",") if c in CASES]
     for name in cases:
         dims, size, quick = CASES[name]
         size = quick if args.quick else size
