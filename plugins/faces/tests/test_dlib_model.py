@@ -333,3 +333,16 @@ def test_chip_outside_the_image_is_black():
     image = np.full((40, 40), 200, dtype=np.uint8)
     chip = box_chip(image, (500, 500, 600, 600))
     assert chip.shape == (150, 150, 3) and not chip.any()
+
+
+@needs_models
+def test_dlib_early_is_dlibs_first_stages(net):
+    early = dlib_model.DlibEarly(stages=2)
+    assert early.tap_names == ["stem", "pool", "stage1", "stage2"] and not early.training
+    x = torch.rand(1, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.equal(early.taps(x, ["stage2"])["stage2"], net.taps(x, ["stage2"])["stage2"])
+        assert early(x).shape == (1, 128)
+    assert early.receptive_fields()["stage2"] == net.receptive_fields()["stage2"]
+    with pytest.raises(ConfigError, match="stages must be 1, 2 or 3"):
+        dlib_model.DlibEarly(stages=4)
