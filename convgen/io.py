@@ -161,6 +161,18 @@ def atomic_write_text(path: Path, text: str) -> None:
         tmp.write_text(text, encoding="utf-8")
 
 
+def finite_json(value):
+    """``value`` with every infinite or NaN float (nested in dicts, lists, tuples) made None:
+    JSON has no infinities, so an unbounded threshold in a report is written as null."""
+    if isinstance(value, dict):
+        return {k: finite_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite_json(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
 def _lookup(kind: str, path: Path) -> Callable:
     from convgen.registry import get_registry
 

@@ -43,7 +43,7 @@ LAYERS: list[tuple[str, list[str]]] = [
     ("kernel", ["hookspecs", "plugins", "registry", "config"]),
     ("library", ["io", "plotting", "data", "pipelines", "weights", "scaffold",
                  "nets.*", "metric.*", "style.*", "visualize.*", "gallery.*"]),
-    ("recipes", ["recipes", "nets.inspect", "metric.train", "metric.evaluate", "metric.embed",
+    ("recipes", ["recipes", "plugin_api", "nets.inspect", "metric.train", "metric.evaluate", "metric.embed",
                  "style.stylize", "visualize.recipe", "gallery.recipes", "default_plugins.*"]),
     ("cli", ["cli.*", "__main__", "testing"]),
 ]  # fmt: skip

@@ -28,7 +28,7 @@ from rich.console import Console
 from rich.table import Table
 
 from convgen.errors import DataError
-from convgen.io import atomic_write_text
+from convgen.io import atomic_write_text, finite_json
 from convgen.metric import evaluation
 from convgen.metric.embed import dataset_and_encoder, print_inputs, recorded_inputs
 from convgen.metric.embedder import Embedder, embed_dataset
@@ -272,7 +272,7 @@ def run(config: dict, out_dir: Path) -> dict:
         result["verification_head"] = head_verification(head, embeddings, pairs, config)
     result["baselines"] = baseline_reports(dataset, dataset.labels, config, spec, device, given_pairs, sessions)
     result["comparison"] = comparison(result)
-    atomic_write_text(out_dir / "report.json", json.dumps(_finite(result), indent=2) + "\n")
+    atomic_write_text(out_dir / "report.json", json.dumps(finite_json(result), indent=2) + "\n")
     print_inputs(inputs)
 
     v = result["verification"]
@@ -328,17 +328,6 @@ def head_verification(head, embeddings: np.ndarray, pairs: evaluation.Pairs, con
         "tar_at_far": {str(k): {"tar": v["tar"], "far": v["far"], "far_ci95": v.get("far_ci95"),
                                 "probability": probability(v["threshold"]), "note": v["note"]} for k, v in at_far.items()},
     }  # fmt: skip
-
-
-def _finite(value):
-    """JSON has no infinities: an unbounded threshold is written as null."""
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_finite(v) for v in value]
-    if isinstance(value, float) and not np.isfinite(value):
-        return None
-    return value
 
 
 def _print(result: dict) -> None:

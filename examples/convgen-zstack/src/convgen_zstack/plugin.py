@@ -8,7 +8,7 @@ recipes are imported the first time a component is used, not to list it.
 import copy
 
 import convgen
-from convgen import registry
+from convgen.plugin_api import build_component
 
 # --8<-- [start:suffixes]
 # Longer than the faces plugin's ".tif": the longest registered suffix wins, so these
@@ -32,7 +32,7 @@ def register_writers(register):
 # --8<-- [start:describe]
 def describe(config, out_dir):
     """Samples per identity, sample shape and value range of any registered dataset."""
-    dataset = registry.build("dataset", config["dataset"])
+    dataset = build_component("dataset", config["dataset"])
     counts, low, high = {}, float("inf"), float("-inf")
     for index, label in enumerate(dataset.labels):
         name = dataset.classes[label]
@@ -53,7 +53,7 @@ def describe(config, out_dir):
 # --8<-- [start:stylize]
 def stylize_defaults() -> dict:
     """The core ``stylize`` recipe's config, set for z-stacks."""
-    from convgen.style import stylize
+    from convgen.plugin_api import stylize
 
     defaults = copy.deepcopy(stylize.DEFAULTS)
     defaults.update(
@@ -74,7 +74,7 @@ def stylize_defaults() -> dict:
 def register_recipes(register):
     register(
         "zstack-stylize",
-        "convgen.style.stylize:run",  # the core's recipe, unchanged: only the defaults are new
+        "convgen.plugin_api:stylize.run",  # the core's recipe, unchanged: only the defaults are new
         defaults="convgen_zstack.plugin:stylize_defaults",  # called when the recipe is first used
         components={"encoder": "encoder", "style_cost": "style_cost"},
         description="Gram style transfer between OME-TIFF z-stacks, in 3D.",

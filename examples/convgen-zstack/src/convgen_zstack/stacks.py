@@ -14,8 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from convgen.errors import DataError
-from convgen.io import atomic_path
+from convgen.plugin_api import DataError, atomic_path
 
 AXIS_NAMES = {"T": "time points", "Q": "planes along an unnamed axis",
               "I": "images of a sequence", "R": "tiles"}  # fmt: skip

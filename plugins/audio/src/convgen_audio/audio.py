@@ -14,8 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from convgen.errors import DataError, PathError
-from convgen.io import atomic_path
+from convgen.plugin_api import DataError, PathError, atomic_path
 
 SUFFIXES = [".wav", ".flac", ".ogg"]
 WRITE_RATE = 16000

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from convgen.errors import DataError
+from convgen.plugin_api import DataError
 
 
 def feature_statistics(dataset, **context) -> np.ndarray:

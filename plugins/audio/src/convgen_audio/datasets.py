@@ -9,8 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from convgen.data import LabelledDataset
-from convgen.errors import ConfigError, DataError, PathError
+from convgen.plugin_api import ConfigError, DataError, LabelledDataset, PathError
 from convgen_audio.audio import SUFFIXES
 from convgen_audio.features import FEATURE_SUFFIX, FeatureSequence, crop, representation_of
 

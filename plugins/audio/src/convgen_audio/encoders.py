@@ -26,9 +26,7 @@ from monai.networks.blocks import Convolution
 from monai.networks.layers.factories import Conv
 from torch import nn
 
-from convgen.errors import ConfigError
-from convgen.nets.resnet import embedding_head
-from convgen.nets.tapped import TappedEncoder, check_dims
+from convgen.plugin_api import ConfigError, TappedEncoder, check_dims, embedding_head
 
 
 class MultiWidthConv(nn.Module):

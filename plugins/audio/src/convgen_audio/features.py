@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass, fields
 import numpy as np
 import torch
 
-from convgen.errors import ConfigError, DataError
+from convgen.plugin_api import ConfigError, DataError
 from convgen_audio.audio import read_audio, trim
 
 KINDS = ("log-mel", "log-stft")
@@ -251,8 +251,7 @@ class FeatureSequence:
         """The checked ``(frames, coefficients)`` float32 array of one ``.npy`` file (never unpickled)."""
         from pathlib import Path
 
-        from convgen.errors import PathError
-        from convgen.io import load_npy
+        from convgen.plugin_api import PathError, load_npy
 
         if not Path(path).is_file():
             raise PathError(f"feature file not found: {path}")

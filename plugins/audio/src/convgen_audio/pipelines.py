@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import inspect
 
-from convgen.errors import ConfigError
+from convgen.plugin_api import ConfigError
 from convgen_audio.features import Representation
 
 

@@ -10,9 +10,7 @@ gallery. ``audio-stylize`` is in `convgen_audio.style`.
 
 from __future__ import annotations
 
-from convgen.gallery.recipes import register_gallery_recipes
-from convgen.metric import evaluate, train
-from convgen.recipes import with_changes
+from convgen.plugin_api import evaluate, register_gallery_recipes, train, with_changes
 from convgen_audio import recipes_features, style
 from convgen_audio.datasets import FSDD_PATTERN
 from convgen_audio.features import Representation

@@ -12,8 +12,7 @@ so both recipes run on a fresh clone; point ``dataset.root`` at a folder of
 
 from __future__ import annotations
 
-from convgen.metric import evaluate, train
-from convgen.recipes import with_changes
+from convgen.plugin_api import evaluate, train, with_changes
 from convgen_audio.features import FeatureSequence
 
 FEATURES = FeatureSequence().as_dict()  # name: features, any number of coefficients, values as stored

@@ -17,9 +17,7 @@ import numpy as np
 import torch
 from rich.console import Console
 
-from convgen.errors import ConfigError
-from convgen.io import atomic_path
-from convgen.style import stylize
+from convgen.plugin_api import ConfigError, atomic_path, stylize
 from convgen_audio.audio import read_audio, trim, write_wav
 from convgen_audio.datasets import sample_dir
 from convgen_audio.features import FLOOR, frames, log_magnitude, magnitude, spectral_convergence, to_waveform

@@ -15,8 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from convgen.data import LabelledDataset
-from convgen.errors import ConfigError, DataError, PathError
+from convgen.plugin_api import ConfigError, DataError, LabelledDataset, PathError
 from convgen_ct import preprocess
 from convgen_ct.volumes import load_volume
 

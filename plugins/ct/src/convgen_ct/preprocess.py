@@ -15,7 +15,7 @@ from typing import Sequence
 import torch
 from monai.data import MetaTensor
 
-from convgen.errors import ConfigError, DataError
+from convgen.plugin_api import ConfigError, DataError
 
 WINDOWS = {
     "soft-tissue": (40.0, 400.0),

@@ -20,18 +20,25 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from convgen import registry
-from convgen.errors import ConfigError
-from convgen.gallery.recipes import register_gallery_recipes
-from convgen.io import atomic_write_text
-from convgen.metric import evaluate, evaluation, train
-from convgen.metric.embed import prepare_encoder
-from convgen.metric.embedder import Embedder, embed_dataset
-from convgen.recipes import resolve_device, seed_everything, with_changes
-from convgen.style import stylize
-from convgen.style.transfer import layer_weights
-from convgen.visualize import recipe as visualize
-from convgen.visualize.figures import plot_row
+from convgen.plugin_api import (
+    ConfigError,
+    Embedder,
+    atomic_write_text,
+    build_component,
+    embed_dataset,
+    evaluate,
+    knn_accuracy,
+    layer_weights,
+    plot_row,
+    prepare_encoder,
+    register_gallery_recipes,
+    resolve_device,
+    seed_everything,
+    stylize,
+    train,
+    visualize,
+    with_changes,
+)
 from convgen_ct import preprocess, style3d
 from convgen_ct.datasets import sample_path
 from convgen_ct.volumes import affine_of, load_volume, spacing_of, write_nifti
@@ -81,7 +88,7 @@ def knn_metrics(reference, reference_labels, embeddings, labels, ks) -> dict:
     """k-NN accuracy for each ``k`` and, for two classes, the ROC AUC of the k-NN vote share of the larger label."""
     ref_y, test_y = np.asarray(reference_labels), np.asarray(labels)
     result = {"reference_samples": len(ref_y), "test_samples": len(test_y), "majority_rate": float(np.bincount(test_y).max() / len(test_y)),
-              "accuracy": {str(k): evaluation.knn_accuracy(reference, ref_y, embeddings, test_y, k) for k in ks}}  # fmt: skip
+              "accuracy": {str(k): knn_accuracy(reference, ref_y, embeddings, test_y, k) for k in ks}}  # fmt: skip
     if len(np.unique(ref_y)) == 2:
         nearest = torch.cdist(torch.as_tensor(embeddings), torch.as_tensor(reference)).argsort(1).numpy()
         label = ref_y.max()
@@ -93,8 +100,8 @@ def knn_readout(config: dict, out_dir: Path) -> dict:
     """k-NN accuracy (and, for two classes, the ROC AUC of the k-NN vote) of the evaluated split against ``knn.reference``."""
     knn = config["knn"]
     seed_everything(config["seed"])  # the same random encoder as the core evaluation built (checked by fingerprint)
-    test = registry.build("dataset", config["dataset"], spatial_dims=config["spatial_dims"])
-    reference = registry.build("dataset", {**config["dataset"], "split": knn["reference"]}, spatial_dims=config["spatial_dims"])
+    test = build_component("dataset", config["dataset"], spatial_dims=config["spatial_dims"])
+    reference = build_component("dataset", {**config["dataset"], "split": knn["reference"]}, spatial_dims=config["spatial_dims"])
     first, _ = test[0]
     encoder, _, fp = prepare_encoder(config, first.ndim - 1, first.shape[0])
     report = json.loads((out_dir / "report.json").read_text())
@@ -165,7 +172,7 @@ def stylize_volumes(config: dict, out_dir: Path) -> dict:
     encoder, spec, fp = prepare_encoder(config, 3, 1)
     style_weights, content_weights = _weights(config, "style"), _weights(config, "content")
     layers = list(dict.fromkeys([*content_weights, *style_weights]))
-    cost = registry.build("style_cost", config["style_cost"])
+    cost = build_component("style_cost", config["style_cost"])
     tile = config["tile"]
     if tile == "auto":
         tile = style3d.fitting_tile(encoder, layers, config["memory_budget_gb"], max(c.shape[1:]))

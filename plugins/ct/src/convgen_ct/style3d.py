@@ -20,11 +20,7 @@ from typing import Sequence
 
 import torch
 
-from convgen.errors import ConfigError
-from convgen.progress import bar
-from convgen.style.costs import content_cost
-from convgen.style.frozen import frozen_layers
-from convgen.style.transfer import StyleTransfer, activation_bytes
+from convgen.plugin_api import ConfigError, StyleTransfer, activation_bytes, content_cost, frozen_layers, progress_bar
 
 LBFGS_HISTORY = 50
 """The core's L-BFGS keeps 50 (step, gradient change) pairs, each one float32 copy of the input."""
@@ -164,7 +160,7 @@ def stylize_tiles(engine: FixedStyle, content: torch.Tensor, tile: int, overlap:
     total = torch.zeros(content.shape[1:])
     weight = torch.zeros(content.shape[1:])
     rows = []
-    with bar("tiles") as progress:
+    with progress_bar("tiles") as progress:
         task = progress.add_task("tiles", total=len(boxes), info="")
         for i, box in enumerate(boxes):
             result = engine.run(content[(slice(None), *box)], [], seed=seed + i, show_progress=False, **run)

@@ -19,8 +19,7 @@ import numpy as np
 import torch
 from monai.data import MetaTensor
 
-from convgen.errors import DataError, PathError
-from convgen.io import atomic_path
+from convgen.plugin_api import DataError, PathError, atomic_path, load_npy, read_sample
 
 NIFTI = (".nii", ".nii.gz")
 NUMPY = (".npy", ".npz")
@@ -130,8 +129,6 @@ def read_numpy(path, key: str | None = None, spacing=None) -> MetaTensor:
     """
     path = Path(path)
     if path.suffix.lower() == ".npy":
-        from convgen.io import load_npy
-
         loaded = load_npy(path, "NumPy file")  # header checked before allocating; strings, complex... refused
     else:
         try:
@@ -165,8 +162,6 @@ def load_volume(path, key: str | None = None, spacing=None) -> MetaTensor:
     Other files go through the readers registered with convgen (a 2D photo, say), and
     are then checked to be a volume.
     """
-    from convgen import io
-
     path = Path(path)
     if not path.exists():
         raise PathError(f"volume not found: {path}; check the path (a DICOM series is given as its folder)")
@@ -179,7 +174,7 @@ def load_volume(path, key: str | None = None, spacing=None) -> MetaTensor:
         return read_numpy(path, key, spacing)
     if name.endswith(".dcm"):
         raise DataError(f"{path} is one DICOM slice (a 2D image); give the folder that holds the whole series")
-    return check_volume(io.read(path), str(path))
+    return check_volume(read_sample(path), str(path))
 
 
 def affine_of(volume) -> np.ndarray:

@@ -19,8 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from convgen.data import LabelledDataset
-from convgen.errors import DataError, PathError
+from convgen.plugin_api import DataError, LabelledDataset, PathError
 from convgen_ecg.preprocess import EcgPipeline
 from convgen_ecg.signals import read_record
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from convgen.io import atomic_path
+from convgen.plugin_api import atomic_path
 from convgen_ecg.preprocess import Prepared
 
 

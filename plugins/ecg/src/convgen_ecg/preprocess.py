@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from scipy import signal as sps
 
-from convgen.errors import ConfigError, DataError
+from convgen.plugin_api import ConfigError, DataError
 from convgen_ecg.signals import Record
 
 WINDOWS = ("beats", "fixed")

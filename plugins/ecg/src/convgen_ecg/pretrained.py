@@ -29,7 +29,7 @@ def card() -> dict:
 
 def load():
     """``(encoder, spec, fingerprint)`` of the shipped weights."""
-    from convgen.weights import load_encoder
+    from convgen.plugin_api import load_encoder
 
     return load_encoder(path())
 
@@ -40,8 +40,7 @@ def shipped_encoder(spatial_dims: int = 1, in_channels: int = 1):
     New ECG galleries use it when no ``weights`` are given; its ``pipeline`` attribute is
     the input pipeline recorded with the weights.
     """
-    from convgen.errors import ConfigError
-    from convgen.weights import read_pipeline
+    from convgen.plugin_api import ConfigError, read_pipeline
 
     if (spatial_dims, in_channels) != (1, 1):
         raise ConfigError(f"{NAME} takes one-lead heartbeats (spatial_dims=1, in_channels=1), not {spatial_dims}D with {in_channels} channel(s)")

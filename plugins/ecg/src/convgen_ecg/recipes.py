@@ -15,14 +15,8 @@ import numpy as np
 import torch
 from rich.console import Console
 
-from convgen import io
-from convgen.errors import ConfigError
-from convgen.gallery.recipes import register_gallery_recipes
-from convgen.io import atomic_write_text
-from convgen.metric import evaluate, train
-from convgen.recipes import with_changes
-from convgen.style import stylize
-from convgen.visualize import recipe as visualize
+from convgen.plugin_api import (ConfigError, atomic_write_text, evaluate, register_gallery_recipes, stylize, train,
+                                visualize, with_changes, write_sample)
 from convgen_ecg import pretrained
 from convgen_ecg.datasets import sample_dir
 from convgen_ecg.plots import plot_peaks
@@ -105,7 +99,7 @@ def stylize_traces(config: dict, out_dir: Path) -> dict:
         if path.suffix.lower() == ".csv":
             write_csv(path, sample.numpy(), pipeline.fs, ["ECG (stylized)"])
         else:
-            io.write(path, sample)
+            write_sample(path, sample)
 
     output = out_dir / config["output"]
     snapshot = lambda step, sample: write(out_dir / "snapshots" / f"iter_{step:05d}{output.suffix}", sample)  # noqa: E731

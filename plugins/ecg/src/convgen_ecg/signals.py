@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from convgen.errors import DataError, PathError
+from convgen.plugin_api import DataError, PathError
 
 SUFFIXES = [".hea", ".csv"]
 # A lead whose standard deviation is below this (in mV) carries no heartbeat: an unplugged electrode.
@@ -162,7 +162,7 @@ def _read_csv(path: Path, fs: float | None) -> Record:
 
 def write_csv(path, signal: np.ndarray, fs: float, leads: list[str] | None = None) -> Path:
     """A trace as CSV with a ``time`` column, written atomically (readable by `read_record`)."""
-    from convgen.io import atomic_path
+    from convgen.plugin_api import atomic_path
 
     signal = np.atleast_2d(np.asarray(signal, dtype=np.float64))
     names = leads or [f"lead {i}" for i in range(len(signal))]

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from convgen.errors import DataError
+from convgen.plugin_api import DataError
 from convgen_faces.dlib_model import _Corrupt, load_cached, model_file
 
 __all__ = [

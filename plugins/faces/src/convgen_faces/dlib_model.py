@@ -29,8 +29,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from convgen.errors import ConfigError, DataError
-from convgen.nets.tapped import TappedEncoder
+from convgen.plugin_api import ConfigError, DataError, TappedEncoder
 
 __all__ = [
     "INSTALL_HINT",

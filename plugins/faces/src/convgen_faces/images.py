@@ -14,8 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from convgen.errors import DataError
-from convgen.io import atomic_path
+from convgen.plugin_api import DataError, atomic_path
 
 SUFFIXES = [".jpg", ".jpeg", ".png", ".pgm", ".ppm", ".pnm", ".bmp", ".tif", ".tiff", ".gif"]
 GREY_MODES = {"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F"}

@@ -37,7 +37,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from convgen.errors import DataError
+from convgen.plugin_api import DataError
 from convgen_faces.dlib_model import (
     DlibStream,
     LayerRecord,

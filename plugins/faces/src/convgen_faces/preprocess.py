@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from convgen.errors import ConfigError, DataError
+from convgen.plugin_api import ConfigError, DataError
 from convgen_faces.images import load_image, to_tensor
 
 DETECTORS = ("mmod", "haar")
@@ -149,7 +149,7 @@ def reporting_inputs(run):
         print(f"faces: {result['summary']}", file=sys.stderr)
         report = Path(out_dir) / "report.json"
         if report.is_file():
-            from convgen.io import atomic_write_text
+            from convgen.plugin_api import atomic_write_text
 
             data = json.loads(report.read_text())
             if isinstance(data, dict):

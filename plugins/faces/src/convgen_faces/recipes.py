@@ -18,18 +18,10 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from convgen.errors import ConfigError
-from convgen.gallery import api
-from convgen.gallery.recipes import register_gallery_recipes
-from convgen.gallery.store import Gallery
-from convgen.io import atomic_write_text
-from convgen.metric import evaluate, evaluation, train
-from convgen.metric.embedder import Embedder
-from convgen.metric.plots import plot_distance_histograms, plot_roc
-from convgen.recipes import with_changes
-from convgen.style import stylize
-from convgen.visualize import recipe as visualize
-from convgen.weights import load_model
+from convgen import plugin_api as api
+from convgen.plugin_api import (ConfigError, Embedder, Gallery, atomic_write_text, evaluate, load_model,
+                                plot_distance_histograms, plot_roc, register_gallery_recipes, stylize, train,
+                                visualize, with_changes)
 from convgen_faces.datasets import sample_dir
 from convgen_faces.preprocess import reporting_inputs
 
@@ -89,9 +81,7 @@ def split_people(classes: list[str], held_out: dict, seed: int) -> dict[str, lis
 
 def demo(config: dict, out_dir: Path) -> dict:
     """Train on some people; enrol one photo of each of others; identify the rest, and strangers."""
-    from convgen import registry
-
-    everyone = registry.build("dataset", {**config["dataset"], "people": None})
+    everyone = api.build_component("dataset", {**config["dataset"], "people": None})
     groups = split_people(everyone.classes, config["held_out"], config["seed"])
     atomic_write_text(out_dir / "people.json", json.dumps(groups, indent=1) + "\n")
 
@@ -105,7 +95,7 @@ def demo(config: dict, out_dir: Path) -> dict:
     encoder = Embedder(model).eval()
 
     def embed(people):
-        data = registry.build("dataset", {**config["dataset"], "people": people})
+        data = api.build_component("dataset", {**config["dataset"], "people": people})
         with torch.no_grad():
             vectors = torch.cat([encoder(data[i][0][None]) for i in range(len(data))]).numpy()
         return vectors, np.array([data.classes[label] for label in data.labels]), [str(f) for f in data.files]
@@ -130,9 +120,9 @@ def demo(config: dict, out_dir: Path) -> dict:
     n_genuine = len(genuine)
     held = np.concatenate([enrolled, impostors])
     held_labels = np.concatenate([enrolled_names, impostor_names])
-    pairs = evaluation.pairs_from_labels(held, held_labels)
-    eer, eer_threshold = evaluation.eer(pairs.distances, pairs.same)
-    far, tar, _ = evaluation.roc(pairs.distances, pairs.same)
+    pairs = api.pairs_from_labels(held, held_labels)
+    eer, eer_threshold = api.eer(pairs.distances, pairs.same)
+    far, tar, _ = api.roc(pairs.distances, pairs.same)
     report = {
         "people": {k: len(v) for k, v in groups.items()},
         "encoder": spec["name"],
@@ -147,7 +137,7 @@ def demo(config: dict, out_dir: Path) -> dict:
         "eer_threshold": eer_threshold,
         "searches": {"enrolled_people": n_genuine, "never_enrolled": len(impostors)},
     }
-    atomic_write_text(out_dir / "report.json", json.dumps(evaluate._finite(report), indent=2) + "\n")
+    atomic_write_text(out_dir / "report.json", json.dumps(api.finite_json(report), indent=2) + "\n")
     plot_roc(out_dir / "roc.png", far, tar, eer=eer, label=f"held-out people ({len(set(held_labels))})")
     plot_distance_histograms(out_dir / "distances.png", pairs.distances, pairs.same, threshold=calibrated["threshold"])
     _write_markdown(out_dir / "report.md", report, groups, [*zip([enrolled_files[i] for i in genuine] + impostor_files, truth, results)])
