@@ -157,3 +157,11 @@ def test_dataset_changes_say_which_came_from_the_weights_and_which_from_the_user
     assert block["size"] == [28, 28] and block["channels"] == 3
     assert "dataset.size: [56, 46] -> [28, 28] (the encoder was trained so)" in notes
     assert "dataset.channels: 1 -> 3 (your pipeline override)" in notes
+
+
+def test_people_must_be_a_list_of_names(tmp_path):
+    """The bug: `faces-train dataset.people=12` ended in a traceback (TypeError: 'int' object is not iterable)."""
+    from convgen.testing import one_line_error
+
+    one_line_error(invoke("run", "faces-train", "dataset.people=12", "epochs=1", "-o", tmp_path / "run"), "people must be a list")
+    assert not (tmp_path / "run").exists()

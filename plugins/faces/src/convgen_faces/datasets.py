@@ -9,8 +9,7 @@ from pathlib import Path
 
 import torch
 
-from convgen.data import LabelledDataset
-from convgen.errors import DataError, PathError
+from convgen.plugin_api import ConfigError, DataError, LabelledDataset, PathError
 from convgen_faces.images import SUFFIXES
 from convgen_faces.preprocess import FacePipeline
 
@@ -74,6 +73,8 @@ class FaceFolder(_Faces):
                  if p.is_dir() and not any(part.startswith(".") for part in p.relative_to(self.root).parts)}  # fmt: skip
         folders = sorted(names, key=lambda p: [_natural(Path(part)) for part in Path(names[p]).parts])
         if people is not None:
+            if not isinstance(people, (list, tuple)) or not all(isinstance(p, str) for p in people):
+                raise ConfigError(f"people must be a list of sub-folder names, like [s1, s2], got {people!r}")
             missing = sorted(set(people) - set(names.values()))
             if missing:
                 raise DataError(f"no folder for {', '.join(missing[:5])} under {self.root}")
