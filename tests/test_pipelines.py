@@ -233,3 +233,13 @@ def test_a_gallery_without_weights_needs_an_encoder_that_ships_its_own():
     random_start = encoder_spec({"name": "resnet", "channels": [4], "strides": [1]}, spatial_dims=1, in_channels=1)
     with pytest.raises(ConfigError, match="has no weights of its own"):
         Encoder(None, None, encoder=random_start)
+
+
+def test_the_folder_dataset_takes_nested_identity_folders(tmp_path):
+    from convgen import registry
+
+    root = _folder(tmp_path / "data", people=4, files=2, nested=True)
+    data = registry.build("dataset", {"name": "folder", "root": str(root), "nested": True})
+    assert data.classes == ["group0/p0", "group0/p2", "group1/p1", "group1/p3"] and len(data) == 8
+    with pytest.raises(DataError):
+        registry.build("dataset", {"name": "folder", "root": str(root)})  # the people sit one level deeper
