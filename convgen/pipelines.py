@@ -286,6 +286,10 @@ def dataset_config(dataset: dict, recorded: dict | None, overrides: dict | None 
             value = {**current, **value}
         if _jsonable(current) != _jsonable(value):
             why = "the encoder was trained so" if key in trained and _jsonable(trained[key]) == _jsonable(wanted[key]) else "your pipeline override"
-            notes.append(f"dataset.{key}: {current!r} -> {value!r} ({why})")
+            if isinstance(value, dict) and isinstance(current, dict):  # a block of settings: only those that change
+                notes += [f"dataset.{key}.{k}: {current.get(k)!r} -> {v!r} ({why})" for k, v in value.items()
+                          if _jsonable(current.get(k)) != _jsonable(v)]  # fmt: skip
+            else:
+                notes.append(f"dataset.{key}: {current!r} -> {value!r} ({why})")
         block[key] = value
     return block, notes

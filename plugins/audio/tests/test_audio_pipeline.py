@@ -43,6 +43,7 @@ def test_a_16_khz_encoder_is_fed_16_khz_without_repeating_the_rate(tmp_path):
     report = json.loads((tmp_path / "eval" / "report.json").read_text())
     changed = " ".join(report["inputs"]["dataset_changes"])
     assert "dataset.representation" in changed and "16000" in changed
+    assert "dataset.representation.sample_rate: 8000 -> 16000 (the encoder was trained so)" in report["inputs"]["dataset_changes"]
     config = (tmp_path / "eval" / "config.yaml").read_text()
     assert "pipeline: null" in config, "no override was asked for"
 
