@@ -138,10 +138,10 @@ def test_core_gallery_commands_report_photos_with_no_face(tmp_path):
     db, brick = tmp_path / "people.db", sample_dir("photos") / "brick.png"
     assert invoke("gallery", "create", db, "--weights", weights).exit_code == 0
     enrolled = invoke("gallery", "enrol", db, "eileen", PORTRAIT)
-    assert enrolled.exit_code == 0 and "inputs: 1 photos: a face found in every one (haar detector)" in enrolled.stderr
+    assert enrolled.exit_code == 0 and "faces: 1 photos: a face found in every one (haar detector)" in enrolled.stderr
     found = invoke("gallery", "identify", db, brick, PORTRAIT, "--threshold", "2", "-o", tmp_path / "cli")
     assert found.exit_code == 0, found.output
-    assert "inputs: 1 of 2 photos: no face found (haar detector), used the whole photo (if_no_face=whole)" in found.stderr
+    assert "faces: 1 of 2 photos: no face found (haar detector), used the whole photo (if_no_face=whole)" in found.stderr
     result = invoke("run", "faces-identify", f"gallery={db}", f"photos=[{brick}]", "threshold=2", "-o", tmp_path / "recipe")
     assert result.exit_code == 0, result.output
     counts = json.loads((tmp_path / "recipe" / "summary.json").read_text())["face_detection"]
