@@ -127,7 +127,7 @@ example, in convgen's hooks reference (`convgen/hookspecs.py`).
 components of that kind. Add more ``register_*`` hooks here (see convgen.hookspecs)."""
 
 import convgen
-from convgen import registry
+from convgen.plugin_api import build_component  # the plugin API: convgen's one public module for plugins
 
 #: The recipe's default dataset: small and generated, so that it runs anywhere.
 DATASET = dict(name="synthetic", identities=3, samples_per_identity=4, size=16)
@@ -135,7 +135,7 @@ DATASET = dict(name="synthetic", identities=3, samples_per_identity=4, size=16)
 
 def describe(config, out_dir):
     """Samples per identity, sample shape and value range of any registered dataset."""
-    dataset = registry.build("dataset", config["dataset"])
+    dataset = build_component("dataset", config["dataset"])
     counts, low, high = {}, float("inf"), float("-inf")
     for index, label in enumerate(dataset.labels):
         name = dataset.classes[label]
