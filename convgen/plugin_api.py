@@ -109,7 +109,29 @@ RECIPE_NAMES: dict[str, tuple[str, ...]] = {
     "visualize": ("DEFAULTS", "run"),
 }
 
-__all__ = [*PUBLIC, "RECIPE_NAMES"]
+__all__ = [
+    # errors
+    "ConvgenError", "ConfigError", "DataError", "PathError", "ModelMismatchError",
+    # files
+    "atomic_path", "atomic_write_text", "read_sample", "write_sample", "load_npy", "finite_json",
+    # datasets and components
+    "LabelledDataset", "build_component",
+    # encoders
+    "TappedEncoder", "check_dims", "embedding_head",
+    # weights
+    "load_encoder", "load_model", "read_pipeline",
+    # embedding and evaluation
+    "Embedder", "embed_dataset", "prepare_encoder", "pairs_from_labels", "roc", "eer", "knn_accuracy",
+    "plot_distance_histograms", "plot_roc", "plot_row",
+    # galleries
+    "register_gallery_recipes", "Gallery", "identify", "calibrate", "SearchIndex", "padded", "parse_options",
+    "saved_state", "write_json",
+    # style
+    "StyleTransfer", "activation_bytes", "layer_weights", "content_cost", "frozen_layers",
+    # recipes
+    "train", "evaluate", "stylize", "visualize", "with_changes", "seed_everything", "resolve_device",
+    "progress_bar", "RECIPE_NAMES",
+]  # fmt: skip
 
 
 def __getattr__(name: str):

@@ -121,6 +121,11 @@ def test_every_public_name_resolves(name):
         assert not name.startswith("_")
 
 
+def test_all_lists_each_public_name_once():
+    assert sorted(api.__all__) == sorted([*api.PUBLIC, "RECIPE_NAMES"])
+    assert set(api.RECIPE_NAMES) <= set(api.PUBLIC)
+
+
 def test_public_names_point_no_higher_than_the_api_itself():
     """The module imports lazily (so the import graph does not see these edges): its targets
     must sit at its own layer or below, like an import would."""
