@@ -138,7 +138,7 @@ def test_core_gallery_commands_report_photos_with_no_face(tmp_path):
     db, brick = tmp_path / "people.db", sample_dir("photos") / "brick.png"
     assert invoke("gallery", "create", db, "--weights", weights).exit_code == 0
     enrolled = invoke("gallery", "enrol", db, "eileen", PORTRAIT)
-    assert enrolled.exit_code == 0 and "faces: 1 photos: a face found in every one (haar detector)" in enrolled.stderr
+    assert enrolled.exit_code == 0 and "faces: 1 photo: a face found in it (haar detector)" in enrolled.stderr
     found = invoke("gallery", "identify", db, brick, PORTRAIT, "--threshold", "2", "-o", tmp_path / "cli")
     assert found.exit_code == 0, found.output
     assert "faces: 1 of 2 photos: no face found (haar detector), used the whole photo (if_no_face=whole)" in found.stderr

@@ -257,7 +257,7 @@ def test_no_face_counts_and_summary():
     assert "stopped with an error (if_no_face=error)" in strict.input_summary()
     off = FacePipeline.of(size=32, detect=False)
     off(PHOTOS / "brick.png")
-    assert off.input_summary() == "1 photos used whole, no face detection (detect=false)"
+    assert off.input_summary() == "1 photo used whole, no face detection (detect=false)"
     assert FacePipeline.of(size=32) == FacePipeline.of(size=32)  # the counts are not part of the settings
 
 

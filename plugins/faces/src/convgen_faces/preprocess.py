@@ -203,6 +203,10 @@ class FaceTally:
             self.found = {}
 
 
+def _photos(n: int) -> str:
+    return f"{n} photo{'' if n == 1 else 's'}"
+
+
 def widen(box, margin: float, aspect: float) -> tuple[int, int, int, int]:
     """``box`` grown by ``margin`` of its size on every side, then to ``aspect`` (height / width), same centre."""
     x, y, w, h = box
@@ -289,11 +293,11 @@ class FacePipeline:
 
     def _summary(self, photos: int, missed: int) -> str:
         if not self.detect:
-            return f"{photos} photos used whole, no face detection (detect=false)"
+            return f"{_photos(photos)} used whole, no face detection (detect=false)"
         action = "used the whole photo" if self.if_no_face == "whole" else "stopped with an error"
         if missed == 0:
-            return f"{photos} photos: a face found in every one ({self.detector} detector)"
-        return f"{missed} of {photos} photos: no face found ({self.detector} detector), {action} (if_no_face={self.if_no_face})"
+            return f"{_photos(photos)}: a face found in {'every one' if photos > 1 else 'it'} ({self.detector} detector)"
+        return f"{missed} of {_photos(photos)}: no face found ({self.detector} detector), {action} (if_no_face={self.if_no_face})"
 
     def __call__(self, path) -> torch.Tensor:
         from PIL import Image
