@@ -243,3 +243,14 @@ def test_the_folder_dataset_takes_nested_identity_folders(tmp_path):
     assert data.classes == ["group0/p0", "group0/p2", "group1/p1", "group1/p3"] and len(data) == 8
     with pytest.raises(DataError):
         registry.build("dataset", {"name": "folder", "root": str(root)})  # the people sit one level deeper
+
+
+def test_a_folder_of_loose_samples_is_told_to_make_a_sub_folder_per_person(tmp_path):
+    """The bug: enrolling a folder whose samples sit directly in it suggested --nested, which cannot help."""
+    weights = _weights(tmp_path / "w.safetensors", {"name": "array"})
+    assert invoke("gallery", "create", tmp_path / "g.db", "--weights", weights).exit_code == 0
+    (tmp_path / "flat").mkdir()
+    np.save(tmp_path / "flat" / "a.npy", np.zeros((1, 20, 20), np.float32))
+    result = invoke("gallery", "enrol", tmp_path / "g.db", tmp_path / "flat")
+    one_line_error(result, "sit directly in it", "sub-folder")
+    assert "--nested" not in result.stderr

@@ -177,8 +177,10 @@ def people_in(folder, nested: bool = False) -> dict[str, list[Path]]:
         if files:
             people[sub.relative_to(folder).as_posix()] = files
     if not people:
-        raise DataError(f"no people under {folder}: expected one sub-folder of readable samples per person"
-                        + ("" if nested else " (nested folders: --nested)"))  # fmt: skip
+        loose = readable_files(folder)
+        hint = (f"; its {len(loose)} sample(s) sit directly in it: move each person's into a sub-folder named after them"
+                if loose else "" if nested else " (nested folders: --nested)")  # fmt: skip
+        raise DataError(f"no people under {folder}: expected one sub-folder of readable samples per person{hint}")
     return people
 
 
