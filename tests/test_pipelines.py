@@ -254,3 +254,11 @@ def test_a_folder_of_loose_samples_is_told_to_make_a_sub_folder_per_person(tmp_p
     result = invoke("gallery", "enrol", tmp_path / "g.db", tmp_path / "flat")
     one_line_error(result, "sit directly in it", "sub-folder")
     assert "--nested" not in result.stderr
+
+
+def test_create_from_an_encoder_without_shipped_weights_says_to_give_weights(tmp_path):
+    """The bug: `convgen gallery create DB --encoder resnet` said only "missing a required argument: 'spatial_dims'"."""
+    result = invoke("gallery", "create", tmp_path / "g.db", "--encoder", "resnet")
+    one_line_error(result, "--encoder is for an encoder whose weights ship with its plugin", "--weights")
+    assert not (tmp_path / "g.db").exists()
+    one_line_error(invoke("gallery", "create", tmp_path / "g.db", "--encoder", "nope"), "unknown encoder 'nope'")

@@ -90,9 +90,16 @@ def create(
         overrides["spatial_size"] = list(spatial_size)
     spec = None
     if encoder:
+        from convgen.registry import get_registry
         from convgen.weights import encoder_spec
 
-        spec = encoder_spec({"name": encoder})
+        try:
+            spec = encoder_spec({"name": encoder})
+        except ConfigError as exc:
+            if encoder not in get_registry("encoder"):
+                raise
+            raise ConfigError(f"--encoder {encoder} cannot be built alone ({exc}): --encoder is for an encoder whose weights "
+                              "ship with its plugin (e.g. dlib-resnet); for one you trained, give --weights PATH") from None  # fmt: skip
     model = api.Encoder(weights, None, overrides or None, encoder=spec)
     options = {"uri": milvus_uri} if milvus_uri else {}
     for text in option or []:
