@@ -23,8 +23,10 @@ import convgen.plugin_api as api
 from test_architecture import LAYERS, layer_of  # tests/ is on sys.path under pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-#: the source of every first-party plugin and of the tutorial's example plugin
-SOURCES = sorted([*ROOT.glob("plugins/*/src/**/*.py"), *ROOT.glob("examples/*/src/**/*.py")])
+#: the source of every first-party plugin, of the tutorial's example plugin, and of the test
+#: plugin that stands for a third party (it shows the API is enough for a search backend)
+SOURCES = sorted([*ROOT.glob("plugins/*/src/**/*.py"), *ROOT.glob("examples/*/src/**/*.py"),
+                  ROOT / "tests" / "plugins" / "convgen-hello" / "convgen_hello.py"])  # fmt: skip
 PUBLIC = "convgen.plugin_api"
 REFERENCE = re.compile(r"^(convgen(?:\.\w+)*):([\w.]+)$")
 
@@ -77,7 +79,7 @@ def violations(path: Path) -> list[str]:
 
 def test_the_sources_are_found():
     names = {p.relative_to(ROOT).parts[1] for p in SOURCES}
-    assert {"faces", "ecg", "audio", "ct", "convgen-zstack"} <= names
+    assert {"faces", "ecg", "audio", "ct", "convgen-zstack", "plugins"} <= names
 
 
 def test_first_party_plugins_import_only_the_plugin_api():

@@ -12,11 +12,8 @@ from monai.networks.layers.factories import Conv, Pool
 from torch import nn
 
 import convgen
-from convgen import registry
-from convgen.errors import ConfigError, DataError
-from convgen.gallery.search import SearchIndex, padded, parse_options, saved_state, write_json
-from convgen.io import atomic_path
-from convgen.nets import TappedEncoder
+from convgen.plugin_api import (ConfigError, DataError, SearchIndex, TappedEncoder, atomic_path, build_component, padded,
+                                parse_options, saved_state, write_json)
 
 
 class TinyEncoder(TappedEncoder):
@@ -85,7 +82,7 @@ def write_txt(path: Path, sample):
 
 
 def count_samples(config, out_dir):
-    dataset = registry.build("dataset", config["dataset"])
+    dataset = build_component("dataset", config["dataset"])
     counts = {}
     for label in dataset.labels:
         name = dataset.classes[label]
