@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import ast
 import importlib
+import json
 import re
 import subprocess
 import sys
 import types
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 import convgen.plugin_api as api
@@ -151,3 +153,11 @@ def test_importing_a_name_loads_only_its_module():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.split() == ["False", "False"]
+
+
+def test_finite_json_makes_a_report_json_safe():
+    """JSON has no infinities: a report's unbounded threshold is written as null, at any depth."""
+    report = {"threshold": float("inf"), "rates": [0.5, float("nan"), (np.float64("-inf"), 2)], "name": "x", "n": 3}
+    safe = api.finite_json(report)
+    assert safe == {"threshold": None, "rates": [0.5, None, [None, 2]], "name": "x", "n": 3}
+    assert json.loads(json.dumps(safe, allow_nan=False)) == safe
