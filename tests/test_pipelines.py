@@ -262,3 +262,20 @@ def test_create_from_an_encoder_without_shipped_weights_says_to_give_weights(tmp
     one_line_error(result, "--encoder is for an encoder whose weights ship with its plugin", "--weights")
     assert not (tmp_path / "g.db").exists()
     one_line_error(invoke("gallery", "create", tmp_path / "g.db", "--encoder", "nope"), "unknown encoder 'nope'")
+
+
+def test_an_override_cannot_write_other_inputs_into_a_gallery(tmp_path):
+    """The bug: `gallery enrol DB ... -p spatial_size=...` stored embeddings of other inputs beside the gallery's own
+    (and calibrate stored a τ measured on them), with only a notice: distances that cannot be compared."""
+    weights = _weights(tmp_path / "w.safetensors", {"name": "array", "spatial_size": [12, 12]})
+    data = _folder(tmp_path / "data", people=3, files=2)
+    db = tmp_path / "g.db"
+    assert invoke("gallery", "create", db, "-w", weights).exit_code == 0
+    assert invoke("gallery", "enrol", db, "p0", data / "p0" / "0.npy").exit_code == 0
+    one_line_error(invoke("gallery", "enrol", db, "p1", data / "p1" / "0.npy", "-p", "spatial_size=[10,10]"), "would mix inputs")
+    one_line_error(invoke("gallery", "calibrate", db, data, "--far", "0.5", "-p", "spatial_size=[10,10]"), "would mix inputs")
+    with Gallery.open(db) as gallery:
+        assert [p.name for p in gallery.people()] == ["p0"] and gallery.threshold is None
+    # The same setting given explicitly is no change; reading through another pipeline is still allowed.
+    assert invoke("gallery", "enrol", db, "p1", data / "p1" / "0.npy", "-p", "spatial_size=[12,12]").exit_code == 0
+    assert invoke("gallery", "identify", db, data / "p1" / "0.npy", "-t", "2", "-p", "spatial_size=[10,10]").exit_code == 0

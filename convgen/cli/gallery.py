@@ -38,7 +38,8 @@ def _print(data, as_json: bool, text: str) -> None:
 PIPELINE_OPTION = typer.Option(
     None, "--pipeline-option", "-p",
     help="Change a setting of the input pipeline the encoder recorded, KEY=VALUE (repeatable; name=NAME for another "
-         "pipeline). Written in the output and, at creation, in the gallery.",
+         "pipeline). Written in the output and, at creation, in the gallery; enrol and calibrate refuse a change to an "
+         "existing gallery's.",
 )  # fmt: skip
 NESTED = typer.Option(False, "--nested", help="A person is any folder below that holds files, named by its relative path (alphabet/character).")
 

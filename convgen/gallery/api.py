@@ -211,6 +211,8 @@ def enrol_people(path, gallery: Gallery | None, encoder: Encoder, people: dict[s
     """
     names = list(people)
     files = [f for name in names for f in people[name]]
+    if gallery is not None:
+        _check_stored_pipeline(gallery, encoder, "enrolling")
     if gallery is not None and not append:
         enrolled = {p.name for p in gallery.people()}
         already = [n for n in names if n in enrolled]
@@ -228,6 +230,18 @@ def enrol_people(path, gallery: Gallery | None, encoder: Encoder, people: dict[s
     return gallery
 
 
+def _check_stored_pipeline(gallery: Gallery, encoder: Encoder, doing: str) -> None:
+    """What a gallery stores (embeddings, τ) must come through its own pipeline: an override may only read, not write."""
+    from convgen.pipelines import describe, pipeline_spec
+
+    stored = gallery.pipeline
+    if not encoder.overrides or not stored or pipeline_spec(stored) == encoder.pipeline:
+        return
+    raise ModelMismatchError(f"{gallery.path} stores what came through {describe(pipeline_spec(stored))}; {doing} through "
+                             f"{describe(encoder.pipeline)} would mix inputs its distances cannot compare; leave out the "
+                             "pipeline override, or make a new gallery with it")  # fmt: skip
+
+
 def identify_files(gallery: Gallery, encoder: Encoder, files, k: int = 5, threshold: float | None = None,
                    show_progress: bool = False) -> list[dict]:  # fmt: skip
     """`identify` for files, each result with its ``file``."""
@@ -240,6 +254,7 @@ def identify_files(gallery: Gallery, encoder: Encoder, files, k: int = 5, thresh
 def calibrate_folder(gallery: Gallery, encoder: Encoder, folder, mode: str = "1:N", target: float = 0.01,
                      nested: bool = False, show_progress: bool = False) -> dict:  # fmt: skip
     """`calibrate` on a folder of people who are not enrolled (one sub-folder each), through the gallery's pipeline."""
+    _check_stored_pipeline(gallery, encoder, "calibrating")
     people = people_in(folder, nested)
     files = [f for files in people.values() for f in files]
     labels = [name for name, files in people.items() for _ in files]

@@ -10,7 +10,8 @@ with the same embeddings, and the other way round.
 Which pipeline: the gallery's recorded one; for a new gallery the one the weights record;
 for weights that record none, the domain's default (``pipeline`` of
 `register_gallery_recipes`). ``pipeline.name=... pipeline.KEY=VALUE`` changes it
-explicitly; the change is written in the gallery and in the run's summary.
+explicitly; the change is written in the run's summary and, for a new gallery, in the gallery
+(enrol and calibrate refuse to change an existing gallery's).
 """
 
 from __future__ import annotations
