@@ -308,3 +308,16 @@ def test_lbfgs_recovers_once_from_a_broken_step_and_adam_reports_it():
     calls.clear()
     with pytest.raises(DataError, match="the cost became nan"):
         engine.run(content, [style], iterations=5, optimizer="adam", show_progress=False)
+
+
+@pytest.mark.parametrize("dims", [1, 3])
+def test_stylize_with_a_trained_encoder_by_weights_path(tmp_path, dims):
+    from convgen.testing import tiny_encoder_weights
+
+    weights = tiny_encoder_weights(tmp_path / "encoder.safetensors", dims)
+    out = tmp_path / "run"
+    result = invoke("run", "stylize", f"spatial_dims={dims}", f"size={ {1: 256, 3: 12}[dims] }", "iterations=4", f"weights={weights}",
+                    "encoder=null", "style_layers=[stem,stage1,stage2]", "content_layers=[stage2]", "-o", out)  # fmt: skip
+    assert result.exit_code == 0, result.output
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["encoder"] == "resnet" and summary["final"]["style"] < summary["start"]["style"]
