@@ -279,3 +279,17 @@ def test_an_override_cannot_write_other_inputs_into_a_gallery(tmp_path):
     # The same setting given explicitly is no change; reading through another pipeline is still allowed.
     assert invoke("gallery", "enrol", db, "p1", data / "p1" / "0.npy", "-p", "spatial_size=[12,12]").exit_code == 0
     assert invoke("gallery", "identify", db, data / "p1" / "0.npy", "-t", "2", "-p", "spatial_size=[10,10]").exit_code == 0
+
+
+def test_a_contact_sheet_of_many_queries_draws_only_the_first_rows(tmp_path):
+    """The bug: `identify FOLDER -o` drew every query (re-reading each through the pipeline) into one PNG, 140 pixels
+    per row: a folder of 10,000 photos made a 1.4-million-pixel-high picture of several GB."""
+    from PIL import Image
+
+    from convgen.gallery import sheet
+
+    rows = [{"file": str(tmp_path / f"{i}.npy"), "name": None, "distance": 1.0, "threshold": 0.5} for i in range(5)]
+    png, page = sheet.write(tmp_path, "identify against g.db", rows, lambda path: None, max_rows=2)
+    assert Image.open(png).height == 34 + 2 * (sheet.HEIGHT + 12)
+    text = page.read_text()
+    assert text.count("<tr>") == 3 and "the first 2 of 5 files (all in results.json)" in text

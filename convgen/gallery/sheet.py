@@ -19,6 +19,7 @@ import torch
 
 HEIGHT = 128  # pixels per picture
 TRACE_WIDTH = 480
+MAX_ROWS = 200  # a sheet is for looking at: past this, results.json holds the rest (each row re-reads two files)
 
 
 def picture(preview, file):
@@ -56,12 +57,18 @@ def _blank(text: str):
     return box
 
 
-def write(out_dir: Path, title: str, rows: list[dict], preview) -> tuple[Path, Path]:
-    """Write ``sheet.png`` and ``sheet.html``; ``rows`` hold ``file``, ``name`` (None: unknown), ``match_file``, ``distance``, ``threshold``."""
+def write(out_dir: Path, title: str, rows: list[dict], preview, max_rows: int = MAX_ROWS) -> tuple[Path, Path]:
+    """Write ``sheet.png`` and ``sheet.html``; ``rows`` hold ``file``, ``name`` (None: unknown), ``match_file``, ``distance``, ``threshold``.
+
+    Only the first ``max_rows`` rows are drawn (the title says how many more there are).
+    """
     from PIL import Image, ImageDraw
 
     from convgen.io import atomic_path, atomic_write_text
 
+    if len(rows) > max_rows:
+        title = f"{title}: the first {max_rows} of {len(rows)} files (all in results.json)"
+        rows = rows[:max_rows]
     cells = []
     for row in rows:
         query = picture(preview, row["file"]) or _blank("no preview")
