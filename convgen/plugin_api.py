@@ -22,7 +22,9 @@ The names come in groups:
 - **galleries**: `register_gallery_recipes` gives a domain its enrol / verify / identify /
   calibrate recipes; `Gallery`, `identify` and `calibrate` search one; `SearchIndex` and its
   helpers are the base of a search backend.
-- **style**: `StyleTransfer` and its pieces, for a plugin that drives transfer itself.
+- **style**: `StyleTransfer` and its pieces, for a plugin that drives transfer itself; the
+  memory-budgeted tile-by-tile engine (`check_style_budget`, `fitting_tile`,
+  `style_statistics`, `stylize_tiles`, `style_distance`) for inputs too large for one pass.
 - **recipes**: the core recipes `train`, `evaluate`, `stylize` and `visualize`, from which
   a plugin derives its own (``with_changes(train.DEFAULTS, ...)``, ``train.run``); of each it
   uses only the names in `RECIPE_NAMES`. `seed_everything`, `resolve_device` and
@@ -90,6 +92,13 @@ PUBLIC: dict[str, str] = {
     "layer_weights": "convgen.style.transfer:layer_weights",
     "content_cost": "convgen.style.costs:content_cost",
     "frozen_layers": "convgen.style.frozen:frozen_layers",
+    "StatisticCost": "convgen.style.costs:StatisticCost",
+    "style_statistics": "convgen.style.tiled:style_statistics",
+    "style_distance": "convgen.style.tiled:style_distance",
+    "stylize_tiles": "convgen.style.tiled:stylize_tiles",
+    "check_style_budget": "convgen.style.tiled:check_budget",
+    "fitting_tile": "convgen.style.tiled:fitting_tile",
+    "peak_rss_mib": "convgen.style.tiled:peak_rss_mib",
     # recipes
     "train": "convgen.metric.train",
     "evaluate": "convgen.metric.evaluate",
@@ -127,7 +136,8 @@ __all__ = [
     "register_gallery_recipes", "Gallery", "identify", "calibrate", "SearchIndex", "padded", "parse_options",
     "saved_state", "write_json",
     # style
-    "StyleTransfer", "activation_bytes", "layer_weights", "content_cost", "frozen_layers",
+    "StyleTransfer", "activation_bytes", "layer_weights", "content_cost", "frozen_layers", "StatisticCost",
+    "style_statistics", "style_distance", "stylize_tiles", "check_style_budget", "fitting_tile", "peak_rss_mib",
     # recipes
     "train", "evaluate", "stylize", "visualize", "with_changes", "seed_everything", "resolve_device",
     "progress_bar", "RECIPE_NAMES",

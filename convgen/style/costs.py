@@ -10,16 +10,36 @@ Notation: an activation has ``n_C`` channels and ``M = prod(spatial)`` positions
   generated inputs have the same size, and stays meaningful when they do not.
 - Total variation: ``sum over axes of the mean squared difference of neighbours``.
 
-A style cost (the ``style_cost`` registry) is a callable ``cost(generated, target)``. It
-may also offer ``statistic(activation)`` and ``distance(generated, statistic)``: the
-style transfer engine then computes the target statistic (e.g. the Gram) once instead of
-every iteration, and blends several style inputs by blending their statistics.
+A style cost (the ``style_cost`` registry) is a `StyleCost`: a callable
+``cost(generated, target)``. It may also be a `StatisticCost`, offering
+``statistic(activation)`` and ``distance(generated, statistic)``: the style transfer
+engine then computes the target statistic (e.g. the Gram) once instead of every
+iteration, blends several style inputs by blending their statistics, and can style a
+large input tile by tile against the statistics of the whole style (`convgen.style.tiled`).
 """
 
 from __future__ import annotations
 
+from typing import Protocol, runtime_checkable
+
 import torch
 import torch.nn.functional as F
+
+
+@runtime_checkable
+class StyleCost(Protocol):
+    """What every style cost is: the cost of generated activations against target activations."""
+
+    def __call__(self, generated: torch.Tensor, target: torch.Tensor) -> torch.Tensor: ...
+
+
+@runtime_checkable
+class StatisticCost(StyleCost, Protocol):
+    """A style cost that compares a fixed per-layer statistic, computed once from the target."""
+
+    def statistic(self, activation: torch.Tensor) -> torch.Tensor: ...
+
+    def distance(self, generated: torch.Tensor, statistic: torch.Tensor) -> torch.Tensor: ...
 
 
 class _Gram(torch.autograd.Function):

@@ -25,7 +25,7 @@ import torch
 from convgen.errors import ConfigError, DataError
 from convgen.nets.tapped import TappedEncoder
 from convgen.progress import bar
-from convgen.style.costs import GramCost, content_cost, total_variation
+from convgen.style.costs import GramCost, StatisticCost, StyleCost, content_cost, total_variation
 from convgen.style.frozen import frozen_layers
 
 INITS = ("content+noise", "noise", "content")
@@ -119,7 +119,7 @@ class StyleTransfer:
         encoder: TappedEncoder,
         content_layers: Sequence[str] | Mapping[str, float] = (),
         style_layers: Sequence[str] | Mapping[str, float] = (),
-        style_cost: Callable | None = None,
+        style_cost: StyleCost | None = None,
         alpha: float = 1.0,
         beta: float = 1.0,
         tv: float = 0.0,
@@ -148,30 +148,60 @@ class StyleTransfer:
         return self.encoder.taps(x, names, self._frozen)
 
     @torch.no_grad()
-    def set_targets(self, content: torch.Tensor | None, styles: Sequence[torch.Tensor], blend: Sequence[float] | None = None) -> None:
-        """Compute the target activations and style statistics once. Inputs are ``(C, *spatial)``."""
+    def set_targets(
+        self,
+        content: torch.Tensor | None,
+        styles: Sequence[torch.Tensor],
+        blend: Sequence[float] | None = None,
+        statistics: Mapping[str, torch.Tensor] | None = None,
+    ) -> None:
+        """Compute the target activations and style statistics once. Inputs are ``(C, *spatial)``.
+
+        ``statistics`` (one per style layer, from a `StatisticCost`) replace the styles: a tile
+        of a large input is styled against the statistics of the whole style
+        (`convgen.style.tiled`). A blank content tile then has nothing to keep (scale 1).
+        """
         if self.content_layers and content is None:
             raise ConfigError("content_layers are set but there is no content input")
+        if statistics is not None:
+            self._set_statistics(content, statistics)
+            return
         if self.style_layers and not styles:
             raise ConfigError("style_layers are set but there is no style input")
         blend = [1.0 / len(styles)] * len(styles) if blend is None and styles else list(blend or [])
         if len(blend) != len(styles) or any(not math.isfinite(w) or w < 0 for w in blend) or (styles and sum(blend) <= 0):
             raise ConfigError(f"style_weights must be one non-negative weight per style input ({len(styles)}), got {blend}")
-        self._content = {}
-        if self.content_layers:
-            taps = self.taps(content[None], self.content_layers)
-            for name, a in taps.items():
-                self._content[name] = a
-                self._scale[("content", name)] = self._normaliser(content_cost(torch.zeros_like(a), a), name)
+        self._set_content(content, blank_ok=False)
+        by_statistic = isinstance(self.style_cost, StatisticCost)
         self._style = {name: [] for name in self.style_layers}
         for weight, style in zip(blend, styles):
             for name, a in self.taps(style[None], self.style_layers).items():
-                target = self.style_cost.statistic(a) if hasattr(self.style_cost, "statistic") else a
+                target = self.style_cost.statistic(a) if by_statistic else a
                 self._style[name].append((weight / sum(blend), target))
         for name, targets in self._style.items():
-            if hasattr(self.style_cost, "statistic"):  # blend the statistics: one target per layer
+            if by_statistic:  # blend the statistics: one target per layer
                 self._style[name] = [(1.0, sum(w * t for w, t in targets))]
             zero = torch.zeros_like(self.taps(styles[0][None], [name])[name])
+            self._scale[("style", name)] = self._normaliser(self._style_cost(zero, name), name)
+
+    def _set_content(self, content: torch.Tensor | None, blank_ok: bool) -> None:
+        self._content = {}
+        if self.content_layers:
+            for name, a in self.taps(content[None], self.content_layers).items():
+                self._content[name] = a
+                value = content_cost(torch.zeros_like(a), a)
+                self._scale[("content", name)] = 1.0 if blank_ok and not float(value) > 0 else self._normaliser(value, name)
+
+    def _set_statistics(self, content: torch.Tensor | None, statistics: Mapping[str, torch.Tensor]) -> None:
+        if not isinstance(self.style_cost, StatisticCost):
+            raise ConfigError("styling against fixed statistics needs a style cost with statistics (style_cost.name=gram)")
+        missing = [name for name in self.style_layers if name not in statistics]
+        if missing:
+            raise ConfigError(f"no style statistic for layer(s) {', '.join(map(repr, missing))}")
+        self._set_content(content, blank_ok=True)
+        self._style = {name: [(1.0, statistics[name])] for name in self.style_layers}
+        for name in self.style_layers:
+            zero = statistics[name].new_zeros(1, statistics[name].shape[0], 1)  # a zero activation: a zero statistic
             self._scale[("style", name)] = self._normaliser(self._style_cost(zero, name), name)
 
     def _normaliser(self, value: torch.Tensor, layer: str) -> float:
@@ -183,7 +213,7 @@ class StyleTransfer:
         return value
 
     def _style_cost(self, activation: torch.Tensor, name: str) -> torch.Tensor:
-        if hasattr(self.style_cost, "distance"):
+        if isinstance(self.style_cost, StatisticCost):
             return sum(w * self.style_cost.distance(activation, t) for w, t in self._style[name])
         return sum(w * self.style_cost(activation, t) for w, t in self._style[name])
 
@@ -238,6 +268,7 @@ class StyleTransfer:
         on_snapshot: Callable[[int, torch.Tensor], None] | None = None,
         show_progress: bool = True,
         start: torch.Tensor | None = None,
+        statistics: Mapping[str, torch.Tensor] | None = None,
     ) -> Result:
         """Optimise ``G`` for ``iterations`` steps and return it with the cost history.
 
@@ -247,6 +278,7 @@ class StyleTransfer:
         one iteration is one quasi-Newton step with a strong-Wolfe line search (one or a
         few cost evaluations); ``history`` then has one row per chunk of iterations.
         ``start`` (``(C, *spatial)``, e.g. a coarser level's result upsampled) replaces ``init``.
+        ``statistics`` replace the styles' (see `set_targets`).
         """
         if optimizer not in OPTIMIZERS:
             raise ConfigError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {optimizer!r}")
@@ -262,7 +294,7 @@ class StyleTransfer:
             raise DataError(f"the inputs are constant (all values {low}); nothing to transfer")
         on = lambda t: None if t is None else t.to(device=device, dtype=torch.float32).contiguous()  # noqa: E731
         content, styles = on(content), [on(s) for s in styles]
-        self.set_targets(content, styles, blend)
+        self.set_targets(content, styles, blend, statistics)
 
         like = content if content is not None else torch.empty(tuple(shape) if shape else tuple(styles[0].shape))
         generator = torch.Generator().manual_seed(seed)

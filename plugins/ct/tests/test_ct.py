@@ -6,7 +6,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
-from convgen_ct import preprocess, style3d
+from convgen_ct import preprocess
 from convgen_ct.datasets import CtVolumes, MedMNIST3D, sample_path
 from convgen_ct.volumes import affine_of, load_volume, spacing_of
 from monai.data import MetaTensor
@@ -193,16 +193,6 @@ def test_the_memory_guard_refuses_with_the_estimate_and_the_fix(tmp_path):
     result = invoke("run", "ct-stylize", f"content={ANATOMY}", f"style={EPI}", "memory_budget_gb=0.05", "-o", tmp_path)
     one_line_error(result, "needs about", "GiB of activations", "over memory_budget_gb=0.05", "tile=")
     assert not (tmp_path / "stylized.nii.gz").exists()
-
-
-def test_tiles_cover_the_volume_and_blend_without_seams():
-    boxes = style3d.tiles((40, 33, 16), 16, 4)
-    covered = torch.zeros(40, 33, 16)
-    for box in boxes:
-        covered[box] += 1
-    assert covered.min() >= 1 and all(b.stop - b.start == 16 for box in boxes for b in box)
-    weights = style3d.blend_weights((16, 16, 16), 4)
-    assert weights.min() > 0 and weights[8, 8, 8] == 1 and weights[0, 8, 8] == pytest.approx(0.2)
 
 
 def test_patchwise_styles_a_volume_the_one_pass_budget_refuses(tmp_path):

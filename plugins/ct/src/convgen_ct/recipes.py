@@ -23,23 +23,30 @@ from rich.table import Table
 from convgen.plugin_api import (
     ConfigError,
     Embedder,
+    StyleTransfer,
     atomic_write_text,
     build_component,
+    check_style_budget,
     embed_dataset,
     evaluate,
+    fitting_tile,
     knn_accuracy,
     layer_weights,
+    peak_rss_mib,
     plot_row,
     prepare_encoder,
     register_gallery_recipes,
     resolve_device,
     seed_everything,
+    style_distance,
+    style_statistics,
     stylize,
+    stylize_tiles,
     train,
     visualize,
     with_changes,
 )
-from convgen_ct import preprocess, style3d
+from convgen_ct import preprocess
 from convgen_ct.datasets import sample_path
 from convgen_ct.volumes import affine_of, load_volume, spacing_of, write_nifti
 
@@ -175,15 +182,16 @@ def stylize_volumes(config: dict, out_dir: Path) -> dict:
     cost = build_component("style_cost", config["style_cost"])
     tile = config["tile"]
     if tile == "auto":
-        tile = style3d.fitting_tile(encoder, layers, config["memory_budget_gb"], max(c.shape[1:]))
+        tile = fitting_tile(encoder, layers, config["memory_budget_gb"], max(c.shape[1:]), spatial_dims=3)
         if tile is None:
             raise ConfigError(f"no tile of 16³ voxels or more fits memory_budget_gb={config['memory_budget_gb']:g}; use shallower layers")
     if tile is not None and (isinstance(tile, bool) or not isinstance(tile, int) or tile < 8):
         raise ConfigError(f"tile must be null (one pass), auto, or a tile size of at least 8 voxels, got {config['tile']!r}")
     largest = max(c, s, key=lambda t: t.numel()) if tile is None else torch.empty(1, *[min(tile, n) for n in c.shape[1:]])
-    estimate = style3d.check_budget(encoder, tuple(largest.shape), layers, config["memory_budget_gb"], tiled=tile is not None)
+    estimate = check_style_budget(encoder, tuple(largest.shape), layers, config["memory_budget_gb"], tiled=tile is not None,
+                                  hint="set region.size smaller")
 
-    targets = style3d.style_statistics(encoder, s, list(style_weights), cost, tile)
+    targets = style_statistics(encoder, s, list(style_weights), cost, tile)
     low, high = config["range"] or (min(float(c.min()), float(s.min())), max(float(c.max()), float(s.max())))
     noise = low + (high - low) * torch.rand(c.shape, generator=torch.Generator().manual_seed(config["seed"]))
     mix = {"noise": 1.0, "content": 0.0}.get(config["init"], config["noise_ratio"])  # the start of the optimisation
@@ -196,19 +204,19 @@ def stylize_volumes(config: dict, out_dir: Path) -> dict:
         generated = result.generated
         stylize.write_report(out_dir, c, [s], result, preview=False)
     else:
-        engine = style3d.FixedStyle(encoder, content_weights, style_weights, cost, alpha=config["alpha"], beta=config["beta"],
-                                    tv=config["tv"], normalize_layers=config["normalize_layers"], statistics=targets)  # fmt: skip
+        engine = StyleTransfer(encoder, content_weights, style_weights, cost, alpha=config["alpha"], beta=config["beta"],
+                               tv=config["tv"], normalize_layers=config["normalize_layers"])  # fmt: skip
         run = {k: config[k] for k in ("init", "noise_ratio", "optimizer", "lr", "iterations")}
         run.update(value_range=(low, high), device=resolve_device(config["device"]))
-        generated, rows = style3d.stylize_tiles(engine, c, tile, config["overlap"], run, config["seed"])
+        generated, rows = stylize_tiles(engine, c, targets, tile, config["overlap"], run, config["seed"])
         atomic_write_text(out_dir / "tiles.json", json.dumps(rows, indent=1) + "\n")
         summary = {"shape": list(generated.shape), "encoder": spec["name"], "encoder_fingerprint": fp, "iterations": config["iterations"]}
-    start, final = (style3d.gram_distance(encoder, v, targets, style_weights, cost, tile) for v in (start_volume, generated))
+    start, final = (style_distance(encoder, v, targets, style_weights, cost, tile) for v in (start_volume, generated))
     output = write_nifti(out_dir / config["output"], generated, affine)
     write_nifti(out_dir / "content.nii.gz", c, affine)
     plot_row(out_dir / "preview.png", {"content": c, "style": s, "result": generated},
              "ct-stylize: content | style | result (orthogonal slices through the centre)")  # fmt: skip
-    peak = style3d.peak_rss_mib()
+    peak = peak_rss_mib()
     summary.update(
         output=str(output), mode="patch-wise" if tile else "one pass", tile=tile, overlap=config["overlap"] if tile else None,
         region=list(c.shape[1:]), spacing_mm=list(spacing_of(content)), affine=affine.tolist(),
