@@ -293,3 +293,14 @@ def test_a_contact_sheet_of_many_queries_draws_only_the_first_rows(tmp_path):
     assert Image.open(png).height == 34 + 2 * (sheet.HEIGHT + 12)
     text = page.read_text()
     assert text.count("<tr>") == 3 and "the first 2 of 5 files (all in results.json)" in text
+
+
+def test_enrol_name_with_a_folder_takes_its_samples(tmp_path):
+    """The bug: `convgen gallery enrol DB alice photos/alice/` read the folder as one file ("is a directory")."""
+    weights = _weights(tmp_path / "w.safetensors", {"name": "array"})
+    data = _folder(tmp_path / "data", people=2, files=3)
+    db = tmp_path / "g.db"
+    assert invoke("gallery", "create", db, "-w", weights).exit_code == 0
+    result = invoke("gallery", "enrol", db, "alice", data / "p0", data / "p1" / "0.npy", "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["samples"] == 4

@@ -118,7 +118,7 @@ def create(
 def enrol(
     db: Path = DB,
     target: str = typer.Argument(..., help="The person's name, or a FOLDER with one sub-folder of samples per person."),
-    files: Optional[List[Path]] = typer.Argument(None, help="One or more samples of this person (with NAME)."),
+    files: Optional[List[Path]] = typer.Argument(None, help="One or more samples of this person, or folders of them (with NAME)."),
     append: bool = typer.Option(False, "--append", help="Add samples to a person already enrolled."),
     nested: bool = NESTED,
     weights: Optional[Path] = WEIGHTS,
@@ -129,14 +129,14 @@ def enrol(
     from convgen.errors import ConfigError
     from convgen.gallery import api
 
-    if files:
-        people = {target: list(files)}
-    elif Path(target).is_dir():
-        people = api.people_in(target, nested)
-    else:
+    if not files and not Path(target).is_dir():
         raise ConfigError(f"give NAME FILE... (samples of one person) or a FOLDER with one sub-folder per person; {target} is not a folder")
     with _open(db) as gallery:
         encoder = _encoder(gallery, weights, pipeline_option)
+        if files:  # folders among them: their samples (or the folder itself, where the pipeline reads it as one)
+            people = {target: api.query_files(files, encoder.is_sample)}
+        else:
+            people = api.people_in(target, nested, encoder.is_sample)
         api.enrol_people(db, gallery, encoder, people, append, show_progress=True)
         count = len(gallery)
     samples = sum(len(f) for f in people.values())
@@ -191,9 +191,9 @@ def identify(
     """1:N, open set — who is in each file, or 'unknown' when nobody enrolled is within τ. Batched, with a progress bar."""
     from convgen.gallery import api
 
-    queries = api.query_files(files)
     with _open(db, readonly=True) as gallery:
         encoder = _encoder(gallery, weights, pipeline_option)
+        queries = api.query_files(files, encoder.is_sample)
         results = api.identify_files(gallery, encoder, queries, top_k, threshold, show_progress=not as_json)
         sheet = api.write_results(output, gallery, encoder, results) if output else None
     if as_json:

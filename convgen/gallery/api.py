@@ -105,6 +105,11 @@ class Encoder:
         preview = getattr(self._inputs, "preview", None)
         return preview(Path(file)) if preview is not None else None
 
+    @property
+    def is_sample(self):
+        """The pipeline's test for a folder that is one sample (a DICOM series), or None: folders hold samples."""
+        return getattr(self._inputs, "is_sample", None)
+
     def input_summary(self) -> str | None:
         """The pipeline's one-line account of its inputs so far, if it keeps one (e.g. photos with no face found)."""
         summary = getattr(self._inputs, "input_summary", None)
@@ -150,20 +155,34 @@ def open_gallery(path, weights=None, overrides: dict | None = None, fallback: di
     return None, Encoder(weights, None, overrides, fallback, encoder=encoder)
 
 
-def readable_files(folder: Path, recursive: bool = False) -> list[Path]:
-    """The files of a folder that a registered reader claims, sorted (hidden files skipped)."""
+def readable_files(folder: Path, recursive: bool = False, is_sample=None) -> list[Path]:
+    """The files of a folder that a registered reader claims, sorted (hidden files and folders skipped).
+
+    ``is_sample(folder)`` (a pipeline's, see `Encoder.is_sample`) says a folder is itself
+    one sample (a DICOM series): it is taken whole, not searched.
+    """
     from convgen.registry import get_registry
 
     suffixes = tuple(get_registry("reader"))
-    found = folder.rglob("*") if recursive else folder.iterdir()
-    return sorted(f for f in found if f.is_file() and not f.name.startswith(".") and f.name.lower().endswith(suffixes))
+    found = []
+    for entry in Path(folder).iterdir():
+        if entry.name.startswith("."):
+            continue
+        if entry.is_dir():
+            if is_sample is not None and is_sample(entry):
+                found.append(entry)
+            elif recursive:
+                found += readable_files(entry, True, is_sample)
+        elif entry.is_file() and entry.name.lower().endswith(suffixes):
+            found.append(entry)
+    return sorted(found)
 
 
-def people_in(folder, nested: bool = False) -> dict[str, list[Path]]:
+def people_in(folder, nested: bool = False, is_sample=None) -> dict[str, list[Path]]:
     """``{person: files}`` of a folder with one sub-folder per person.
 
     ``nested``: a person is any folder below that holds files, named by its path
-    relative to ``folder`` (``alphabet/character``).
+    relative to ``folder`` (``alphabet/character``). ``is_sample``: see `readable_files`.
     """
     folder = Path(folder)
     if not folder.is_dir():
@@ -173,7 +192,7 @@ def people_in(folder, nested: bool = False) -> dict[str, list[Path]]:
     for sub in subs:
         if any(part.startswith(".") for part in sub.relative_to(folder).parts):
             continue
-        files = readable_files(sub)
+        files = readable_files(sub, is_sample=is_sample)
         if files:
             people[sub.relative_to(folder).as_posix()] = files
     if not people:
@@ -184,12 +203,14 @@ def people_in(folder, nested: bool = False) -> dict[str, list[Path]]:
     return people
 
 
-def query_files(paths) -> list[Path]:
-    """Files to search: files as given, folders expanded to the readable files below them."""
+def query_files(paths, is_sample=None) -> list[Path]:
+    """Files to search: files as given, folders expanded to the readable files below them (``is_sample``: see `readable_files`)."""
     files = []
     for path in map(Path, paths):
-        if path.is_dir():
-            found = readable_files(path, recursive=True)
+        if path.is_dir() and is_sample is not None and is_sample(path):
+            files.append(path)
+        elif path.is_dir():
+            found = readable_files(path, recursive=True, is_sample=is_sample)
             if not found:
                 raise DataError(f"no readable samples under {path}")
             files += found
@@ -255,7 +276,7 @@ def calibrate_folder(gallery: Gallery, encoder: Encoder, folder, mode: str = "1:
                      nested: bool = False, show_progress: bool = False) -> dict:  # fmt: skip
     """`calibrate` on a folder of people who are not enrolled (one sub-folder each), through the gallery's pipeline."""
     _check_stored_pipeline(gallery, encoder, "calibrating")
-    people = people_in(folder, nested)
+    people = people_in(folder, nested, encoder.is_sample)
     files = [f for files in people.values() for f in files]
     labels = [name for name, files in people.items() for _ in files]
     return calibrate(gallery, encoder.embed_files(files, show_progress=show_progress), labels, mode, target)

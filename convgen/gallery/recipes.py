@@ -73,14 +73,17 @@ def register_gallery_recipes(register, prefix: str, pipeline: dict, noun: str, w
         if config["folder"]:
             if config["name"] or _list(config[many]):
                 raise ConfigError(f"give either folder=PATH (one sub-folder per person) or name=PERSON with {many}=[...], not both")
-            people = api.people_in(config["folder"], config["nested"])
+        elif not config["name"]:
+            raise ConfigError(f"name=PERSON is missing: whose {many} are these? (or folder=PATH: one sub-folder per person)")
         else:
-            if not config["name"]:
-                raise ConfigError(f"name=PERSON is missing: whose {many} are these? (or folder=PATH: one sub-folder per person)")
-            people = {config["name"]: [Path(p) for p in files(config, many)]}
+            files(config, many)  # none given: said before the encoder loads
         gallery, enc = api.open_gallery(config["gallery"], config["weights"], _overrides(config), fallback, create=True, encoder=encoder)
         options = {k: config[k] for k in NEW_GALLERY}
         try:
+            if config["folder"]:  # the pipeline says which folders are one sample (a DICOM series)
+                people = api.people_in(config["folder"], config["nested"], enc.is_sample)
+            else:
+                people = {config["name"]: api.query_files(files(config, many), enc.is_sample)}
             gallery = api.enrol_people(config["gallery"], gallery, enc, people, config["append"], show_progress=True, **options)
             count = len(gallery)
         finally:
@@ -105,9 +108,10 @@ def register_gallery_recipes(register, prefix: str, pipeline: dict, noun: str, w
         return {**result, "match": bool(result["match"]), **enc.record()}
 
     def identify(config: dict, out_dir: Path) -> dict:
-        paths = api.query_files(files(config, many))
+        listed = files(config, many)
         gallery, enc = open_existing(config)
         with gallery:
+            paths = api.query_files(listed, enc.is_sample)
             results = api.identify_files(gallery, enc, paths, config["top_k"], config["threshold"], show_progress=True)
             api.write_results(out_dir, gallery, enc, results)  # results.json, sheet.png, sheet.html
         Console().print(api.identify_table(results, f"identify against {config['gallery']}"))

@@ -50,3 +50,33 @@ def test_the_volumes_dataset_records_a_pipeline_that_reads_its_volumes():
     inputs = build_pipeline(spec)(sample_path("anatomical.nii"))
     assert inputs.shape == (8, 1, 16, 16, 16) and tuple(inputs.shape[1:]) == tuple(data[0][0].shape)
     assert 0 <= float(inputs.min()) and float(inputs.max()) <= 1
+
+
+def test_dicom_series_folders_are_volumes_for_every_gallery_command(tmp_path):
+    """The bug: a DICOM series (a folder, as docs/ct.md gives a volume) could be enrolled only by name=: folder=
+    found "no people", and ct-identify / convgen gallery identify said "no readable samples under" it."""
+    import json
+
+    from test_ct import write_series
+
+    from convgen.testing import invoke
+
+    torch.manual_seed(0)
+    spec = encoder_spec({"name": "resnet", "channels": [4, 8], "strides": [1, 2], "embedding_dim": 8}, spatial_dims=3, in_channels=1)
+    weights = tmp_path / "w.safetensors"
+    save_encoder(weights, build_encoder(spec), spec, pipeline=PIPELINE)
+    for person, columns in (("p1", 16), ("p2", 12)):
+        write_series(tmp_path / "people" / person / "scan", rows=16, columns=columns, slices=6)
+    for stranger, rows in (("s1", 14), ("s2", 10)):
+        write_series(tmp_path / "strangers" / stranger / "a", rows=rows, columns=16, slices=6)
+        write_series(tmp_path / "strangers" / stranger / "b", rows=rows + 1, columns=16, slices=6)
+    db, series = tmp_path / "g.db", tmp_path / "people" / "p1" / "scan"
+    result = invoke("run", "ct-enrol", f"gallery={db}", f"weights={weights}", f"folder={tmp_path / 'people'}", "-o", tmp_path / "e")
+    assert result.exit_code == 0, result.output
+    found = json.loads(invoke("gallery", "identify", db, series, "-t", "1", "--json").stdout)
+    assert [(r["file"], r["name"]) for r in found] == [(str(series), "p1")] and found[0]["distance"] < 1e-6
+    result = invoke("run", "ct-identify", f"gallery={db}", f"volumes=[{tmp_path / 'people'}]", "threshold=1", "-o", tmp_path / "i")
+    assert result.exit_code == 0, result.output
+    assert len(json.loads((tmp_path / "i" / "summary.json").read_text())["results"]) == 2
+    result = invoke("gallery", "calibrate", db, tmp_path / "strangers", "--far", "0.5")
+    assert result.exit_code == 0, result.output

@@ -7,6 +7,8 @@ cut into ``patches`` seeded random patches of ``patch_size`` (n = patches).
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from convgen_ct import preprocess
 from convgen_ct.volumes import load_volume
 
@@ -30,6 +32,16 @@ class VolumeInputs:
         if self.size:
             volume = Resize(preprocess.per_axis(self.size, "size", int), mode="trilinear")(volume)
         return preprocess.stack([volume])
+
+    @staticmethod
+    def is_sample(path) -> bool:
+        """A folder of DICOM files is one volume (a series), not a folder of samples."""
+        import pydicom
+
+        if not Path(path).is_dir():
+            return False
+        files = [f for f in Path(path).iterdir() if f.is_file() and not f.name.startswith(".")][:3]
+        return any(pydicom.misc.is_dicom(str(f)) for f in files)
 
     def preview(self, path):
         x = preprocess.plain(self.volume(path))  # (1, X, Y, Z): the middle axial slice
