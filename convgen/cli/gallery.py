@@ -55,7 +55,7 @@ def _notice(encoder) -> None:
     """After success, on stderr: what the input pipeline did (if it says), a legacy encoder's notice, any override."""
     summary = encoder.input_summary()
     if summary:
-        typer.echo(f"{encoder.pipeline['name']}: {summary}", err=True)  # as the recipes say it: faces: ...
+        typer.echo(f"{encoder.pipeline['name']}: {summary}", err=True)  # named by its pipeline, as the recipes do
     if encoder.notice:
         typer.echo(encoder.notice, err=True)
     if encoder.overrides:
