@@ -304,3 +304,11 @@ def test_enrol_name_with_a_folder_takes_its_samples(tmp_path):
     result = invoke("gallery", "enrol", db, "alice", data / "p0", data / "p1" / "0.npy", "--json")
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["samples"] == 4
+
+
+def test_a_symlink_loop_under_a_query_folder_is_searched_once(tmp_path):
+    from convgen.gallery.api import query_files
+
+    data = _folder(tmp_path / "data", people=1, files=2)
+    (data / "p0" / "loop").symlink_to(data, target_is_directory=True)
+    assert [f.name for f in query_files([data])] == ["0.npy", "1.npy"]

@@ -155,14 +155,19 @@ def open_gallery(path, weights=None, overrides: dict | None = None, fallback: di
     return None, Encoder(weights, None, overrides, fallback, encoder=encoder)
 
 
-def readable_files(folder: Path, recursive: bool = False, is_sample=None) -> list[Path]:
+def readable_files(folder: Path, recursive: bool = False, is_sample=None, _seen: set | None = None) -> list[Path]:
     """The files of a folder that a registered reader claims, sorted (hidden files and folders skipped).
 
     ``is_sample(folder)`` (a pipeline's, see `Encoder.is_sample`) says a folder is itself
-    one sample (a DICOM series): it is taken whole, not searched.
+    one sample (a DICOM series): it is taken whole, not searched. A folder linked twice
+    (a symlink loop) is searched once.
     """
     from convgen.registry import get_registry
 
+    seen = set() if _seen is None else _seen
+    if Path(folder).resolve() in seen:
+        return []
+    seen.add(Path(folder).resolve())
     suffixes = tuple(get_registry("reader"))
     found = []
     for entry in Path(folder).iterdir():
@@ -172,7 +177,7 @@ def readable_files(folder: Path, recursive: bool = False, is_sample=None) -> lis
             if is_sample is not None and is_sample(entry):
                 found.append(entry)
             elif recursive:
-                found += readable_files(entry, True, is_sample)
+                found += readable_files(entry, True, is_sample, seen)
         elif entry.is_file() and entry.name.lower().endswith(suffixes):
             found.append(entry)
     return sorted(found)
