@@ -195,7 +195,7 @@ class ArrayPipeline:
 
     def __init__(self, spatial_size: int | list[int] | None = None):
         if spatial_size is not None:
-            sizes = [spatial_size] if isinstance(spatial_size, int) else list(spatial_size)
+            sizes = [spatial_size] if isinstance(spatial_size, int) else list(spatial_size) if isinstance(spatial_size, (list, tuple)) else []
             if not sizes or any(not isinstance(s, int) or isinstance(s, bool) or s < 1 for s in sizes):
                 raise ConfigError(f"spatial_size must be a positive int or a list of them, got {spatial_size!r}")
         self.spatial_size = spatial_size

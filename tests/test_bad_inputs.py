@@ -603,6 +603,21 @@ def _(t):
     return ["run", "train", "scheduler.milestones=[a]", "-o", t.out]
 
 
+@case("value-augment-flip-axis", 3, "augment.flip lists spatial axes 1, 2 or 3, got [7]")
+def _(t):
+    return ["run", "train", *SMALL_TRAIN, "augment.flip=[7]", "-o", t.out]  # refused before split.json is written
+
+
+@case("value-unknown-scheduler", 3, "unknown scheduler 'nope'; use cosine, step or constant")
+def _(t):
+    return ["run", "train", *SMALL_TRAIN, "scheduler.name=nope", "-o", t.out]
+
+
+@case("pipeline-option-not-a-size", 3, "spatial_size must be a positive int or a list of them, got nan")
+def _(t):
+    return ["gallery", "enrol", t.gallery(), "bob", t.assets / "sample.npy", "-p", "spatial_size=.nan"]
+
+
 @case("value-unsupported-by-the-encoder", 3, "cannot be built with these arguments (Unsupported option 'BANANA'")
 def _(t):
     return ["run", "train", *SMALL_TRAIN, "encoder.norm=banana", "-o", t.out]

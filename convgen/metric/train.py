@@ -26,7 +26,7 @@ from torch.utils.data import Subset
 
 from convgen import distributed, registry
 from convgen.config import dump
-from convgen.metric.engine import Trainer
+from convgen.metric.engine import Trainer, lr_factor
 from convgen.errors import ConfigError
 from convgen.io import atomic_write_text
 from convgen.metric.augment import DEFAULTS as AUGMENT
@@ -104,9 +104,10 @@ def run(config: dict, out_dir: Path, resume: bool = False) -> dict:
     split["val_protocol"] = validation_protocol(val_labels, val_sessions)
     if by == "sample":  # the same identities on both sides: say how many samples each side holds
         split.update(by="sample", train_samples=len(train_idx), val_samples=len(val_idx))
+    augment = Augment(**config["augment"])  # its settings and the scheduler's name are checked before split.json is written
+    lr_factor(0, 1, name=config["scheduler"]["name"])
     if distributed.env_rank() == 0:
         atomic_write_text(out_dir / "split.json", json.dumps(split, indent=1) + "\n")
-    augment = Augment(**config["augment"])
     train_set = Subset(dataset, train_idx)
     result = trainer.fit(Augmented(train_set, augment) if augment.active else train_set, sampler, resume=resume)
     distributed.teardown()
