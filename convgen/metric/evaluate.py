@@ -201,7 +201,10 @@ def samples_baseline(dataset, **context) -> np.ndarray:
     if len(dataset) * first.numel() > MAX_BASELINE_VALUES:
         raise DataError(f"{len(dataset)} samples of {first.numel()} values are too many to compare raw; "
                         "leave 'samples' out of baselines")  # fmt: skip
-    return np.stack([dataset[i][0].reshape(-1).float().numpy() for i in range(len(dataset))])
+    rows = [dataset[i][0].reshape(-1).float().numpy() for i in range(len(dataset))]
+    if len({len(r) for r in rows}) > 1:
+        raise DataError("samples of different sizes cannot be compared value by value")
+    return np.stack(rows)
 
 
 def random_network(spec: dict, seed: int = 0):
