@@ -181,6 +181,8 @@ RANGES = {
     "n_way": "[2, 1000000]", "k_shot": "[1, 1000000]", "queries": "[1, 1000000]", "n_fft": "[2, 1048576]", "hop": "[1, 1048576]",
     "n_mels": "[1, 4096]", "sample_rate": "(0, 10000000]", "fs": "(0, 10000000]", "snapshot_every": "[0, 100000000]",
     "milestones": "[0, 1000000]",
+    "open_set_fraction": "[0, 1]",
+    "seconds": "(0, 1000000000]",
 }  # fmt: skip
 MAX_SAMPLE_ELEMENTS = 2**28  # one sample of a size key (size ** spatial_dims): 1 GiB as float32
 MAX_DEPTH = 16  # nesting of a config: real ones need 3

@@ -613,6 +613,16 @@ def _(t):
     return ["run", "train", *SMALL_TRAIN, "scheduler.name=nope", "-o", t.out]
 
 
+@case("value-open-set-fraction-above-1", 3, "open_set_fraction must be in [0, 1], got 1.5")
+def _(t):
+    return ["run", "evaluate", "weights=" + str(t.assets / "enc.safetensors"), "spatial_dims=1", "device=cpu", "open_set_fraction=1.5", "-o", t.out]
+
+
+@case("value-ecg-seconds-negative", 3, "seconds must be in (0, 1000000000], got -5")
+def _(t):
+    return ["run", "ecg-peaks", "seconds=-5", "-o", t.out]
+
+
 @case("pipeline-option-not-a-size", 3, "spatial_size must be a positive int or a list of them, got nan")
 def _(t):
     return ["gallery", "enrol", t.gallery(), "bob", t.assets / "sample.npy", "-p", "spatial_size=.nan"]

@@ -9,6 +9,7 @@ than ``PIL.Image.MAX_IMAGE_PIXELS`` is refused with a one-line `DataError`.
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +26,10 @@ def load_image(path):
     from PIL import Image, ImageOps, UnidentifiedImageError
 
     try:
-        with Image.open(path) as image:
+        with warnings.catch_warnings():  # over 2x MAX_IMAGE_PIXELS is refused below; between, only a warning line
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image = Image.open(path)
+        with image:
             image.seek(0)  # an animated GIF: its first frame
             image = ImageOps.exif_transpose(image)
             if image.mode in ("I", "I;16", "I;16B", "I;16L", "F"):  # 16-bit or float grey
