@@ -46,6 +46,7 @@ from convgen.recipes import seed_everything
 from convgen.weights import build_encoder, encoder_spec, load_encoder
 from convgen_audio import recipes_features
 from convgen_audio.baselines import statistics
+from recipe_overrides import with_overrides
 
 ROOT = Path(__file__).resolve().parent.parent / ".." / "shared" / "data" / "audio" / "an4_mfcc"
 FOLDS = 5
@@ -102,13 +103,7 @@ def rows(quick: bool = False, root: Path = ROOT, overrides: dict | None = None, 
     if not root.is_dir():
         raise FileNotFoundError(f"AN4 features not found at {root} (see ../shared/data/README.md)")
     log = log or (lambda text: print(text, file=sys.stderr, flush=True))
-    config = copy.deepcopy(recipes_features.TRAIN)
-    for key, value in (overrides or {}).items():
-        *parents, last = key.split(".")
-        node = config
-        for part in parents:
-            node = node[part]
-        node[last] = value
+    config = with_overrides(recipes_features.TRAIN, overrides)
     if quick:
         config["epochs"] = 2
     folds = list(folds if folds is not None else ([0] if quick else range(FOLDS)))

@@ -47,6 +47,7 @@ from convgen.metric import evaluation, train
 from convgen.metric.embedder import Embedder, embed_dataset
 from convgen.recipes import seed_everything
 from convgen.weights import build_encoder, encoder_spec, load_encoder, read_pipeline
+from recipe_overrides import with_overrides
 
 ROOT = Path(__file__).resolve().parent.parent / ".." / "shared" / "data" / "ecg" / "ecgid_part1"
 FOLDS = 5
@@ -104,13 +105,7 @@ def shipped_scores(root: Path, log) -> dict:
 def rows(quick: bool = False, root: Path = ROOT, overrides: dict | None = None, folds=None, log=None) -> list[dict]:
     """The benchmark table's rows (module docstring); ``quick``: the bundled sample, fold 0, 1 epoch."""
     log = log or (lambda text: print(text, file=sys.stderr, flush=True))
-    config = copy.deepcopy(recipes.TRAIN)
-    for key, value in (overrides or {}).items():
-        *parents, last = key.split(".")
-        node = config
-        for part in parents:
-            node = node[part]
-        node[last] = value
+    config = with_overrides(recipes.TRAIN, overrides)
     if quick:
         root, config["epochs"], folds = sample_dir("ecgid"), 1, [0]
         config["split"] = {**config["split"], "val_fraction": 0.3}

@@ -42,6 +42,7 @@ from convgen.metric import evaluate, train
 from convgen.metric.embedder import Embedder, embed_dataset
 from convgen.weights import load_encoder
 from convgen_faces import recipes
+from recipe_overrides import with_overrides
 
 DATA = Path(__file__).resolve().parent.parent / ".." / "shared" / "data" / "faces"
 SETS = {"ORL": "orl", "Georgia Tech": "gt"}
@@ -100,13 +101,7 @@ def rows(quick: bool = False, overrides: dict | None = None, seeds=None, log=Non
     if not all((DATA / d).is_dir() for d in SETS.values()):
         raise FileNotFoundError(f"ORL and Georgia Tech faces not found under {DATA} (see ../shared/data/README.md)")
     log = log or (lambda text: print(text, file=sys.stderr, flush=True))
-    config = copy.deepcopy(recipes.TRAIN)
-    for key, value in (overrides or {}).items():
-        *parents, last = key.split(".")
-        node = config
-        for part in parents:
-            node = node[part]
-        node[last] = value
+    config = with_overrides(recipes.TRAIN, overrides)
     if quick:
         config["epochs"] = 10
     seeds = list(seeds if seeds is not None else ([0] if quick else [0, 1, 2]))
