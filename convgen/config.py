@@ -183,6 +183,7 @@ RANGES = {
     "milestones": "[0, 1000000]",
     "open_set_fraction": "[0, 1]",
     "seconds": "(0, 1000000000]",
+    "fs_csv": "(0, 10000000]",
 }  # fmt: skip
 MAX_SAMPLE_ELEMENTS = 2**28  # one sample of a size key (size ** spatial_dims): 1 GiB as float32
 MAX_DEPTH = 16  # nesting of a config: real ones need 3

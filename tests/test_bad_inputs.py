@@ -174,6 +174,17 @@ def _(t):
     return ["run", "ecg-peaks", f"record={t.file('bad.hea', b'this is no header')}", "-o", t.out]
 
 
+@case("csv-binary", 5, "not a text CSV file")
+def _(t):
+    return ["run", "ecg-peaks", f"record={t.file('r.csv', bytes(range(256)) * 10)}", "fs_csv=250", "-o", t.out]
+
+
+@case("csv-negative-rate", 3, "fs_csv must be in (0, 10000000], got -250")
+def _(t):
+    record = t.file("r.csv", b"0.1\n0.2\n" * 100)
+    return ["run", "ecg-peaks", f"record={record}", "fs_csv=-250", "-o", t.out]
+
+
 # -- volumes (NIfTI and DICOM, ct plugin) ----------------------------------------------
 
 

@@ -129,8 +129,11 @@ def _read_wfdb(base: Path, max_seconds: float | None) -> Record:
 def _read_csv(path: Path, fs: float | None) -> Record:
     if not path.is_file():
         raise PathError(f"file not found: {path}")
-    with open(path, newline="", encoding="utf-8") as handle:
-        rows = [row for row in csv.reader(handle) if row and not row[0].startswith("#")]
+    try:
+        with open(path, newline="", encoding="utf-8") as handle:
+            rows = [row for row in csv.reader(handle) if row and not row[0].startswith("#")]
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise DataError(f"{path}: not a text CSV file ({str(exc)[:120]}); expected numbers, one column per lead") from None
     if not rows:
         raise DataError(f"{path}: the CSV file is empty")
     header = None
