@@ -120,6 +120,12 @@ def register_datasets(register):
     ``register_pipelines``) that training records in the weights file, and a class
     attribute ``pipeline_name`` so that ``evaluate`` can set the dataset's options from
     the pipeline an encoder recorded.
+
+    A dataset may also say what happened to its inputs (photos with no face found,
+    unreadable records): ``input_summary()`` returns one line for people (or None), which
+    ``train``, ``evaluate`` and ``embed`` print once at the end as ``DATASET: line``, and
+    ``input_report()`` a JSON-able dict, which they record under ``input_report`` in
+    ``summary.json`` and ``report.json``.
     """
 
 

@@ -106,3 +106,35 @@ def test_console_script_errors_in_a_fresh_process(tmp_path):
     assert_one_line_error(result, None, ["key 'batch_size' expects an integer"])
     assert result.returncode == 3
     assert not (tmp_path / "runs").exists()
+
+
+def test_core_recipes_report_what_a_dataset_says_of_its_inputs(tmp_path, monkeypatch):
+    """A dataset may offer ``input_summary()`` (one line, printed once at the end) and ``input_report()`` (a dict,
+    recorded under ``input_report`` in report.json and summary.json); datasets without them change nothing."""
+    from convgen import registry
+    from convgen.data import SyntheticClusters
+    from convgen.registry import Entry
+
+    class Counted(SyntheticClusters):  # counts the distinct samples read, as a file dataset counts its photos
+        def __getitem__(self, index):
+            self.__dict__.setdefault("seen", set()).add(index)
+            return super().__getitem__(index)
+
+        def input_report(self):
+            seen = len(self.__dict__.get("seen", ()))
+            return {"samples": seen, "summary": f"{seen} samples read"}
+
+        def input_summary(self):
+            return self.input_report()["summary"]
+
+    monkeypatch.setitem(registry.get_registry("dataset")._entries, "counted", Entry("counted", Counted, "test"))
+    options = [*SMALL, "encoder.name=resnet", "baselines=[]"]
+    result = invoke("run", "evaluate", "dataset.name=counted", *options, "-o", tmp_path / "counted")
+    assert result.exit_code == 0, result.output
+    assert [line for line in result.stderr.splitlines() if "samples read" in line] == ["counted: 9 samples read"]
+    report = json.loads((tmp_path / "counted" / "report.json").read_text())["input_report"]
+    assert report == {"samples": 9, "summary": "9 samples read"}
+    assert json.loads((tmp_path / "counted" / "summary.json").read_text())["input_report"] == report
+
+    plain = invoke("run", "evaluate", *options, "-o", tmp_path / "plain")  # the synthetic dataset offers neither
+    assert plain.exit_code == 0 and "input_report" not in json.loads((tmp_path / "plain" / "report.json").read_text())

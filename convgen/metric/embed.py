@@ -100,6 +100,20 @@ def print_inputs(info: dict) -> None:
         console.print(line, highlight=False, soft_wrap=True)
 
 
+def input_report(dataset) -> dict | None:
+    """What the dataset says happened to its inputs (its optional ``input_report()``), for the run's report."""
+    report = getattr(dataset, "input_report", None)
+    return report() if callable(report) else None
+
+
+def print_input_summary(dataset, name: str) -> None:
+    """The dataset's one line for people (its optional ``input_summary()``), on stderr at the end of a run."""
+    summary = getattr(dataset, "input_summary", None)
+    line = summary() if callable(summary) else None
+    if line:
+        Console(stderr=True).print(f"{name}: {line}", highlight=False, soft_wrap=True)
+
+
 def sample_sources(dataset) -> list[str] | None:
     """Each sample's source: its file (one file, one sample), its session/record name, or None."""
     for attribute in ("files", "sessions"):
@@ -152,9 +166,13 @@ def run(config: dict, out_dir: Path) -> dict:
         "encoder_fingerprint": fp,
         **separation(embeddings, labels),
     }
+    if (inputs_seen := input_report(dataset)) is not None:
+        summary["input_report"] = inputs_seen
     table = Table(title=f"embed: {spec['name']} on {config['dataset']['name']}", show_header=False)
     for key, value in summary.items():
-        table.add_row(key, f"{value:.4f}" if isinstance(value, float) else str(value))
+        if key != "input_report":
+            table.add_row(key, f"{value:.4f}" if isinstance(value, float) else str(value))
     Console().print(table)
     print_inputs(inputs)
+    print_input_summary(dataset, config["dataset"]["name"])
     return summary

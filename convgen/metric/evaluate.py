@@ -30,7 +30,7 @@ from rich.table import Table
 from convgen.errors import DataError
 from convgen.io import atomic_write_text, finite_json
 from convgen.metric import evaluation
-from convgen.metric.embed import dataset_and_encoder, print_inputs, recorded_inputs
+from convgen.metric.embed import dataset_and_encoder, input_report, print_input_summary, print_inputs, recorded_inputs
 from convgen.metric.embedder import Embedder, embed_dataset
 from convgen.metric.losses import load_pair_head
 from convgen.metric.plots import plot_distance_histograms, plot_roc
@@ -275,6 +275,8 @@ def run(config: dict, out_dir: Path) -> dict:
         result["verification_head"] = head_verification(head, embeddings, pairs, config)
     result["baselines"] = baseline_reports(dataset, dataset.labels, config, spec, device, given_pairs, sessions)
     result["comparison"] = comparison(result)
+    if (inputs_seen := input_report(dataset)) is not None:
+        result["input_report"] = inputs_seen
     atomic_write_text(out_dir / "report.json", json.dumps(finite_json(result), indent=2) + "\n")
     print_inputs(inputs)
 
@@ -296,6 +298,9 @@ def run(config: dict, out_dir: Path) -> dict:
         summary.update(cross_session_rank_1=c["closed_set"]["sessions"]["rank_1"], cross_session_eer=c["verification"]["eer"])
     summary["protocol"] = result["protocol"]
     summary["comparison"] = result["comparison"]
+    if "input_report" in result:
+        summary["input_report"] = result["input_report"]
+    print_input_summary(dataset, config["dataset"]["name"])
     return summary
 
 

@@ -31,7 +31,7 @@ from convgen.errors import ConfigError
 from convgen.io import atomic_write_text
 from convgen.metric.augment import DEFAULTS as AUGMENT
 from convgen.metric.augment import Augment, Augmented
-from convgen.metric.embed import dataset_and_encoder
+from convgen.metric.embed import dataset_and_encoder, input_report, print_input_summary
 from convgen.metric.embedder import Embedder
 from convgen.metric.embedder import embed_dataset
 from convgen.metric.evaluate import validation_metrics, validation_protocol
@@ -122,6 +122,9 @@ def run(config: dict, out_dir: Path, resume: bool = False) -> dict:
     table = Table(title=f"train: {spec['name']} with {config['loss']['name']} on {config['dataset']['name']}", show_header=False)
     for key, value in summary.items():
         table.add_row(key, f"{value:.4g}" if isinstance(value, float) else str(value))
+    if (inputs_seen := input_report(dataset)) is not None:
+        summary["input_report"] = inputs_seen
     if distributed.env_rank() == 0:  # the group is gone by now: ask torchrun's variable
         Console().print(table)
+        print_input_summary(dataset, config["dataset"]["name"])
     return summary

@@ -165,3 +165,23 @@ def test_people_must_be_a_list_of_names(tmp_path):
 
     one_line_error(invoke("run", "faces-train", "dataset.people=12", "epochs=1", "-o", tmp_path / "run"), "people must be a list")
     assert not (tmp_path / "run").exists()
+
+
+def test_core_evaluate_on_faces_reports_photos_with_no_face_once(tmp_path):
+    """The bug: `convgen run evaluate dataset.name=faces` said nothing of photos with no face found (faces-evaluate did)."""
+    root = _people(tmp_path / "people", {"s1": [1, 2], "s2": [1, 2], "s3": [1, 2]})
+    shutil.copy(sample_dir("photos") / "brick.png", root / "s3" / "3.png")
+    options = [f"dataset.root={root}", "dataset.size=[28,28]", "dataset.detect=true", "dataset.detector=haar",
+               "dataset.if_no_face=whole",
+               "encoder.name=resnet", "encoder.channels=[8,16]", "encoder.strides=[1,2]", "encoder.embedding_dim=16", "batch_size=4",
+               "baselines=[]"]  # fmt: skip
+    for recipe in ("evaluate", "faces-evaluate"):
+        extra = ["dataset.name=faces"] if recipe == "evaluate" else []
+        result = invoke("run", recipe, *extra, *options, "-o", tmp_path / recipe)
+        assert result.exit_code == 0, result.output
+        lines = [line for line in result.stderr.splitlines() if "no face found" in line]
+        assert len(lines) == 1 and lines[0].startswith("faces: ") and "of 7 photos" in lines[0], result.stderr
+        report = json.loads((tmp_path / recipe / "report.json").read_text())["input_report"]
+        assert report["photos"] == 7 and report["no_face"] >= 1 and report["if_no_face"] == "whole"
+        assert str(root / "s3" / "3.png") in report["no_face_examples"]
+        assert json.loads((tmp_path / recipe / "summary.json").read_text())["input_report"] == report

@@ -34,6 +34,10 @@ class _Faces(LabelledDataset):
         """Photos seen and photos with no face found, for the run's report (see `FacePipeline.input_report`)."""
         return self.pipeline.input_report()
 
+    def input_summary(self) -> str | None:
+        """One line on the photos with no face found, which core recipes print at the end (None without detection)."""
+        return self.pipeline.input_summary() if self.pipeline.detect and self.pipeline.tally.photos else None
+
     def __len__(self) -> int:
         return len(self.files)
 

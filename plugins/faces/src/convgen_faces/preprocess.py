@@ -126,8 +126,9 @@ def reporting_inputs(run):
 
     The photos every detecting `FacePipeline` handles during the run are counted: one
     line on stderr at the end (e.g. ``faces: 12 of 400 photos: no face found (mmod
-    detector), used the whole photo (if_no_face=whole)``), and ``face_detection`` in the
-    summary it returns (``summary.json``) and in ``report.json`` when the run wrote one.
+    detector), used the whole photo (if_no_face=whole)``, unless the core recipe already
+    printed its dataset's `input_summary`), and ``face_detection`` in the summary it
+    returns (``summary.json``) and in ``report.json`` when the run wrote one.
     """
 
     @functools.wraps(run)
@@ -146,7 +147,8 @@ def reporting_inputs(run):
         photos, missed = len(counts["found"]), [path for path, found in counts["found"].items() if not found]
         result = {"photos": photos, "no_face": len(missed), "detector": pipeline.detector, "if_no_face": pipeline.if_no_face,
                   "no_face_examples": missed[:5], "summary": pipeline._summary(photos, len(missed))}  # fmt: skip
-        print(f"faces: {result['summary']}", file=sys.stderr)
+        if not (isinstance(summary, dict) and (summary.get("input_report") or {}).get("detect")):  # else the core printed it
+            print(f"faces: {result['summary']}", file=sys.stderr)
         report = Path(out_dir) / "report.json"
         if report.is_file():
             from convgen.plugin_api import atomic_write_text
