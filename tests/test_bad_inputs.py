@@ -198,6 +198,21 @@ def _(t):
     return ["run", "ct-stylize", f"content={t.truncated(ANATOMY, 'cut.nii', 0.3)}", *QUICK_STYLE, "-o", t.out]
 
 
+@case("nifti-header-dims-huge", 5, "is not a readable NIfTI file")
+def _(t):
+    data = bytearray(ANATOMY.read_bytes())
+    struct.pack_into("<8h", data, 40, 3, 30000, 30000, 30000, 1, 1, 1, 1)  # dim[]: 2.7e13 voxels (nibabel also logged a line)
+    return ["run", "ct-stylize", f"content={t.file('big.nii', bytes(data))}", *QUICK_STYLE, "-o", t.out]
+
+
+@case("nifti-constant-volume", 5, "the percentiles window leaves the volume constant")
+def _(t):
+    import nibabel as nib
+
+    nib.save(nib.Nifti1Image(np.ones((16, 16, 16), np.float32), np.eye(4)), t.dir / "flat.nii")  # MONAI warned a second line
+    return ["run", "ct-stylize", f"content={t.dir / 'flat.nii'}", *QUICK_STYLE, "-o", t.out]
+
+
 @case("dicom-corrupt", 5, "holds no DICOM files")
 def _(t):
     t.file("series/slice000.dcm", b"junk")

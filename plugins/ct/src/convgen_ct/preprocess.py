@@ -10,6 +10,7 @@ act on MONAI ``MetaTensor``s, so their affine follows every crop and resampling.
 
 from __future__ import annotations
 
+import warnings
 from typing import Sequence
 
 import torch
@@ -56,7 +57,9 @@ def apply_window(volume: torch.Tensor, window="soft-tissue", hu_offset: float = 
     if window in (None, "none"):
         return volume
     if window == "percentiles":
-        return ScaleIntensityRangePercentiles(lower=0.5, upper=99.5, b_min=0.0, b_max=1.0, clip=True)(volume)
+        with warnings.catch_warnings():  # a constant volume: MONAI warns, the caller's one-line error follows
+            warnings.simplefilter("ignore")
+            return ScaleIntensityRangePercentiles(lower=0.5, upper=99.5, b_min=0.0, b_max=1.0, clip=True)(volume)
     low, high = window_range(window)
     return ScaleIntensityRange(a_min=low - hu_offset, a_max=high - hu_offset, b_min=0.0, b_max=1.0, clip=True)(volume)
 

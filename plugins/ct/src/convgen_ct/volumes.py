@@ -32,7 +32,7 @@ def _quiet():
             logging.getLogger("nibabel.global")]  # "sizeof_hdr should be 348; set sizeof_hdr to 348" on a damaged header
     levels = [log.level for log in logs]
     for log in logs:
-        log.setLevel(logging.ERROR)
+        log.setLevel(logging.CRITICAL)  # nibabel logs "vox offset 0 too low" at ERROR; the DataError says it
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
