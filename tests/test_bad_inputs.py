@@ -153,6 +153,13 @@ def _(t):
     return ["run", "audio-stylize", f"style={wav(t.dir / 'empty.wav', [])}", *QUICK_STYLE, "-o", t.out]
 
 
+@case("wav-absurd-rate", 5, "claims a sampling rate of 2147483647 Hz")
+def _(t):
+    data = bytearray(wav(t.dir / "fast.wav", tone()).read_bytes())
+    data[24:28] = (2**31 - 1).to_bytes(4, "little")  # resampled to 8 kHz it was 1 sample (and a numpy warning line)
+    return ["run", "audio-stylize", f"content={t.file('fast.wav', bytes(data))}", *QUICK_STYLE, "-o", t.out]
+
+
 # -- ECG records (WFDB, ecg plugin) ----------------------------------------------------
 
 

@@ -84,6 +84,8 @@ def read_audio(path, sample_rate: int | None = None, mono: bool = True, resample
     if not path.is_file():
         raise PathError(f"audio file not found: {path}; check the path" if not path.exists() else f"{path} is a folder; expected an audio file")
     y, rate = _load(path)
+    if not 0 < rate <= 10_000_000:  # a forged header (2^31 - 1 Hz): resampling would leave no samples
+        raise DataError(f"{path} claims a sampling rate of {rate} Hz; re-export it at a real rate (8000 to 192000 Hz)")
     if mono:
         y = y.mean(0)
     check_signal(y, str(path))
