@@ -65,7 +65,7 @@ def gallery_doors(tmp_path, prefix: str, noun: str, weights, people, queries, ca
     listed = "[" + ",".join(str(q) for q in queries) + "]"
     ok(invoke("run", f"{prefix}-identify", f"gallery={b}", f"{noun}s={listed}", f"threshold={threshold}", "-o", tmp_path / "identify"))
     by_recipe = json.loads((tmp_path / "identify" / "summary.json").read_text())["results"]
-    by_cli = json.loads(ok(invoke("gallery", "identify", a, *queries, "--threshold", threshold, "--json")).stdout)
+    by_cli = json.loads(ok(invoke("gallery", "identify", a, *queries, "--threshold", threshold, "--json")).stdout)["results"]
     ok(invoke("run", f"{prefix}-calibrate", f"gallery={a}", f"folder={calibration}", "far=0.25", "-o", tmp_path / "calibrate"))
     tau_recipe = json.loads((tmp_path / "calibrate" / "summary.json").read_text())["threshold"]
     tau_cli = json.loads(ok(invoke("gallery", "calibrate", b, calibration, "--far", "0.25", "--json")).stdout)["threshold"]

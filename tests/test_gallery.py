@@ -313,7 +313,7 @@ def test_cli_round_trip(files, tmp_path):
     assert report["mode"] == "1:N" and report["non_mated_searches"] == 60 and report["fpir"] <= 0.1
 
     probe = sorted(known[0].iterdir())[1]
-    found = json.loads(invoke("gallery", "identify", db, probe, "--json", "--threshold", "4").stdout)[0]
+    found = json.loads(invoke("gallery", "identify", db, probe, "--json", "--threshold", "4").stdout)["results"][0]
     assert found["name"] == found["candidates"][0]["name"] and found["file"] == str(probe)
     assert invoke("gallery", "verify", db, found["name"], probe, "--threshold", "4").exit_code == 0
     assert invoke("gallery", "verify", db, found["name"], probe, "--threshold", "0").exit_code == 10

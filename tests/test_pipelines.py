@@ -166,10 +166,15 @@ def test_galleries_record_the_pipeline_and_explicit_overrides(tmp_path):
         assert json.loads(gallery.meta["pipeline_overrides"]) == {"spatial_size": [10, 10]}
     assert invoke("gallery", "enrol", tmp_path / "g.db", data).exit_code == 0
     result = invoke("gallery", "identify", tmp_path / "g.db", data / "p1" / "0.npy", "-t", "2", "-p", "spatial_size=[14,14]", "--json")
-    assert json.loads(result.stdout)[0]["distance"] > 1e-4, "the override was applied: other inputs than those enrolled"
+    answer = json.loads(result.stdout)
+    assert answer["results"][0]["distance"] > 1e-4, "the override was applied: other inputs than those enrolled"
     assert "pipeline override spatial_size=[14, 14]" in result.stderr
+    assert answer["pipeline_overrides"] == {"spatial_size": [14, 14]} and answer["pipeline"]["spatial_size"] == [14, 14]
+    assert answer["gallery"] == str(tmp_path / "g.db")  # the --json answer carries results.json's record, not a bare list
     plain = invoke("gallery", "identify", tmp_path / "g.db", data / "p1" / "0.npy", "-t", "2", "--json")
-    assert json.loads(plain.stdout)[0]["distance"] < 1e-6 and "override" not in plain.stderr
+    answer = json.loads(plain.stdout)
+    assert answer["results"][0]["distance"] < 1e-6 and "override" not in plain.stderr
+    assert answer["pipeline_overrides"] == {} and answer["pipeline"]["spatial_size"] == [10, 10]  # the gallery's own
     one_line_error(invoke("gallery", "identify", tmp_path / "g.db", data / "p1" / "0.npy", "-t", "2", "-p", "spatial_sise=3"),
                    "unknown key 'pipeline.spatial_sise'")  # fmt: skip
 

@@ -113,7 +113,7 @@ def test_a_gallery_searches_with_a_plugin_backend_through_the_cli(hello, tmp_pat
                 result = run_convgen("gallery", command, db, *args, pythonpath=[hello])
                 code, stdout, stderr = result.returncode, result.stdout, result.stderr
             assert code == 0, stderr
-        answers[backend] = [[(c["name"], round(c["distance"], 4)) for c in r["candidates"]] for r in json.loads(stdout)]
+        answers[backend] = [[(c["name"], round(c["distance"], 4)) for c in r["candidates"]] for r in json.loads(stdout)["results"]]
     assert answers["brute-force"] == answers["exact"]
     assert all("p0" not in [name for name, _ in row] for row in answers["exact"]) and len(answers["exact"][0]) == 3
 

@@ -188,7 +188,9 @@ def identify(
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Also write results.json and a contact sheet (sheet.png, sheet.html) in this folder."),
     as_json: bool = JSON,
 ):
-    """1:N, open set — who is in each file, or 'unknown' when nobody enrolled is within τ. Batched, with a progress bar."""
+    """1:N, open set — who is in each file, or 'unknown' when nobody enrolled is within τ. Batched, with a progress bar.
+
+    --json prints results.json's record: gallery, pipeline, pipeline_overrides and results (one entry per file)."""
     from convgen.gallery import api
 
     with _open(db, readonly=True) as gallery:
@@ -196,8 +198,9 @@ def identify(
         queries = api.query_files(files, encoder.is_sample)
         results = api.identify_files(gallery, encoder, queries, top_k, threshold, show_progress=not as_json)
         sheet = api.write_results(output, gallery, encoder, results) if output else None
+        record = api.results_record(gallery, encoder, results)
     if as_json:
-        typer.echo(json.dumps(results, indent=2))
+        typer.echo(json.dumps(record, indent=2))
     else:
         from rich.console import Console
 

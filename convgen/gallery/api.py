@@ -314,13 +314,18 @@ def _common_folder(files: list[str]) -> str:
     return os.path.dirname(common)
 
 
+def results_record(gallery: Gallery, encoder: Encoder, results: list[dict]) -> dict:
+    """What ``identify`` answers (``results.json``, ``--json``): the gallery, the pipeline with overrides, the results."""
+    return {"gallery": str(gallery.path), **encoder.record(), "results": results}
+
+
 def write_results(out_dir, gallery: Gallery, encoder: Encoder, results: list[dict]) -> Path:
     """``results.json``, ``sheet.png`` and ``sheet.html`` in ``out_dir``; returns the PNG (see `convgen.gallery.sheet`)."""
     from convgen.gallery import sheet
     from convgen.io import atomic_write_text
 
     out_dir = Path(out_dir)
-    atomic_write_text(out_dir / "results.json", json.dumps({"gallery": str(gallery.path), **encoder.record(), "results": results}, indent=2) + "\n")
+    atomic_write_text(out_dir / "results.json", json.dumps(results_record(gallery, encoder, results), indent=2) + "\n")
 
     def first_source(name):
         row = gallery.db.execute("SELECT s.source FROM samples s JOIN people p ON s.person = p.id WHERE p.name = ? "

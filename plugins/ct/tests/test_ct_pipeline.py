@@ -73,7 +73,7 @@ def test_dicom_series_folders_are_volumes_for_every_gallery_command(tmp_path):
     db, series = tmp_path / "g.db", tmp_path / "people" / "p1" / "scan"
     result = invoke("run", "ct-enrol", f"gallery={db}", f"weights={weights}", f"folder={tmp_path / 'people'}", "-o", tmp_path / "e")
     assert result.exit_code == 0, result.output
-    found = json.loads(invoke("gallery", "identify", db, series, "-t", "1", "--json").stdout)
+    found = json.loads(invoke("gallery", "identify", db, series, "-t", "1", "--json").stdout)["results"]
     assert [(r["file"], r["name"]) for r in found] == [(str(series), "p1")] and found[0]["distance"] < 1e-6
     result = invoke("run", "ct-identify", f"gallery={db}", f"volumes=[{tmp_path / 'people'}]", "threshold=1", "-o", tmp_path / "i")
     assert result.exit_code == 0, result.output

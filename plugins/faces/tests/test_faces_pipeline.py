@@ -53,7 +53,7 @@ def test_core_commands_on_a_faces_gallery_crop_faces_as_the_recipe_does(tmp_path
                   "-o", tmp_path / "e").exit_code == 0  # fmt: skip
     result = invoke("run", "faces-identify", f"gallery={db}", f"photos=[{other}]", "threshold=2", "-o", tmp_path / "i")
     by_recipe = json.loads((tmp_path / "i" / "summary.json").read_text())["results"][0]["distance"]
-    by_cli = json.loads(invoke("gallery", "identify", db, other, "--threshold", "2", "--json").stdout)[0]["distance"]
+    by_cli = json.loads(invoke("gallery", "identify", db, other, "--threshold", "2", "--json").stdout)["results"][0]["distance"]
     assert abs(by_recipe - by_cli) <= 1e-6
     with Gallery.open(db) as gallery:
         assert gallery.pipeline["name"] == "faces" and gallery.pipeline["detect"] is True
