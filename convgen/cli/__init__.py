@@ -40,7 +40,7 @@ def main() -> None:
         code = exc.code
     else:
         code = 0
-    if code != 130 and "torch.distributed" in sys.modules and _launched_by_torchrun():  # Ctrl-C: torch may be half-imported  # a command that never imported torch has no gloo threads
+    if code != 130 and "torch.distributed" in sys.modules and _launched_by_torchrun():  # no gloo threads without torch; after Ctrl-C torch may be half-imported
         # gloo's worker threads can abort the interpreter's finalisation (SIGABRT after all
         # work is done and saved; pytorch/pytorch#190489), which torchrun reports as a
         # failed run. Every file is written and the process group is destroyed by now.
