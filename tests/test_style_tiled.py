@@ -1,8 +1,12 @@
 """Tile-by-tile style transfer within a memory budget (`convgen.style.tiled`), in 1D and 2D:
 tiles cover the input and blend without seams, statistics computed tile by tile equal the
 whole input's, the memory estimate grows with the input, a too-small budget is a one-line
-error, and a tiled transfer lands close to the untiled one."""
+error, a tiled transfer lands close to the untiled one, and `convgen run stylize tile=...`
+uses it from the command line."""
 
+import json
+
+import numpy as np
 import pytest
 import torch
 
@@ -114,3 +118,73 @@ def test_tiled_transfer_is_close_to_the_untiled_one(dims, size, tile):
     assert after_tiles < 0.2 * before and after_tiles < 1.5 * after_whole  # measured: 1D 0.096 -> 0.005 / 0.006, 2D 0.48 -> 0.066 / 0.070
     change_whole, change_tiles = whole.generated - content, generated - content
     assert torch.nn.functional.cosine_similarity(change_whole.flatten(), change_tiles.flatten(), dim=0) > 0.5
+
+
+def _recipe_encoder(dims, summary):
+    """The encoder `convgen run stylize` optimised with (rebuilt from the seed; the fingerprint proves it)."""
+    from convgen.metric.embed import prepare_encoder
+    from convgen.recipes import seed_everything
+    from convgen.style.stylize import DEFAULTS
+
+    seed_everything(DEFAULTS["seed"])
+    encoder, _, fp = prepare_encoder(DEFAULTS, dims, 1)
+    assert fp == summary["encoder_fingerprint"]
+    return encoder
+
+
+@pytest.mark.parametrize("dims, size, tile", [(1, 400, 128), (2, 48, 24)])
+def test_stylize_recipe_with_tiles_keeps_the_shape_and_lowers_the_style_distance(tmp_path, dims, size, tile):
+    from conftest import invoke
+
+    content, style = texture(dims, size, 0), texture(dims, size, 2)
+    np.save(tmp_path / "c.npy", content.numpy())
+    np.save(tmp_path / "s.npy", style.numpy())
+    out = tmp_path / "out"
+    result = invoke("run", "stylize", f"spatial_dims={dims}", f"content={tmp_path / 'c.npy'}", f"style={tmp_path / 's.npy'}",
+                    f"tile={tile}", "overlap=8", "iterations=8", "-o", out)  # fmt: skip
+    assert result.exit_code == 0, result.output
+    summary = json.loads((out / "summary.json").read_text())
+    generated = torch.from_numpy(np.load(out / "stylized.npy"))
+    assert generated.shape == content.shape and summary["tile"] == tile
+    assert torch.isfinite(generated).all() and not torch.allclose(generated, content, atol=1e-3)
+    # the whole result against the whole style, measured apart from the tiles' own costs
+    encoder, layers = _recipe_encoder(dims, summary), ["relu1_1", "relu2_1", "relu3_1", "relu4_1"]
+    targets = tiled.style_statistics(encoder, style, layers, GramCost(), None)
+    weights = dict.fromkeys(layers, 0.25)
+    before = tiled.style_distance(encoder, content, targets, weights, GramCost(), None)
+    after = tiled.style_distance(encoder, generated, targets, weights, GramCost(), None)
+    assert after < 0.7 * before, (before, after)
+    assert summary["final"]["style"] < summary["start"]["style"]
+
+
+def test_stylize_recipe_tile_auto_fits_a_budget_one_pass_does_not(tmp_path):
+    from conftest import assert_one_line_error, invoke
+
+    content, style = texture(2, 64, 0), texture(2, 64, 2)
+    np.save(tmp_path / "c.npy", content.numpy())
+    np.save(tmp_path / "s.npy", style.numpy())
+    from convgen.metric.embed import prepare_encoder
+    from convgen.style.stylize import DEFAULTS
+
+    encoder, _, _ = prepare_encoder(DEFAULTS, 2, 1)  # the estimate needs shapes only, not the weights
+    layers = ["relu1_1", "relu2_1", "relu3_1", "relu4_1"]
+    budget = tiled.estimate_bytes(encoder, (1, 40, 40), layers)["total"] / 2**30  # 64² does not fit, 40² does
+    args = ["run", "stylize", f"content={tmp_path / 'c.npy'}", f"style={tmp_path / 's.npy'}", f"memory_budget_gb={budget}", "iterations=3"]
+    refused = invoke(*args, "-o", tmp_path / "one")
+    assert_one_line_error(refused, contains=["memory_budget_gb", "tile=auto"])
+    assert not (tmp_path / "one" / "stylized.npy").exists()
+    result = invoke(*args, "tile=auto", "-o", tmp_path / "auto")
+    assert result.exit_code == 0, result.output
+    summary = json.loads((tmp_path / "auto" / "summary.json").read_text())
+    assert 16 <= summary["tile"] <= 40 and summary["tile"] % 8 == 0
+    assert np.load(tmp_path / "auto" / "stylized.npy").shape == (1, 64, 64)
+
+
+@pytest.mark.parametrize("value, message", [("3", "tile must be"), ("big", "tile must be"), ("true", "tile must be"),
+                                            ("[8,8]", "tile must be")])  # fmt: skip
+def test_stylize_recipe_bad_tile_is_one_line(tmp_path, value, message):
+    from conftest import assert_one_line_error, invoke
+
+    out = tmp_path / "out"
+    assert_one_line_error(invoke("run", "stylize", f"tile={value}", "iterations=1", "-o", out), contains=[message])
+    assert not (out / "stylized.npy").exists()

@@ -22,7 +22,8 @@ from convgen.io import atomic_write_text
 from convgen.metric.embed import prepare_encoder
 from convgen.recipes import resolve_device
 from convgen.style import color
-from convgen.style.transfer import Result, StyleTransfer, check_inputs, check_memory, layer_weights
+from convgen.style import tiled
+from convgen.style.transfer import Result, StyleTransfer, check_inputs, layer_weights
 
 DEFAULTS = {
     "seed": 0,
@@ -54,6 +55,8 @@ DEFAULTS = {
     "range": None,
     "snapshot_every": 0,
     "memory_budget_gb": 8.0,
+    "tile": None,
+    "overlap": 8,
     "device": "auto",
     "output": "stylized.npy",
 }
@@ -161,9 +164,18 @@ def transfer(config: dict, content: torch.Tensor | None, styles: list[torch.Tens
         encoder, content_layers, style_layers, cost, alpha=config["alpha"], beta=config["beta"], tv=config["tv"],
         normalize_layers=config["normalize_layers"],
     )  # fmt: skip
-    largest = max([first, *styles], key=lambda t: t.numel())
-    largest = tuple(shape) if shape is not None and math.prod(shape) > largest.numel() else tuple(largest.shape)
-    memory = check_memory(encoder, largest, engine.layers, config["memory_budget_gb"])
+    budget, hint = config["memory_budget_gb"], "reduce the input size (size=...)"
+    tile = tiled.choose_tile(config.get("tile"), encoder, engine.layers, budget, tuple(first.shape))
+    if tile is not None:
+        if content is None:
+            raise ConfigError("tile=... styles a content input tile by tile, but there is no content input")
+        if levels > 1 or config["snapshot_every"]:
+            raise ConfigError("tile=... works at full resolution without snapshots; set multires=1 and snapshot_every=0")
+        largest = (content.shape[0], *[min(tile, n) for n in content.shape[1:]])
+    else:
+        largest = max([first, *styles], key=lambda t: t.numel())
+        largest = tuple(shape) if shape is not None and math.prod(shape) > largest.numel() else tuple(largest.shape)
+    memory = tiled.check_budget(encoder, largest, engine.layers, budget, tiled=tile is not None, hint=hint)["activations"]
 
     value_range = tuple(config["range"]) if config["range"] is not None else None
     if value_range is not None and len(value_range) != 2:
@@ -182,6 +194,9 @@ def transfer(config: dict, content: torch.Tensor | None, styles: list[torch.Tens
     common = dict(blend=config["style_weights"], init=config["init"], noise_ratio=config["noise_ratio"], optimizer=config["optimizer"],
                   lr=config["lr"], iterations=config["iterations"], value_range=value_range, seed=config["seed"],
                   device=resolve_device(config["device"]))  # fmt: skip
+    if tile is not None:
+        result = _transfer_tiles(config, engine, content, styles, tile, common)
+        levels = 0  # no level to run
     start, history, initial = None, [], None
     for level in reversed(range(levels)):  # coarse to fine: each level starts from the coarser result, upsampled
         factor = 2**level
@@ -196,7 +211,8 @@ def transfer(config: dict, content: torch.Tensor | None, styles: list[torch.Tens
         history += [{**row, "level": level, "iteration": row["iteration"] + (levels - 1 - level) * config["iterations"]} for row in result.history]
         initial = initial or result.start
         start = None if level == 0 else color.upsample(result.generated, [n // (factor // 2) for n in full_shape[1:]])
-    result.history, result.start = history, initial if levels == 1 else result.start
+    if levels:
+        result.history, result.start = history, initial if levels == 1 else result.start
     if levels > 1:  # the cost of the usual starting point at full resolution, for a comparable start
         g0 = engine.initial(content, torch.empty(full_shape), config["init"], config["noise_ratio"], value_range,
                             torch.Generator().manual_seed(config["seed"]))  # fmt: skip
@@ -213,7 +229,34 @@ def transfer(config: dict, content: torch.Tensor | None, styles: list[torch.Tens
         "final": result.final,
         "style_reduction": 1 - result.final["style"] / result.start["style"] if result.start["style"] else None,
     }
+    if tile is not None:
+        summary.update(tile=tile, overlap=config["overlap"])
     return result, summary, engine
+
+
+def _transfer_tiles(config: dict, engine: StyleTransfer, content: torch.Tensor, styles: list[torch.Tensor], tile: int,
+                    common: dict) -> Result:  # fmt: skip
+    """`convgen.style.tiled.stylize_tiles` on the content against the styles' blended whole-input statistics.
+
+    The start and final costs are the tiles' costs averaged by their number of positions
+    (each tile is scored against its own content); ``history`` holds those two rows.
+    """
+    blend = config["style_weights"] or [1.0] * len(styles)
+    if len(blend) != len(styles) or any(not math.isfinite(w) or w < 0 for w in blend) or sum(blend) <= 0:
+        raise ConfigError(f"style_weights must be one non-negative weight per style input ({len(styles)}), got {blend}")
+    cost, layers = engine.style_cost, list(engine.style_layers)
+    stats = [tiled.style_statistics(engine.encoder, s, layers, cost, tile) for s in styles]
+    statistics = {n: sum(w * st[n] for w, st in zip(blend, stats)) / sum(blend) for n in layers}
+    run = {k: common[k] for k in ("init", "noise_ratio", "optimizer", "lr", "iterations", "value_range", "device")}
+    generated, rows = tiled.stylize_tiles(engine, content, statistics, tile, config["overlap"], run, config["seed"])
+    sizes = [math.prod(min(tile, n - s) for n, s in zip(content.shape[1:], row["tile"])) for row in rows]
+
+    def mean(which: str) -> dict:
+        return {term: sum(n * row[which][term] for n, row in zip(sizes, rows)) / sum(sizes) for term in rows[0][which]}
+
+    start, final = mean("start"), mean("final")
+    history = [{"iteration": 0, **start}, {"iteration": config["iterations"], **final}]
+    return Result(generated.cpu(), history, start, final)
 
 
 def print_costs(result: Result, title: str) -> None:

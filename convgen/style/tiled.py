@@ -57,11 +57,22 @@ def estimate_bytes(encoder, shape: Sequence[int], layers: Sequence[str]) -> dict
 
 
 def fitting_tile(encoder, layers, budget_gb: float, largest: int, spatial_dims: int, channels: int = 1) -> int | None:
-    """The largest square / cubic tile (a multiple of 8 positions per axis) whose estimate fits ``budget_gb``."""
-    for size in range(max(SMALLEST_TILE, largest - largest % 8), SMALLEST_TILE - 1, -8):
-        if estimate_bytes(encoder, (channels, *[size] * spatial_dims), layers)["total"] <= budget_gb * 2**30:
-            return size
-    return None
+    """The largest square / cubic tile (a multiple of 8 positions per axis) whose estimate fits ``budget_gb``.
+
+    The estimate grows with the tile, so a bisection finds it in a few estimates (a long
+    signal has thousands of candidate sizes).
+    """
+
+    def fits(size: int) -> bool:
+        return estimate_bytes(encoder, (channels, *[size] * spatial_dims), layers)["total"] <= budget_gb * 2**30
+
+    low, high = SMALLEST_TILE // 8, max(SMALLEST_TILE, largest - largest % 8) // 8  # in units of 8 positions
+    if not fits(8 * low):
+        return None
+    while low < high:  # fits(8 * low) holds throughout
+        middle = (low + high + 1) // 2
+        low, high = (middle, high) if fits(8 * middle) else (low, middle - 1)
+    return 8 * low
 
 
 def check_budget(encoder, shape: Sequence[int], layers, budget_gb: float | None, tiled: bool, hint: str = "reduce the input size") -> dict:
@@ -76,6 +87,21 @@ def check_budget(encoder, shape: Sequence[int], layers, budget_gb: float | None,
     raise ConfigError(f"style transfer on {what} needs about {gib['total']:.2f} GiB ({gib['activations']:.2f} GiB of activations "
                       f"+ {gib['optimiser']:.2f} GiB of optimiser state), over memory_budget_gb={budget_gb:g}; {fix}, "
                       f"{hint}, or raise memory_budget_gb")  # fmt: skip
+
+
+def choose_tile(tile, encoder, layers, budget_gb: float | None, shape: Sequence[int]) -> int | None:
+    """The configured ``tile`` checked: null (one pass), a side of at least 8 positions, or ``auto`` (the largest that fits)."""
+    if tile == "auto":
+        if budget_gb is None:
+            raise ConfigError("tile=auto needs memory_budget_gb (the budget the tile must fit)")
+        found = fitting_tile(encoder, layers, budget_gb, max(shape[1:]), len(shape) - 1, shape[0])
+        if found is None:
+            raise ConfigError(f"no tile of {SMALLEST_TILE} positions per axis or more fits memory_budget_gb={budget_gb:g}; "
+                              "use shallower layers or raise memory_budget_gb")  # fmt: skip
+        return found
+    if tile is not None and (isinstance(tile, bool) or not isinstance(tile, int) or tile < 8):
+        raise ConfigError(f"tile must be null (one pass), auto, or a tile side of at least 8 positions, got {tile!r}")
+    return tile
 
 
 def tile_starts(length: int, tile: int, overlap: int) -> list[int]:
