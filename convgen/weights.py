@@ -229,6 +229,10 @@ def read_weights(path) -> tuple[dict[str, torch.Tensor], dict | None]:
             metadata = handle.metadata() or {}
     except (SafetensorError, OSError, ValueError) as exc:
         raise DataError(f"{path} is not a readable safetensors weights file ({str(exc).splitlines()[0]})") from None
+    bad = [name for name, tensor in state.items() if tensor.is_floating_point() and not torch.isfinite(tensor).all()]
+    if bad:  # a diverged run or a damaged file: every embedding would be NaN
+        more = f" and {len(bad) - 1} more" if len(bad) > 1 else ""
+        raise DataError(f"{path} holds NaN or infinite weights (in {bad[0]}{more}); use a checkpoint from before training diverged")
     spec = None
     if metadata.get("format") == FORMAT:
         if not isinstance(metadata.get("spec"), str):

@@ -415,6 +415,16 @@ def _(t):
     return ["gallery", "list", t.dir / "people.db"]
 
 
+@case("weights-not-finite", 5, "holds NaN or infinite weights")
+def _(t):
+    spec = encoder_spec({"name": "resnet", "channels": [4, 8], "strides": [1, 2], "embedding_dim": 16}, spatial_dims=1, in_channels=1)
+    encoder = build_encoder(spec)
+    with torch.no_grad():
+        next(encoder.parameters())[0] = float("inf")  # a diverged run: a gallery of it would hold NaN embeddings
+    save_encoder(t.dir / "diverged.safetensors", encoder, spec)
+    return ["gallery", "create", t.dir / "new.db", "--weights", t.dir / "diverged.safetensors"]
+
+
 @case("weights-not-safetensors", 5, "is not a readable safetensors weights file")
 def _(t):
     return ["gallery", "create", t.dir / "new.db", "--weights", t.file("w.safetensors", b"\x89PNG not weights at all")]
