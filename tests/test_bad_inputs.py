@@ -661,6 +661,11 @@ def _(t):
     return ["run", "evaluate", "weights=" + str(t.assets / "enc.safetensors"), "spatial_dims=1", "device=cpu", "open_set_fraction=1.5", "-o", t.out]
 
 
+@case("value-no-style-layers", 3, "style_layers is empty: there is no style to transfer")
+def _(t):
+    return ["run", "stylize", "style_layers=[]", "iterations=1", "device=cpu", "-o", t.out]
+
+
 @case("value-ecg-seconds-negative", 3, "seconds must be in (0, 1000000000], got -5")
 def _(t):
     return ["run", "ecg-peaks", "seconds=-5", "-o", t.out]

@@ -138,3 +138,17 @@ def test_core_recipes_report_what_a_dataset_says_of_its_inputs(tmp_path, monkeyp
 
     plain = invoke("run", "evaluate", *options, "-o", tmp_path / "plain")  # the synthetic dataset offers neither
     assert plain.exit_code == 0 and "input_report" not in json.loads((tmp_path / "plain" / "report.json").read_text())
+
+
+def test_usage_errors_are_one_line_naming_the_help_to_read(tmp_path):
+    """Unknown options, missing arguments and mistyped values: one line, exit 2, as every user error."""
+    cases = [(("gallery", "list", tmp_path / "x.db", "--bogus"), "No such option: --bogus (see `convgen gallery list --help`)"),
+             (("gallery", "identify", tmp_path / "x.db", "s.npy", "-t", "abc"), "Invalid value for '--threshold'"),
+             (("run",), "Missing argument 'recipe' (see `convgen run --help`)"),
+             (("no-such-command",), "No such command 'no-such-command'")]  # fmt: skip
+    for args, message in cases:
+        result = run_convgen(*args)
+        assert result.returncode == 2 and result.stderr.count("\n") == 1 and result.stderr.startswith("error: "), result.stderr
+        assert message in result.stderr and not list(tmp_path.iterdir())
+    group = run_convgen("gallery")  # a group alone shows its help, as before
+    assert group.returncode == 2 and "Commands" in group.stdout + group.stderr

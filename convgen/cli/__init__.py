@@ -32,14 +32,37 @@ def _launched_by_torchrun() -> bool:
     return distributed.launched_by_torchrun()
 
 
+def _invoke() -> int:
+    """Run the app; a usage error (unknown option, bad value) is one line, like every user error."""
+    try:  # typer vendors click (typer._click) from 0.2x on; earlier releases use click itself
+        from typer._click import exceptions
+    except ImportError:
+        from click import exceptions
+
+    try:
+        result = app(standalone_mode=False)
+    except exceptions.NoArgsIsHelpError as exc:  # `convgen gallery` alone: the group's help
+        exc.show()
+        return exc.exit_code
+    except exceptions.UsageError as exc:
+        where = f" (see `{exc.ctx.command_path} --help`)" if exc.ctx is not None else ""
+        print(f"error: {exc.format_message().rstrip('.')}{where}", file=sys.stderr)
+        return exc.exit_code
+    except exceptions.ClickException as exc:
+        print(f"error: {exc.format_message()}", file=sys.stderr)
+        return exc.exit_code
+    except exceptions.Abort:
+        print("error: aborted", file=sys.stderr)
+        return 1
+    return result if isinstance(result, int) and not isinstance(result, bool) else 0
+
+
 def main() -> None:
     """Console-script entry point."""
     try:
-        app()
+        code = _invoke()
     except SystemExit as exc:
         code = exc.code
-    else:
-        code = 0
     if code != 130 and "torch.distributed" in sys.modules and _launched_by_torchrun():  # no gloo threads without torch; after Ctrl-C torch may be half-imported
         # gloo's worker threads can abort the interpreter's finalisation (SIGABRT after all
         # work is done and saved; pytorch/pytorch#190489), which torchrun reports as a

@@ -157,6 +157,8 @@ def transfer(config: dict, content: torch.Tensor | None, styles: list[torch.Tens
         styles = [color.match_histogram(s, content) for s in styles]
     first = content if content is not None else styles[0]
     encoder, spec, fp = prepare_encoder(config, first.ndim - 1, first.shape[0])
+    if not config["style_layers"]:  # checked before anything runs: a transfer with no style term would only copy the content
+        raise ConfigError("style_layers is empty: there is no style to transfer; name at least one layer (`convgen run inspect` lists them)")
     content_layers = _weights(config["content_layers"] if content is not None else [], config["content_layer_weights"], "content_layer")
     style_layers = _weights(config["style_layers"], config["style_layer_weights"], "style_layer")
     cost = registry.build("style_cost", config["style_cost"])
