@@ -94,26 +94,28 @@ RUN_FILES = ("config.yaml", "summary.json", "checkpoint.safetensors")  # what ma
 
 
 def check_output_folder(out_dir: Path, text: str, resume: bool, force: bool, config: dict | None = None) -> None:
-    """Refuse ``-o`` a file, or a folder that already holds a run (another one, or this one
-    without ``--resume``) or a file this run writes. Other files (inputs kept beside the
-    outputs) do not make a folder a run's."""
+    """Refuse ``-o`` a file, or a folder that is not empty (another run's outputs, this run's
+    without ``--resume``, or anyone's files): a run never overwrites what it did not write,
+    unless ``--force`` says so."""
     if out_dir.exists() and not out_dir.is_dir():
         raise PathError(f"-o {out_dir} is a file; give a folder for the run's outputs")
     if resume or force or not out_dir.is_dir():
         return
-    ours = [*RUN_FILES, *(str(config[k]) for k in configuration.OUTPUT_KEYS if isinstance((config or {}).get(k), str))]
     try:
-        taken = [name for name in ours if (out_dir / name).exists() or (out_dir / name).is_symlink()]
+        entries = sorted(entry.name for entry in out_dir.iterdir())
         saved = out_dir / "config.yaml"
         same = saved.is_file() and saved.read_text(encoding="utf-8", errors="replace") == text
     except OSError as exc:
         raise os_error(exc, out_dir, "read the output folder") from None
-    if not taken:
+    if not entries:
         return
     if same:
         raise PathError(f"{out_dir} already holds this run; continue it with `convgen run {out_dir} --resume`, or pass --force to run it again over its outputs")
-    what = "another run's outputs" if saved.exists() else f"{taken[0]}, which this run would overwrite"
-    raise PathError(f"{out_dir} already holds {what}; choose a new folder with -o, or pass --force to overwrite")
+    if any(name in entries for name in RUN_FILES):
+        what = "another run's outputs"
+    else:
+        what = f"{len(entries)} entr{'y' if len(entries) == 1 else 'ies'} ({', '.join(entries[:3])}{', ...' if len(entries) > 3 else ''})"
+    raise PathError(f"{out_dir} is not empty: it holds {what}; choose a new folder with -o, or pass --force to write into it")
 
 
 def check_confined(out_dir: Path, config: dict) -> None:

@@ -705,10 +705,16 @@ def _(t):
     return ["run", "stylize", *QUICK_STYLE, "-o", t.out]
 
 
-@case("output-folder-holds-another-run", 6, "already holds another run's outputs")
+@case("output-folder-holds-another-run", 6, "is not empty: it holds another run's outputs")
 def _(t):
     t.file("out/config.yaml", b"recipe: train\nepochs: 3\n")
     t.file("out/summary.json", b"{}\n")
+    return ["run", "stylize", *QUICK_STYLE, "-o", t.out]
+
+
+@case("output-folder-holds-other-files", 6, "is not empty: it holds 1 entry (notes.txt)")
+def _(t):
+    t.file("out/notes.txt", b"mine\n")
     return ["run", "stylize", *QUICK_STYLE, "-o", t.out]
 
 

@@ -34,6 +34,8 @@ def _launched_by_torchrun() -> bool:
 
 def _invoke() -> int:
     """Run the app; a usage error (unknown option, bad value) is one line, like every user error."""
+    import typer
+
     try:  # typer vendors click (typer._click) from 0.2x on; earlier releases use click itself
         from typer._click import exceptions
     except ImportError:
@@ -51,7 +53,7 @@ def _invoke() -> int:
     except exceptions.ClickException as exc:
         print(f"error: {exc.format_message()}", file=sys.stderr)
         return exc.exit_code
-    except exceptions.Abort:
+    except typer.Abort:
         print("error: aborted", file=sys.stderr)
         return 1
     return result if isinstance(result, int) and not isinstance(result, bool) else 0

@@ -30,7 +30,7 @@ def run(
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Output folder [default: runs/RECIPE-TIMESTAMP]."),
     print_config: bool = typer.Option(False, "--print-config", help="Print the resolved config as YAML and exit."),
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run: `convgen run RUN_DIR --resume`."),
-    force: bool = typer.Option(False, "--force", help="Run into an -o folder that already holds outputs, overwriting them."),
+    force: bool = typer.Option(False, "--force", help="Write into an -o folder that is not empty (another run's outputs, or other files), overwriting what the run writes."),
 ):
     """Run a recipe. The resolved config is saved as OUTPUT/config.yaml; `convgen run OUTPUT/config.yaml` reruns it.
 

@@ -130,9 +130,9 @@ def ecg_weights(tmp_path):
 
 
 def test_evaluate_enrols_from_one_record_and_identifies_from_the_others(tmp_path, ecg_weights):
-    result = invoke("run", "ecg-evaluate", f"weights={ecg_weights}", "-o", tmp_path)
+    result = invoke("run", "ecg-evaluate", f"weights={ecg_weights}", "-o", tmp_path / "run")
     assert result.exit_code == 0, result.output
-    report = json.loads((tmp_path / "report.json").read_text())
+    report = json.loads((tmp_path / "run" / "report.json").read_text())
     cross = report["cross_session"]
     assert cross["people_with_2_sessions"] == 10 and cross["sessions"] == 25
     assert cross["closed_set"]["sessions"]["probes"] == 15  # every record after each person's first
