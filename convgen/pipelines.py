@@ -23,18 +23,14 @@ Plugins register pipelines through the ``register_pipelines`` hook; the core reg
 from __future__ import annotations
 
 import inspect
-import json
 from pathlib import Path
 from typing import Callable
 
 from convgen.errors import ConfigError, DataError
+from convgen.signatures import check_component_kwargs, full_spec, jsonable
 
 #: The pipeline of weights saved before pipelines were recorded: a file read as one sample.
 LEGACY = {"name": "array"}
-
-
-def _jsonable(value):
-    return json.loads(json.dumps(value, default=list))
 
 
 def pipeline_spec(spec: dict | None) -> dict:
@@ -43,7 +39,6 @@ def pipeline_spec(spec: dict | None) -> dict:
     A missing or unknown name, or an option the pipeline does not take, is a one-line
     `ConfigError` that lists what is known.
     """
-    from convgen.signatures import check_component_kwargs
     from convgen.registry import get
 
     if not isinstance(spec, dict) or not isinstance(spec.get("name"), str):
@@ -52,13 +47,7 @@ def pipeline_spec(spec: dict | None) -> dict:
     name = options.pop("name")
     factory = get("pipeline", name)
     check_component_kwargs("pipeline", name, factory, options, where="pipeline")
-    signature = inspect.signature(factory)
-    try:
-        bound = signature.bind(**options)
-    except TypeError as exc:
-        raise ConfigError(f"pipeline {name!r}: {exc}") from None
-    bound.apply_defaults()
-    return {"name": name, **_jsonable(dict(bound.arguments))}
+    return full_spec("pipeline", name, factory, options)
 
 
 def build_pipeline(spec: dict) -> Callable:
@@ -108,7 +97,7 @@ def resolve(recorded: dict | None, overrides: dict | None = None, fallback: dict
     if "name" in overrides and overrides["name"] != base.get("name"):
         base = {"name": overrides["name"]}  # another pipeline: none of the old one's options
     full = pipeline_spec({**base, **overrides})
-    return {"pipeline": full, "recorded": bool(recorded), "overrides": _jsonable(overrides), "notice": notice}
+    return {"pipeline": full, "recorded": bool(recorded), "overrides": jsonable(overrides), "notice": notice}
 
 
 def embed_files(model, pipeline: Callable, files, encoder_spec: dict | None = None, batch_size: int = 32,
@@ -284,11 +273,11 @@ def dataset_config(dataset: dict, recorded: dict | None, overrides: dict | None 
         current = block.get(key, defaults.get(key))  # what the dataset would have used
         if isinstance(value, dict) and isinstance(current, dict):
             value = {**current, **value}
-        if _jsonable(current) != _jsonable(value):
-            why = "the encoder was trained so" if key in trained and _jsonable(trained[key]) == _jsonable(wanted[key]) else "your pipeline override"
+        if jsonable(current) != jsonable(value):
+            why = "the encoder was trained so" if key in trained and jsonable(trained[key]) == jsonable(wanted[key]) else "your pipeline override"
             if isinstance(value, dict) and isinstance(current, dict):  # a block of settings: only those that change
                 notes += [f"dataset.{key}.{k}: {current.get(k)!r} -> {v!r} ({why})" for k, v in value.items()
-                          if _jsonable(current.get(k)) != _jsonable(v)]  # fmt: skip
+                          if jsonable(current.get(k)) != jsonable(v)]  # fmt: skip
             else:
                 notes.append(f"dataset.{key}: {current!r} -> {value!r} ({why})")
         block[key] = value

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import difflib
 import inspect
+import json
 from typing import Callable
 
 from convgen.errors import ConfigError
@@ -61,3 +62,19 @@ def fill_context(factory: Callable, block: dict, context: dict) -> dict:
         if param is not None and param.kind in (param.POSITIONAL_OR_KEYWORD, param.KEYWORD_ONLY) and filled.get(key) is None:
             filled[key] = value
     return filled
+
+
+def jsonable(value):
+    """``value`` as it reads back from JSON (tuples become lists): the form specs are stored and compared in."""
+    return json.loads(json.dumps(value, default=list))
+
+
+def full_spec(kind: str, name: str, factory: Callable, kwargs: dict) -> dict:
+    """``name`` plus every argument ``factory`` takes for ``kwargs``, defaults filled in, as JSON
+    values: the form in which a component's spec is recorded (weights, pipelines)."""
+    try:
+        bound = inspect.signature(factory).bind(**kwargs)
+    except TypeError as exc:
+        raise ConfigError(f"{kind} {name!r}: {exc}") from None
+    bound.apply_defaults()
+    return {"name": name, **jsonable(dict(bound.arguments))}

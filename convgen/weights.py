@@ -16,7 +16,6 @@ bytes inside the file, so a forged or truncated header is refused before any all
 from __future__ import annotations
 
 import hashlib
-import inspect
 import itertools
 import json
 import math
@@ -29,6 +28,7 @@ from safetensors.torch import load_file, save_file
 
 from convgen.errors import ConfigError, DataError, ModelMismatchError, PathError
 from convgen.io import atomic_path, loads_json
+from convgen.signatures import jsonable
 
 FORMAT = "convgen.encoder/1"
 
@@ -98,10 +98,6 @@ def check_safetensors(path, what: str = "safetensors file") -> dict:
     return header
 
 
-def _jsonable(value):
-    return json.loads(json.dumps(value, default=list))
-
-
 def encoder_spec(spec: dict, **context) -> dict:
     """The full spec of an encoder block: ``name`` plus every argument, defaults filled in.
 
@@ -110,7 +106,7 @@ def encoder_spec(spec: dict, **context) -> dict:
     """
     from convgen.config import check_component_types, check_values
     from convgen.registry import get
-    from convgen.signatures import check_component_kwargs, fill_context
+    from convgen.signatures import check_component_kwargs, fill_context, full_spec
 
     if not isinstance(spec, dict) or not isinstance(spec.get("name"), str) or not all(isinstance(k, str) for k in spec):
         raise ConfigError(f"an encoder spec is a mapping with a 'name' (like {{'name': 'resnet', ...}}), got {str(spec)[:80]!r}")
@@ -121,13 +117,7 @@ def encoder_spec(spec: dict, **context) -> dict:
     check_component_types("encoder", factory, spec, "encoder")
     check_values("encoder", spec)
     spec = fill_context(factory, spec, context)  # the registry's rule (registry.build)
-    signature = inspect.signature(factory)
-    try:
-        bound = signature.bind(**spec)
-    except TypeError as exc:
-        raise ConfigError(f"encoder {name!r}: {exc}") from None
-    bound.apply_defaults()
-    return {"name": name, **_jsonable(dict(bound.arguments))}
+    return full_spec("encoder", name, factory, spec)
 
 
 def build_encoder(spec: dict, **context) -> torch.nn.Module:
@@ -261,7 +251,7 @@ def load_encoder(path, expected: dict | None = None) -> tuple[torch.nn.Module, d
             raise ModelMismatchError(f"{path} has no convgen encoder header; name the encoder in the recipe (encoder.name=...)")
         spec = encoder_spec(expected)
     elif expected is not None:
-        wanted = _jsonable(expected)
+        wanted = jsonable(expected)
         differ = [f"{k}: {spec.get(k)!r} in the file, {v!r} in the recipe" for k, v in wanted.items() if spec.get(k) != v]
         if differ:
             raise ModelMismatchError(
