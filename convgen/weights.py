@@ -138,6 +138,19 @@ def build_encoder(spec: dict, **context) -> torch.nn.Module:
                           "check the encoder's settings") from None  # fmt: skip
 
 
+def ships_weights(spec: dict, network: torch.nn.Module | None = None) -> bool:
+    """Whether the encoder of ``spec`` brings its own weights (dlib's, read from its model
+    file) rather than starting random: built again under another seed, every tensor is the
+    same. ``network``: one already built from ``spec`` to compare with (else one is built).
+    The caller's random state is left as it was."""
+    with torch.random.fork_rng():
+        if network is None:
+            network = build_encoder(spec)
+        torch.manual_seed(torch.initial_seed() + 1)
+        other = build_encoder(spec).state_dict()
+    return all(torch.equal(value, other[key]) for key, value in network.state_dict().items())
+
+
 def _skeleton(factory, kwargs) -> torch.nn.Module | None:
     """The encoder built on the meta device: its parameters' shapes and dtypes, no memory.
     None when a factory cannot build there (it reads a file, say); user errors still raise."""

@@ -44,7 +44,7 @@ class Encoder:
     def __init__(self, weights=None, gallery: Gallery | None = None, overrides: dict | None = None,
                  fallback: dict | None = None, encoder: dict | None = None):  # fmt: skip
         from convgen import pipelines
-        from convgen.weights import build_encoder, fingerprint, load_model
+        from convgen.weights import build_encoder, fingerprint, load_model, ships_weights
 
         weights = weights or (gallery.meta.get("weights") if gallery is not None else None) or None
         if weights:
@@ -58,13 +58,9 @@ class Encoder:
                 raise ConfigError("no encoder: pass --weights (an encoder.safetensors from a train recipe)")
             network = build_encoder(spec)  # weights that ship with the encoder's code (dlib-resnet), and its pipeline
             self.spec, self.fingerprint, self.weights = spec, fingerprint(spec, network.state_dict()), ""
-            if gallery is None:  # a new gallery: the encoder must rebuild the same every time
-                with torch.random.fork_rng():
-                    torch.manual_seed(torch.initial_seed() + 1)
-                    again = fingerprint(spec, build_encoder(spec).state_dict())
-                if again != self.fingerprint:
-                    raise ConfigError(f"encoder {spec['name']!r} has no weights of its own (it starts random); "
-                                      "give weights=PATH (--weights), an encoder.safetensors from a train recipe")  # fmt: skip
+            if gallery is None and not ships_weights(spec, network):  # a new gallery: the encoder must rebuild the same every time
+                raise ConfigError(f"encoder {spec['name']!r} has no weights of its own (it starts random); "
+                                  "give weights=PATH (--weights), an encoder.safetensors from a train recipe")  # fmt: skip
             recorded = getattr(network, "pipeline", None)
         legacy = False
         if gallery is not None:

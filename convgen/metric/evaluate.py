@@ -216,14 +216,11 @@ def random_network(spec: dict, seed: int = 0):
     """
     import torch
 
-    from convgen.weights import build_encoder
+    from convgen.weights import build_encoder, ships_weights
 
     torch.manual_seed(seed)
     network = build_encoder(spec)
-    torch.manual_seed(seed + 1)
-    other = build_encoder(spec).state_dict()
-    state = network.state_dict()
-    ships = all(torch.equal(v, other[k]) for k, v in state.items() if v.is_floating_point() and v.numel() > 1)
+    ships = ships_weights(spec, network)
     if ships:
         torch.manual_seed(seed)
         for module in network.modules():
@@ -243,11 +240,12 @@ def untrained_baseline(dataset, *, spec: dict, seed: int = 0, batch_size: int = 
 def baseline_reports(dataset, labels, config: dict, spec: dict, device, given_pairs=None, sessions=None) -> dict:
     """Each of ``config["baselines"]`` scored like the encoder: ``{name: report}`` (or ``{"skipped": why}``)."""
     from convgen import registry
+    from convgen.weights import ships_weights
 
     out = {}
     for name in config.get("baselines") or []:
         fn = registry.get("baseline", name)
-        if name == "untrained" and not config.get("weights") and not random_network(spec, config["seed"])[1]:
+        if name == "untrained" and not config.get("weights") and not ships_weights(spec):
             out[name] = {"skipped": "the evaluated encoder is itself untrained"}
             continue
         try:  # a baseline that cannot handle this data is reported as skipped, never fatal to the evaluation
