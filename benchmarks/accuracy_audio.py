@@ -37,7 +37,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import yaml
 
 from convgen import registry
 from convgen.metric import evaluate, train
@@ -46,7 +45,7 @@ from convgen.recipes import seed_everything
 from convgen.weights import build_encoder, encoder_spec, load_encoder
 from convgen_audio import recipes_features
 from convgen_audio.baselines import statistics
-from recipe_overrides import with_overrides
+from heldout import parse_set, summary, with_overrides
 
 ROOT = Path(__file__).resolve().parent.parent / ".." / "shared" / "data" / "audio" / "an4_mfcc"
 FOLDS = 5
@@ -110,12 +109,9 @@ def rows(quick: bool = False, root: Path = ROOT, overrides: dict | None = None, 
     per_fold = [fold_scores(root, k, config, log) for k in folds]
     out = []
     for method in per_fold[0]:
-        ranks, eers = np.array([f[method][0] for f in per_fold]), np.array([f[method][1] for f in per_fold])
         out.append({
             "plugin": "audio", "dataset": "AN4 MFCC (84 speakers)", "protocol": "one-shot, speaker-disjoint folds",
-            "method": method, "rank_1_mean": float(ranks.mean()), "rank_1_std": float(ranks.std()),
-            "eer_mean": float(eers.mean()), "eer_std": float(eers.std()), "folds": len(folds),
-            "rank_1_per_fold": ranks.round(4).tolist(), "eer_per_fold": eers.round(4).tolist(),
+            "method": method, "folds": len(folds), **summary([f[method][0] for f in per_fold], [f[method][1] for f in per_fold]),
         })  # fmt: skip
     return out
 
@@ -127,7 +123,7 @@ def main() -> None:
     parser.add_argument("--folds", type=int, nargs="+", help="only these folds (0-4)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a recipe key (YAML value)")
     args = parser.parse_args()
-    overrides = {k: yaml.safe_load(v) for k, _, v in (item.partition("=") for item in args.set)}
+    overrides = parse_set(args.set)
     torch.set_num_threads(min(2, torch.get_num_threads()))
     started = time.perf_counter()
     table = rows(args.quick, args.root, overrides, args.folds)

@@ -38,7 +38,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import yaml
 from convgen_ecg import pretrained, recipes
 from convgen_ecg.datasets import sample_dir
 
@@ -47,7 +46,7 @@ from convgen.metric import evaluation, train
 from convgen.metric.embedder import Embedder, embed_dataset
 from convgen.recipes import seed_everything
 from convgen.weights import build_encoder, encoder_spec, load_encoder, read_pipeline
-from recipe_overrides import with_overrides
+from heldout import parse_set, summary, with_overrides
 
 ROOT = Path(__file__).resolve().parent.parent / ".." / "shared" / "data" / "ecg" / "ecgid_part1"
 FOLDS = 5
@@ -125,12 +124,9 @@ def _rows(where: str, protocol: str, per_fold: dict) -> list[dict]:
     out = []
     for method in dict.fromkeys(m for scores in per_fold.values() for m in scores):
         got = {k: s[method] for k, s in per_fold.items() if method in s}
-        ranks, eers = np.array([s["rank_1"] for s in got.values()]), np.array([s["eer"] for s in got.values()])
         out.append({
-            "plugin": "ecg", "dataset": where, "protocol": protocol, "method": method,
-            "rank_1_mean": float(ranks.mean()), "rank_1_std": float(ranks.std()),
-            "eer_mean": float(eers.mean()), "eer_std": float(eers.std()), "folds": len(got),
-            "fold_ids": [k for k in got], "rank_1_per_fold": ranks.round(4).tolist(), "eer_per_fold": eers.round(4).tolist(),
+            "plugin": "ecg", "dataset": where, "protocol": protocol, "method": method, "folds": len(got),
+            **summary([s["rank_1"] for s in got.values()], [s["eer"] for s in got.values()]), "fold_ids": [k for k in got],
             "beat_rank_1_mean": float(np.mean([s["beat_rank_1"] for s in got.values()])),
             "searches": int(sum(s["probes"] for s in got.values())),
         })  # fmt: skip
@@ -145,7 +141,7 @@ def main() -> None:
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a recipe key (YAML value)")
     parser.add_argument("--json", type=Path, help="also write the rows here")
     args = parser.parse_args()
-    overrides = {k: yaml.safe_load(v) for k, _, v in (item.partition("=") for item in args.set)}
+    overrides = parse_set(args.set)
     torch.set_num_threads(min(2, torch.get_num_threads()))
     started = time.perf_counter()
     table = rows(args.quick, args.root, overrides, args.folds)

@@ -35,14 +35,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import yaml
 
 from convgen import registry
 from convgen.metric import evaluate, train
 from convgen.metric.embedder import Embedder, embed_dataset
 from convgen.weights import load_encoder
 from convgen_faces import recipes
-from recipe_overrides import with_overrides
+from heldout import parse_set, summary, with_overrides
 
 DATA = Path(__file__).resolve().parent.parent / ".." / "shared" / "data" / "faces"
 SETS = {"ORL": "orl", "Georgia Tech": "gt"}
@@ -108,12 +107,9 @@ def rows(quick: bool = False, overrides: dict | None = None, seeds=None, log=Non
     out = []
     for train_name, test_name in (d for d in DIRECTIONS if train_on is None or d[0] == train_on):
         for method, scores in direction(train_name, test_name, config, seeds, log).items():
-            ranks, eers = np.array([s[0] for s in scores]), np.array([s[1] for s in scores])
             out.append({
                 "plugin": "faces", "dataset": f"{test_name} (trained on {train_name})", "protocol": "one-shot, other dataset",
-                "method": method, "rank_1_mean": float(ranks.mean()), "rank_1_std": float(ranks.std()),
-                "eer_mean": float(eers.mean()), "eer_std": float(eers.std()), "folds": len(seeds),
-                "rank_1_per_seed": ranks.round(4).tolist(), "eer_per_seed": eers.round(4).tolist(),
+                "method": method, "folds": len(seeds), **summary([s[0] for s in scores], [s[1] for s in scores], per="seed"),
             })  # fmt: skip
     return out
 
@@ -125,7 +121,7 @@ def main() -> None:
     parser.add_argument("--train-on", choices=[d[0] for d in DIRECTIONS], help="one direction only")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a faces-train key (YAML value)")
     args = parser.parse_args()
-    overrides = {k: yaml.safe_load(v) for k, _, v in (item.partition("=") for item in args.set)}
+    overrides = parse_set(args.set)
     torch.set_num_threads(min(2, torch.get_num_threads()))
     started = time.perf_counter()
     table = rows(args.quick, overrides, args.seeds, train_on=args.train_on)
