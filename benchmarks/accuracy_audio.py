@@ -5,7 +5,7 @@ Dev protocol: AN4 (``../shared/data/audio/an4_mfcc``, 84 speakers, 1,078 utteran
 13 Sphinx cepstra, no audio) dealt into 5 speaker-disjoint folds (the ``speakers``
 dataset's ``fold``: about 17 speakers each). For each fold, the recipe trains on the
 other four (its own validation speakers, for choosing the epoch, are drawn from those
-too) and everything is scored on the held-out fold by `convgen.metric.evaluate.report`:
+too) and everything is scored on the held-out fold by `convgen.metric.reports.report`:
 one-shot identification (one enrolled utterance per speaker, every other utterance
 searched, rank-1) and the verification EER over all pairs of held-out utterances.
 
@@ -14,7 +14,7 @@ Rows:
 - **MFCC statistics**: each cepstrum's mean and standard deviation over the utterance
   (26 numbers), z-scored with the training folds' statistics, cosine nearest neighbour;
 - **tdnn, untrained**: the recipe's network with seeded random weights;
-- **audio-train-features**: the recipe's defaults, trained by ``convgen.metric.train.run``
+- **audio-train-features**: the recipe's defaults, trained by ``convgen.recipes.train.run``
   exactly as ``convgen run audio-train-features dataset.root=... dataset.fold=K
   dataset.exclude_fold=true`` does.
 
@@ -39,11 +39,11 @@ import numpy as np
 import torch
 
 from convgen import registry
-from convgen.metric import evaluate, train
+from convgen.metric import reports
+from convgen.recipes import evaluate, train
 from convgen.metric.embedder import Embedder, embed_dataset
-from convgen.recipes import seed_everything
+from convgen.runtime import seed_everything
 from convgen.weights import build_encoder, encoder_spec, load_encoder
-from convgen_audio import recipes_features
 from convgen_audio.baselines import statistics
 from heldout import parse_set, summary, with_overrides
 
@@ -63,7 +63,7 @@ def score(vectors: np.ndarray, labels, seed: int = 0) -> tuple[float, float]:
     """One-shot rank-1 and all-pairs EER of L2-normalised ``vectors``, by the evaluate recipe's own code."""
     vectors = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
     config = {**evaluate.DEFAULTS, "seed": seed, "open_set_fraction": 1.0, "episodes": {**evaluate.DEFAULTS["episodes"], "queries": 2}}
-    result, _ = evaluate.report(vectors, labels, config)
+    result, _ = reports.report(vectors, labels, config)
     return result["identification_one_shot"]["rank_1"], result["verification"]["eer"]
 
 
@@ -87,7 +87,7 @@ def fold_scores(root: Path, fold: int, config: dict, log) -> dict:
         run = {**copy.deepcopy(config), "device": "cpu"}
         run["dataset"] = {**run["dataset"], "root": str(root), "folds": FOLDS, "fold": fold, "exclude_fold": True}
         started = time.perf_counter()
-        summary = train.run(run, Path(tmp))
+        summary = train.run(run, Path(tmp)).summary
         encoder, _, _ = load_encoder(Path(tmp) / "encoder.safetensors")
     out["audio-train-features"] = score(embed_dataset(Embedder(encoder), test_set, 1, device), labels)
     log(f"fold {fold}: {len(train_set.classes)} training speakers, {len(test_set.classes)} held out ({len(test_set)} utterances); "
@@ -102,7 +102,7 @@ def rows(quick: bool = False, root: Path = ROOT, overrides: dict | None = None, 
     if not root.is_dir():
         raise FileNotFoundError(f"AN4 features not found at {root} (see ../shared/data/README.md)")
     log = log or (lambda text: print(text, file=sys.stderr, flush=True))
-    config = with_overrides(recipes_features.TRAIN, overrides)
+    config = with_overrides(registry.recipe("audio-train-features").defaults, overrides)
     if quick:
         config["epochs"] = 2
     folds = list(folds if folds is not None else ([0] if quick else range(FOLDS)))

@@ -23,7 +23,7 @@ TINY = ["encoder.channels=[8, 16]", "encoder.strides=[1, 2]", "encoder.embedding
 def run_seed(seed: int, epochs: int, work: Path) -> list[dict]:
     """One train + evaluate pair; the evaluate report's comparison rows."""
     from convgen import config
-    from convgen.recipes import run_recipe
+    from convgen.running import run_recipe
 
     with contextlib.redirect_stdout(io.StringIO()):  # the recipes' own tables; the driver prints the summary
         return _run_seed(seed, epochs, work, config, run_recipe)

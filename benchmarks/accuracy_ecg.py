@@ -15,7 +15,7 @@ Rows:
 - **raw beats**: the pipeline's windows themselves (band-passed, resampled, robustly
   scaled, aligned on the R peak), L2-normalised: template matching, no learning;
 - **untrained**: the recipe's network with seeded random weights;
-- **ecg-train**: the recipe's defaults, trained by ``convgen.metric.train.run`` exactly as
+- **ecg-train**: the recipe's defaults, trained by ``convgen.recipes.train.run`` exactly as
   ``convgen run ecg-train dataset.root=ECGID dataset.fold=K dataset.exclude_fold=true`` does;
 - **shipped encoder** (``convgen_ecg/models``): in a second table, only on the people its
   model card says it was NOT trained on (ECG-ID persons 1–10, the bundled ones), next to
@@ -42,9 +42,10 @@ from convgen_ecg import pretrained, recipes
 from convgen_ecg.datasets import sample_dir
 
 from convgen import registry
-from convgen.metric import evaluation, train
+from convgen.metric import evaluation
+from convgen.recipes import train
 from convgen.metric.embedder import Embedder, embed_dataset
-from convgen.recipes import seed_everything
+from convgen.runtime import seed_everything
 from convgen.weights import build_encoder, encoder_spec, load_encoder, read_pipeline
 from heldout import parse_set, summary, with_overrides
 
@@ -76,7 +77,7 @@ def fold_scores(root: Path, fold: int, config: dict, log) -> dict:
         run = {**copy.deepcopy(config), "device": "cpu", "dataset": {**block, "exclude_fold": True}}
         started = time.perf_counter()
         seed_everything(config["seed"])
-        summary = train.run(run, Path(tmp))
+        summary = train.run(run, Path(tmp)).summary
         encoder, _, _ = load_encoder(Path(tmp) / "encoder.safetensors")
     out["ecg-train (defaults)"] = score(embed(encoder, test), test)
     log(f"fold {fold}: {len(test.classes)} people, {out['raw beats, nearest neighbour']['probes']} searches; trained "
@@ -104,7 +105,7 @@ def shipped_scores(root: Path, log) -> dict:
 def rows(quick: bool = False, root: Path = ROOT, overrides: dict | None = None, folds=None, log=None) -> list[dict]:
     """The benchmark table's rows (module docstring); ``quick``: the bundled sample, fold 0, 1 epoch."""
     log = log or (lambda text: print(text, file=sys.stderr, flush=True))
-    config = with_overrides(recipes.TRAIN, overrides)
+    config = with_overrides(registry.recipe("ecg-train").defaults, overrides)
     if quick:
         root, config["epochs"], folds = sample_dir("ecgid"), 1, [0]
         config["split"] = {**config["split"], "val_fraction": 0.3}

@@ -5,7 +5,7 @@ ORL (``../shared/data/faces/orl``, 40 people × 10 grey crops, 112 × 92) and th
 Georgia Tech set (``../shared/data/faces/gt``, 50 people × 15 grey crops, 40 × 30, more
 pose and lighting) share no one, so each direction is person-disjoint by construction.
 Every photo becomes the recipe's input (``faces`` dataset, no detection, 56 × 46 grey).
-Scores: `convgen.metric.evaluate.report` on the test set, one-shot identification (one
+Scores: `convgen.metric.reports.report` on the test set, one-shot identification (one
 enrolled photo per person, the others searched, rank-1) and the all-pairs EER.
 
 Rows, per direction:
@@ -37,10 +37,10 @@ import numpy as np
 import torch
 
 from convgen import registry
-from convgen.metric import evaluate, train
+from convgen.metric import reports
+from convgen.recipes import evaluate, train
 from convgen.metric.embedder import Embedder, embed_dataset
 from convgen.weights import load_encoder
-from convgen_faces import recipes
 from heldout import parse_set, summary, with_overrides
 
 DATA = Path(__file__).resolve().parent.parent / ".." / "shared" / "data" / "faces"
@@ -59,7 +59,7 @@ def pixels(data) -> np.ndarray:
 def score(vectors: np.ndarray, labels, seed: int = 0) -> tuple[float, float]:
     vectors = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
     config = {**evaluate.DEFAULTS, "seed": seed, "open_set_fraction": 1.0}
-    result, _ = evaluate.report(vectors, labels, config)
+    result, _ = reports.report(vectors, labels, config)
     return result["identification_one_shot"]["rank_1"], result["verification"]["eer"]
 
 
@@ -100,7 +100,7 @@ def rows(quick: bool = False, overrides: dict | None = None, seeds=None, log=Non
     if not all((DATA / d).is_dir() for d in SETS.values()):
         raise FileNotFoundError(f"ORL and Georgia Tech faces not found under {DATA} (see ../shared/data/README.md)")
     log = log or (lambda text: print(text, file=sys.stderr, flush=True))
-    config = with_overrides(recipes.TRAIN, overrides)
+    config = with_overrides(registry.recipe("faces-train").defaults, overrides)
     if quick:
         config["epochs"] = 10
     seeds = list(seeds if seeds is not None else ([0] if quick else [0, 1, 2]))

@@ -11,7 +11,7 @@ Two protocols on the Free Spoken Digit Dataset (6 speakers × 10 digits × 50 ta
   one different-speaker pairing: it says whether the encoder separates two voices it
   never heard, not how it ranks among many.
 
-Every method goes through the same code, `convgen.metric.evaluate.report`: verification
+Every method goes through the same code, `convgen.metric.reports.report`: verification
 EER / AUC over all pairs, one-shot identification (one enrolled utterance per speaker,
 rank-1 over the rest). Rows: the encoder of the ``audio-train`` recipe (1D ResNet over
 40 log-mel bands × 1 s, triplet loss, trained here by the core's `Trainer`), the same
@@ -45,12 +45,12 @@ from torch.utils.data import Subset
 
 from convgen import registry
 from convgen.metric.engine import Trainer
-from convgen.metric import evaluate
+from convgen.metric import reports
 from convgen.metric.augment import Augment, Augmented
 from convgen.metric.embedder import Embedder, embed_dataset
-from convgen.metric.evaluate import validation_metrics
+from convgen.metric.reports import validation_metrics
 from convgen.metric.sampling import PKSampler
-from convgen.recipes import seed_everything
+from convgen.runtime import seed_everything
 from convgen.weights import build_encoder, encoder_spec, load_encoder
 from convgen_audio import recipes
 from convgen_audio.datasets import FSDD_PATTERN
@@ -91,15 +91,15 @@ def cosine_baseline(vectors: np.ndarray, train: np.ndarray, test: np.ndarray) ->
 
 
 def measure(embeddings: np.ndarray, labels: np.ndarray, seed: int) -> dict:
-    config = {**recipes.EVALUATE, "seed": seed, "open_set_fraction": 1.0}
-    report, _ = evaluate.report(embeddings, labels, config)
+    config = {**registry.recipe("audio-evaluate").defaults, "seed": seed, "open_set_fraction": 1.0}
+    report, _ = reports.report(embeddings, labels, config)
     return {"eer": report["verification"]["eer"], "auc": report["verification"]["auc"],
             "rank_1": report["identification_one_shot"]["rank_1"]}  # fmt: skip
 
 
 def train_encoder(data, inputs, labels, train_idx, val_idx, seed: int, epochs: int, out: Path) -> tuple[Embedder, float]:
     """The audio-train recipe's encoder, loss, optimiser and augmentation, through the core's Trainer."""
-    config = copy.deepcopy(recipes.TRAIN)
+    config = copy.deepcopy(registry.recipe("audio-train").defaults)
     seed_everything(seed)
     spec = encoder_spec(config["encoder"], spatial_dims=1, in_channels=inputs.shape[1])
     model = Embedder(build_encoder(spec))
@@ -170,7 +170,7 @@ def main() -> None:
 
 
 def _print(rows: list[dict], root) -> None:
-    table = Table(title=f"speakers: FSDD ({root}), every method through convgen.metric.evaluate.report")
+    table = Table(title=f"speakers: FSDD ({root}), every method through convgen.metric.reports.report")
     for column in ("protocol", "seed", "method", "train / test utt.", "train time", "EER", "AUC", "one-shot rank-1"):
         table.add_column(column, justify="left" if column in ("protocol", "method") else "right")
     for r in rows:

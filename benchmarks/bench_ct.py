@@ -6,7 +6,7 @@
 Part 1, AdrenalMNIST3D (MedMNIST v2: 28³ adrenal shape masks, normal vs hyperplasia, the
 official splits). The ``ct-train`` recipe trains on the official train split (a stratified
 20% of it held out for model selection); then every row is measured by the same code on
-the official test split: the core's `convgen.metric.evaluate.report` (ROC AUC and EER of
+the official test split: the core's `convgen.metric.reports.report` (ROC AUC and EER of
 same-class vs different-class pairs) and the plugin's k-NN read-out
 (`convgen_ct.recipes.knn_metrics`: k-NN accuracy against the train split's embeddings,
 and the ROC AUC of the k-NN vote for hyperplasia). Rows: the trained encoder; the same
@@ -36,9 +36,10 @@ from convgen_ct.datasets import MedMNIST3D
 from rich.console import Console
 from rich.table import Table
 
-from convgen.metric import evaluate
+from convgen.metric import reports
+from convgen import registry
 from convgen.metric.embedder import Embedder, embed_dataset
-from convgen.recipes import seed_everything
+from convgen.runtime import seed_everything
 from convgen.weights import build_encoder, load_encoder
 
 KS = [1, 5, 15]
@@ -53,8 +54,8 @@ def convgen(*args: str) -> dict:
 
 
 def measure(name: str, train_emb: np.ndarray, test_emb: np.ndarray, train, test) -> dict:
-    config = copy.deepcopy(recipes.EVALUATE)
-    report, _ = evaluate.report(test_emb, test.labels, config)
+    config = copy.deepcopy(registry.recipe("ct-evaluate").defaults)
+    report, _ = reports.report(test_emb, test.labels, config)
     knn = recipes.knn_metrics(train_emb, train.labels, test_emb, test.labels, KS)
     v = report["verification"]
     return {"row": name, "dims": int(test_emb.shape[1]), "pair_auc": v["auc"], "pair_eer": v["eer"],

@@ -32,9 +32,10 @@ from rich.console import Console
 from rich.table import Table
 
 from convgen import registry
-from convgen.metric import evaluation, train
+from convgen.metric import evaluation
+from convgen.recipes import train
 from convgen.metric.embedder import Embedder
-from convgen.recipes import seed_everything
+from convgen.runtime import seed_everything
 from convgen.weights import build_encoder, encoder_spec, load_encoder
 
 
@@ -59,7 +60,7 @@ def main() -> None:
     parser.add_argument("--ecgid", default=None, help="ECG-ID folder (one sub-folder per person); default: the bundled sample")
     parser.add_argument("--mitdb", default=None, help="MIT-BIH folder (one record per person): sessions are 5-minute parts")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
-    parser.add_argument("--epochs", type=int, default=recipes.TRAIN["epochs"])
+    parser.add_argument("--epochs", type=int, default=registry.recipe("ecg-train").defaults["epochs"])
     parser.add_argument("--quick", action="store_true", help="2 epochs: check that it runs")
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
@@ -76,7 +77,7 @@ def main() -> None:
         test = registry.build("dataset", {**dataset, "people": test_people})
         common = {"seed": seed, "train_people": len(train_people), "test_people": len(test_people)}
 
-        config = copy.deepcopy(recipes.TRAIN)
+        config = copy.deepcopy(registry.recipe("ecg-train").defaults)
         config.update(seed=seed, device="cpu", epochs=epochs, dataset={**dataset, "people": train_people})
         seed_everything(seed)
         with tempfile.TemporaryDirectory() as tmp:

@@ -4,7 +4,7 @@ Three parts (``--parts``, default all):
 
 ``training``: people are split in two (seeded): the encoder and the PCA basis see only
 the first half; everything is measured on the second half, people never seen in
-training, by the same code (`convgen.metric.evaluate.report`): one-shot identification
+training, by the same code (`convgen.metric.reports.report`): one-shot identification
 (one enrolled photo per person, rank-1 over the rest) and verification EER / AUC over
 all pairs. Rows: a ResNet trained from scratch by the faces-train recipe; dlib's
 pretrained encoder as is and fine-tuned on the training half by the same triplet recipe
@@ -46,9 +46,10 @@ from rich.console import Console
 from rich.table import Table
 
 from convgen import registry
-from convgen.metric import evaluate, train
+from convgen.metric import reports
+from convgen.recipes import evaluate, train
 from convgen.metric.embedder import Embedder
-from convgen.recipes import seed_everything
+from convgen.runtime import seed_everything
 from convgen.weights import load_encoder
 from convgen_faces import recipes
 from convgen_faces.datasets import sample_dir
@@ -66,7 +67,7 @@ def faces(root, people, dataset=recipes.FACES):
 
 def measure(embeddings: np.ndarray, labels: np.ndarray, seed: int) -> dict:
     config = {**evaluate.DEFAULTS, "seed": seed, "open_set_fraction": 1.0}
-    report, _ = evaluate.report(embeddings, labels, config)
+    report, _ = reports.report(embeddings, labels, config)
     return {
         "rank_1": report["identification_one_shot"]["rank_1"],
         "eer": report["verification"]["eer"],
@@ -83,7 +84,7 @@ def eigenfaces(train_x: torch.Tensor, test_x: torch.Tensor, components: int) -> 
 
 def trained(root, people, seed: int, out: Path, **changes) -> tuple[Embedder, float]:
     """The faces-train recipe (with ``changes``) on ``people``: the best encoder and the training time."""
-    config = copy.deepcopy(recipes.TRAIN)
+    config = copy.deepcopy(registry.recipe("faces-train").defaults)
     config.update(seed=seed, device="cpu", **copy.deepcopy(changes))
     config["dataset"] = {**config["dataset"], "root": root, "people": people}
     seed_everything(seed)
@@ -303,7 +304,7 @@ def main() -> None:
     parser.add_argument("--root", default=None, help="one folder of photos per person (default: the bundled ORL sample; detectors/speed: ../shared/data/faces/orl when present)")
     parser.add_argument("--gt", type=Path, default=SHARED / "gt", help="the Georgia Tech crops (detectors part; skipped when missing)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="one people split and training run per seed")
-    parser.add_argument("--epochs", type=int, default=recipes.TRAIN["epochs"])
+    parser.add_argument("--epochs", type=int, default=registry.recipe("faces-train").defaults["epochs"])
     parser.add_argument("--components", type=int, default=50, help="Eigenfaces: principal components kept")
     parser.add_argument("--dlib", action=argparse.BooleanOptionalAction, default=True,
                         help="also dlib's pretrained encoder, as is and fine-tuned (needs convgen-faces[dlib])")

@@ -148,7 +148,7 @@ def _nullable_keys() -> set[str]:
     in every recipe (``encoder.channels`` is never null, so null is refused there)."""
     from convgen.registry import get_registry
 
-    found = {"seed"}  # seed=null: do not seed (convgen.recipes.seed_everything)
+    found = {"seed"}  # seed=null: do not seed (convgen.runtime.seed_everything)
 
     def walk(node: dict, prefix: str) -> None:
         for key, value in node.items():
@@ -177,6 +177,7 @@ RANGES = {
     "gamma": "(0, inf)", "warmup_epochs": "[0, 1000000]", "margin": "[0, inf)", "grad_clip": "[0, inf)",
     "val_fraction": "(0, 1)", "threshold": "[0, inf)", "fpir": "(0, 1)", "far": "(0, 1)", "seed": "[-9223372036854775808, 18446744073709551615]",
     "sampler.p": "[2, 1000000]", "sampler.k": "[2, 1000000]", "alpha": "[0, inf)", "beta": "[0, inf)", "tv": "[0, inf)",
+    "lowpass": "[0, inf)", "lowpass_sigma": "(0, 1000000]",
     "memory_budget_gb": "(0, inf)", "max_pairs": "[1, 1000000000]", "folds": "[2, 1000000]", "episodes": "[1, 100000000]",
     "n_way": "[2, 1000000]", "k_shot": "[1, 1000000]", "queries": "[1, 1000000]", "n_fft": "[2, 1048576]", "hop": "[1, 1048576]",
     "n_mels": "[1, 4096]", "sample_rate": "(0, 10000000]", "fs": "(0, 10000000]", "snapshot_every": "[0, 100000000]",

@@ -256,13 +256,22 @@ def register_recipes(register):
     """Register recipes: named, configurable jobs run by ``convgen run NAME``.
 
     Call ``register(name, run, defaults=..., components=..., description=...)``.
-    ``run(config, out_dir)`` does the work and may return a JSON-serialisable summary;
-    ``defaults`` is the complete default config (the keys a user may set);
+    ``run(config, out_dir)`` does the work and returns a `convgen.running.RecipeResult`
+    (its ``summary`` is written to ``summary.json``; a plain JSON-serialisable dict or None
+    also does); ``defaults`` is the complete default config (the keys a user may set);
     ``components`` maps top-level keys to registry kinds (``{"encoder": "encoder"}``),
     so that the keys inside those blocks are checked against the chosen component's
     arguments. See `convgen.registry.Recipe`. ``run`` and ``defaults`` may be
     ``"module:attribute"`` references (``defaults``: to the dict or to a function returning
     it), imported when the recipe is first used; ``description`` is what listings show.
+
+    A recipe is derived from another by name, without importing it:
+    ``register("mine-train", based_on="train", defaults={"epochs": 50}, description=...)``
+    runs ``train``'s ``run`` with ``train``'s defaults, top-level keys replaced by
+    ``defaults``, and ``train``'s components (plus any given). Give ``run`` to replace the
+    parent's (it gets the same config), and ``without=("size",)`` to drop parent keys that
+    your run does not read. Run a recipe from code by its name:
+    ``convgen.plugin_api.recipe("train").run(config, out_dir)``.
 
     Recipes registered by one function of a heavy module can be declared instead, by name
     and description: ``register.lazy("my_plugin.recipes:register", {"count": "Count ..."})``
@@ -277,6 +286,40 @@ def register_recipes(register):
                      defaults={"dataset": {"name": "synthetic"}},
                      components={"dataset": "dataset"},
                      description="Count the samples of a dataset.")
+            register("long-train", based_on="train", defaults={"epochs": 100},
+                     description="train, for longer.")
+        ```
+    """
+
+
+# ---------------------------------------------------------------------------------------
+# Behaviour
+# ---------------------------------------------------------------------------------------
+
+
+@hookspec
+def evaluation_readouts(evaluation):
+    """Add a read-out of your own to an evaluation's report.
+
+    Called by the ``evaluate`` recipe (and every recipe based on it) once the encoder's
+    embeddings and the core metrics are in, before ``report.json`` is written.
+    ``evaluation`` is a `convgen.metric.reports.Evaluation`: the resolved config, the
+    dataset, its embeddings, the encoder that made them (embed more data with it instead
+    of rebuilding it) and the report so far. Return a `convgen.metric.reports.Readout`
+    (``key``: the report's new key; ``summary``: numbers for ``summary.json``), or None
+    when this evaluation is not yours. Derive a recipe with a key of your own
+    (``register("mine-evaluate", based_on="evaluate", defaults={"knn": {...}})``) and act
+    only when it is set. Print a table if people should see the read-out; raise
+    `convgen.errors.ConfigError` for a bad setting.
+
+    Example:
+        ```python
+        @convgen.hookimpl
+        def evaluation_readouts(evaluation):
+            if not evaluation.config.get("norms"):
+                return None
+            norms = np.linalg.norm(evaluation.embeddings, axis=1)
+            return Readout("norms", {"mean": float(norms.mean())}, summary={"mean_norm": float(norms.mean())})
         ```
     """
 

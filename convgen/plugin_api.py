@@ -24,10 +24,15 @@ The names come in groups:
   helpers are the base of a search backend.
 - **style**: `StyleTransfer` and its pieces, for a plugin that drives transfer itself; the
   memory-budgeted tile-by-tile engine (`check_style_budget`, `fitting_tile`,
-  `style_statistics`, `stylize_tiles`, `style_distance`) for inputs too large for one pass.
-- **recipes**: the core recipes `train`, `evaluate`, `stylize` and `visualize`, from which
-  a plugin derives its own (``with_changes(train.DEFAULTS, ...)``, ``train.run``); of each it
-  uses only the names in `RECIPE_NAMES`. `seed_everything`, `resolve_device` and
+  `style_statistics`, `stylize_tiles`, `style_distance`) for inputs too large for one pass;
+  `run_style_transfer` / `write_style_report` / `print_style_costs`, what the ``stylize``
+  recipe does with a config, for a plugin's own stylize run (its own file types).
+- **recipes**: a plugin derives its recipes from the core's by name
+  (``register("mine-train", based_on="train", defaults={...})``, see
+  `convgen.hookspecs.register_recipes`), runs one from code with
+  ``recipe("train").run(config, out_dir)``, which returns a `RecipeResult` (summary, report,
+  the model, embeddings); the ``evaluation_readouts`` hook receives an `Evaluation` and
+  returns a `Readout`. `with_changes`, `seed_everything`, `resolve_device` and
   `progress_bar` are what a recipe of its own needs.
 
 Each name is imported when first used (``from convgen.plugin_api import DataError`` loads
@@ -39,7 +44,7 @@ from __future__ import annotations
 
 import importlib
 
-#: Public name -> where it lives: ``"module:attribute"``, or a module (the core recipes).
+#: Public name -> where it lives: ``"module:attribute"``.
 PUBLIC: dict[str, str] = {
     # errors
     "ConvgenError": "convgen.errors:ConvgenError",
@@ -68,7 +73,7 @@ PUBLIC: dict[str, str] = {
     # embedding and evaluation
     "Embedder": "convgen.metric.embedder:Embedder",
     "embed_dataset": "convgen.metric.embedder:embed_dataset",
-    "prepare_encoder": "convgen.metric.embed:prepare_encoder",
+    "prepare_encoder": "convgen.metric.inputs:prepare_encoder",
     "pairs_from_labels": "convgen.metric.evaluation:pairs_from_labels",
     "roc": "convgen.metric.evaluation:roc",
     "eer": "convgen.metric.evaluation:eer",
@@ -99,23 +104,18 @@ PUBLIC: dict[str, str] = {
     "check_style_budget": "convgen.style.tiled:check_budget",
     "fitting_tile": "convgen.style.tiled:fitting_tile",
     "peak_rss_mib": "convgen.style.tiled:peak_rss_mib",
+    "run_style_transfer": "convgen.style.stylize:transfer",
+    "write_style_report": "convgen.style.stylize:write_report",
+    "print_style_costs": "convgen.style.stylize:print_costs",
     # recipes
-    "train": "convgen.metric.train",
-    "evaluate": "convgen.metric.evaluate",
-    "stylize": "convgen.style.stylize",
-    "visualize": "convgen.visualize.recipe",
-    "with_changes": "convgen.recipes:with_changes",
-    "seed_everything": "convgen.recipes:seed_everything",
-    "resolve_device": "convgen.recipes:resolve_device",
+    "recipe": "convgen.registry:recipe",
+    "RecipeResult": "convgen.running:RecipeResult",
+    "Evaluation": "convgen.metric.reports:Evaluation",
+    "Readout": "convgen.metric.reports:Readout",
+    "with_changes": "convgen.registry:with_changes",
+    "seed_everything": "convgen.runtime:seed_everything",
+    "resolve_device": "convgen.runtime:resolve_device",
     "progress_bar": "convgen.progress:bar",
-}
-
-#: What a plugin may use of each core recipe module above; the rest of those modules is internal.
-RECIPE_NAMES: dict[str, tuple[str, ...]] = {
-    "train": ("DEFAULTS", "run"),
-    "evaluate": ("DEFAULTS", "run"),
-    "stylize": ("DEFAULTS", "run", "transfer", "write_report", "print_costs"),
-    "visualize": ("DEFAULTS", "run"),
 }
 
 __all__ = [
@@ -138,9 +138,10 @@ __all__ = [
     # style
     "StyleTransfer", "activation_bytes", "layer_weights", "content_cost", "frozen_layers", "StatisticCost",
     "style_statistics", "style_distance", "stylize_tiles", "check_style_budget", "fitting_tile", "peak_rss_mib",
+    "run_style_transfer", "write_style_report", "print_style_costs",
     # recipes
-    "train", "evaluate", "stylize", "visualize", "with_changes", "seed_everything", "resolve_device",
-    "progress_bar", "RECIPE_NAMES",
+    "recipe", "RecipeResult", "Evaluation", "Readout", "with_changes", "seed_everything", "resolve_device",
+    "progress_bar",
 ]  # fmt: skip
 
 

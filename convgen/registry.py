@@ -14,6 +14,7 @@ module, and each component is imported the first time it is used.
 
 from __future__ import annotations
 
+import copy
 import difflib
 import functools
 import importlib
@@ -41,14 +42,16 @@ KINDS: dict[str, tuple[str, str]] = {
 
 @dataclass(frozen=True)
 class Recipe:
-    """A registered recipe (kind ``recipe``); `convgen.recipes.run_recipe` runs one.
+    """A registered recipe (kind ``recipe``); `convgen.running.run_recipe` runs one.
 
     Attributes:
         name: what ``convgen run NAME`` calls it.
-        run: ``run(config, out_dir) -> summary | None``.
+        run: ``run(config, out_dir) -> RecipeResult | summary dict | None``
+            (see `convgen.running.RecipeResult`).
         defaults: the complete default config; its keys are the keys a user may set.
         components: top-level keys that name registry components, and their kind.
         description: one line for ``convgen recipes list``.
+        based_on: the recipe this one was derived from (``register(..., based_on="train")``).
     """
 
     name: str
@@ -56,6 +59,14 @@ class Recipe:
     defaults: dict = field(default_factory=dict)
     components: dict[str, str] = field(default_factory=dict)
     description: str = ""
+    based_on: str | None = None
+
+
+def with_changes(defaults: dict, **changes) -> dict:
+    """A deep copy of a recipe's ``defaults`` with top-level keys replaced (no state shared)."""
+    out = copy.deepcopy(defaults)
+    out.update(copy.deepcopy(changes))
+    return out
 
 
 def resolve(reference: str) -> Any:
@@ -175,12 +186,39 @@ def _file_type_adder(registry: Registry, plugin: str) -> Callable:
     return register
 
 
-def _recipe(name: str, run, options: dict):
+def _recipe(name: str, run, options: dict, registry: Registry):
+    """Build one `Recipe`; with ``based_on``, from the named parent's run, defaults and components."""
     options = dict(options)
-    if isinstance(options.get("defaults"), str):  # a reference to the dict, or to a function that returns it
-        defaults = resolve(options["defaults"])
-        options["defaults"] = defaults() if callable(defaults) else defaults
-    return Recipe(name=name, run=resolve(run) if isinstance(run, str) else run, **options)
+    parent_name, without = options.pop("based_on", None), tuple(options.pop("without", ()))
+    defaults = options.get("defaults")
+    defaults = resolve(defaults) if isinstance(defaults, str) else defaults  # a reference to the dict or to a function
+    if callable(defaults):  # a function that returns the dict (it may look other recipes up by name)
+        options["defaults"] = defaults()
+    elif defaults is not None:
+        options["defaults"] = defaults
+    if parent_name is None:
+        if run is None or without:
+            raise ConfigError(f"recipe {name!r} needs a run function" if run is None else f"recipe {name!r}: without= needs based_on=")
+        return Recipe(name=name, run=resolve(run) if isinstance(run, str) else run, **options)
+    if parent_name in _DERIVING:
+        raise ConfigError(f"recipe {name!r} is based on {parent_name!r}, which is based on {name!r}: recipes cannot derive in a circle")
+    _DERIVING.add(name)
+    try:
+        parent = registry.get(parent_name)
+    finally:
+        _DERIVING.discard(name)
+    if unknown := [key for key in without if key not in parent.defaults]:
+        raise ConfigError(f"recipe {name!r}: without={unknown} names keys that recipe {parent_name!r} does not have")
+    inherited = {key: value for key, value in parent.defaults.items() if key not in without}
+    options["defaults"] = with_changes(inherited, **(options.get("defaults") or {}))
+    options["components"] = {key: kind for key, kind in {**parent.components, **options.get("components", {})}.items()
+                             if key in options["defaults"]}  # fmt: skip
+    run = parent.run if run is None else resolve(run) if isinstance(run, str) else run
+    return Recipe(name=name, run=run, based_on=parent_name, **options)
+
+
+#: Recipes whose parent is being looked up (a derivation circle would otherwise recurse for ever).
+_DERIVING: set[str] = set()
 
 
 class _RecipeGroup:
@@ -195,10 +233,10 @@ class _RecipeGroup:
         if self.recipes is None:
             found = {}
 
-            def register(name, run, **options):
+            def register(name, run=None, **options):
                 if name in found:
                     raise ConfigError(f"recipe {name!r} is registered twice by plugin {self.plugin!r}")
-                found[name] = _recipe(name, run, options)
+                found[name] = _recipe(name, run, options, self.registry)
 
             resolve(self.reference)(register)
             self.recipes = found
@@ -221,8 +259,8 @@ class _RegisterRecipe:
     def __init__(self, registry: Registry, plugin: str):
         self.registry, self.plugin = registry, plugin
 
-    def __call__(self, name: str, run, **options) -> None:
-        deferred = _Deferred(functools.partial(_recipe, name, run, options))
+    def __call__(self, name: str, run=None, **options) -> None:
+        deferred = _Deferred(functools.partial(_recipe, name, run, options, self.registry))
         self.registry.add(name, deferred, self.plugin, options.get("description", ""))
 
     def lazy(self, reference: str, recipes: dict[str, str]) -> None:
@@ -268,6 +306,12 @@ def get_registry(kind: str) -> Registry:
 def get(kind: str, name: str) -> Any:
     """Look up one component: ``get("encoder", "resnet")``."""
     return get_registry(kind).get(name)
+
+
+def recipe(name: str) -> Recipe:
+    """The registered recipe ``name`` (a plugin's or the core's), to run from code:
+    ``recipe("train").run(config, out_dir)``."""
+    return get("recipe", name)
 
 
 def build(kind: str, spec: dict, **context) -> Any:

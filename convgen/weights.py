@@ -319,6 +319,11 @@ class Model:
     path: str | None = None
 
 
+def weights_path(config: dict) -> str | None:
+    """The absolute path of a recipe's ``weights`` file, or None when it builds its encoder."""
+    return str(Path(config["weights"]).resolve()) if config.get("weights") else None
+
+
 def load_model(path, expected: dict | None = None) -> Model:
     """`load_encoder` plus the recorded input pipeline, as one `Model`."""
     encoder, spec, fp = load_encoder(path, expected)

@@ -39,12 +39,11 @@ DOC = ROOT / "docs" / "architecture.md"
 #: itself); ``pkg.*`` means the package and everything in it. An exact name wins over a
 #: pattern, so a recipe module inside a library package sits in the recipes layer.
 LAYERS: list[tuple[str, list[str]]] = [
-    ("leaf", ["", "errors", "signatures", "progress", "distributed"]),
+    ("leaf", ["", "errors", "signatures", "progress", "distributed", "runtime"]),
     ("kernel", ["hookspecs", "plugins", "registry", "config"]),
     ("library", ["io", "plotting", "data", "pipelines", "weights", "scaffold",
                  "nets.*", "metric.*", "style.*", "visualize.*", "gallery.*"]),
-    ("recipes", ["recipes", "plugin_api", "nets.inspect", "metric.train", "metric.evaluate", "metric.embed",
-                 "style.stylize", "visualize.recipe", "gallery.recipes", "default_plugins.*"]),
+    ("recipes", ["recipes.*", "running", "plugin_api", "style.stylize", "gallery.recipes", "default_plugins.*"]),
     ("cli", ["cli.*", "__main__", "testing"]),
 ]  # fmt: skip
 

@@ -77,7 +77,7 @@ def test_an_interrupted_checkpoint_write_leaves_the_previous_checkpoint(tmp_path
     """A crash while the next checkpoint is written (here: the writer dies half-way) keeps the last one whole."""
     from convgen import config
     from convgen.metric import engine
-    from convgen.recipes import run_recipe
+    from convgen.running import run_recipe
 
     real_save, calls = engine.save_file, []
 

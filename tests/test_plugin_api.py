@@ -1,8 +1,9 @@
 """The plugin API (`convgen.plugin_api`) is the only part of convgen that the first-party
 plugins and the example plugin use: read from their source, every import of a convgen
 module, every name used of the API module bound as a whole (``from convgen import
-plugin_api as api``), every ``"convgen.module:attribute"`` reference and every name used of
-a core recipe is checked against it, and every public name resolves.
+plugin_api as api``) and every ``"convgen.module:attribute"`` reference is checked against
+it, and every public name resolves. Plugins reach the core recipes by name
+(``based_on="train"``, ``recipe("train")``), never by importing them.
 
 Plugin tests are not plugin code: they may reach into the core to check it.
 """
@@ -41,7 +42,6 @@ def violations(path: Path) -> list[str]:
     """What one plugin module uses of convgen besides the plugin API, as ``file:line: why``."""
     tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
     found = []
-    recipes = {}  # local name -> core recipe module it stands for
     modules = set()  # local names of the plugin API module itself (from convgen import plugin_api as api)
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
@@ -60,8 +60,6 @@ def violations(path: Path) -> list[str]:
                 for alias in node.names:
                     if alias.name not in api.__all__:
                         found.append(f"{_where(path, node)}: {alias.name} is not in convgen.plugin_api.__all__")
-                    elif alias.name in api.RECIPE_NAMES:
-                        recipes[alias.asname or alias.name] = alias.name
         elif isinstance(node, ast.Constant) and isinstance(node.value, str):
             match = REFERENCE.match(node.value)
             if match and match.group(1) != PUBLIC:
@@ -72,10 +70,6 @@ def violations(path: Path) -> list[str]:
         if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id in modules:
             if node.attr not in api.__all__:
                 found.append(f"{_where(path, node)}: {node.attr} is not in convgen.plugin_api.__all__")
-        if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id in recipes:
-            recipe = recipes[node.value.id]
-            if node.attr not in api.RECIPE_NAMES[recipe]:
-                found.append(f"{_where(path, node)}: {recipe}.{node.attr} (of the {recipe} recipe, only {', '.join(api.RECIPE_NAMES[recipe])} are public)")
     return found
 
 
@@ -97,11 +91,11 @@ def test_the_check_catches_internal_imports(tmp_path):
         "import convgen.io\n"
         "from convgen import registry\n"
         "from convgen.errors import DataError\n"
-        "from convgen.plugin_api import evaluate, nothing_public, DataError\n"
-        "x = evaluate._finite\n"
-        "y = evaluate.run\n"
-        "REF = 'convgen.style.stylize:run'\n"
-        "OK = 'convgen.plugin_api:stylize.run'\n"
+        "from convgen.plugin_api import recipe, nothing_public, DataError\n"
+        "from convgen.recipes import train\n"
+        "y = recipe('train').run\n"
+        "REF = 'convgen.recipes.stylize:run'\n"
+        "OK = 'convgen.plugin_api:run_style_transfer'\n"
         "from convgen import plugin_api as api\n"
         "z = api.finite_json, api._finite\n"
         "@convgen.hookimpl\n"
@@ -117,17 +111,12 @@ def test_the_check_catches_internal_imports(tmp_path):
 @pytest.mark.parametrize("name", api.__all__)
 def test_every_public_name_resolves(name):
     value = getattr(api, name)
-    assert value is not None
-    if name in api.RECIPE_NAMES:
-        assert isinstance(value, types.ModuleType)
-        assert all(hasattr(value, attribute) for attribute in api.RECIPE_NAMES[name])
-    else:
-        assert not name.startswith("_")
+    assert value is not None and not isinstance(value, types.ModuleType)  # names, not whole (internal) modules
+    assert not name.startswith("_")
 
 
 def test_all_lists_each_public_name_once():
-    assert sorted(api.__all__) == sorted([*api.PUBLIC, "RECIPE_NAMES"])
-    assert set(api.RECIPE_NAMES) <= set(api.PUBLIC)
+    assert sorted(api.__all__) == sorted(api.PUBLIC)
 
 
 def test_public_names_point_no_higher_than_the_api_itself():

@@ -33,7 +33,7 @@ def test_installed_plugin_shows_its_components(hello):
     assert (item["distribution"], item["version"]) == ("convgen-hello", "0.3.0")
     components = item["components"]
     assert components["encoder"] == ["tiny"] and components["loss"] == ["center"]
-    assert components["style_cost"] == ["mean-std"] and components["recipe"] == ["count"]
+    assert components["style_cost"] == ["mean-std"] and components["recipe"] == ["count", "sines-evaluate"]
     assert components["dataset"] == ["sines"] and components["baseline"] == ["dominant-frequency"]
     assert components["reader"] == [".txt"] and components["writer"] == [".txt"]
     assert components["search_backend"] == ["brute-force"]
@@ -80,6 +80,29 @@ def test_a_plugin_baseline_is_scored_beside_the_encoder(hello, tmp_path):
     assert frequency["identification_one_shot"]["rank_1"] == 1.0  # the peak is the identity
     assert [row["method"] for row in report["comparison"]] == ["samples", "dominant-frequency", "trained"]
     assert "what training bought" in result.stdout
+
+
+def test_a_derived_recipe_runs_its_parent_with_its_changes_and_a_plugin_readout(hello, tmp_path):
+    """based_on="evaluate": the core's run and components, the plugin's defaults and key; the
+    evaluation_readouts hook adds to report.json and summary.json, with the evaluation's own encoder."""
+    shown = run_convgen("recipes", "show", "sines-evaluate", pythonpath=[hello])
+    assert shown.returncode == 0, shown.stderr
+    assert "norms: true" in shown.stdout and "max_pairs: 200000" in shown.stdout  # its own key, and the parent's
+    assert "# based on the 'evaluate' recipe" in shown.stdout
+    bad = run_convgen("run", "sines-evaluate", "encoder.widht=3", "-o", tmp_path / "bad", pythonpath=[hello])
+    assert bad.returncode != 0 and "width" in bad.stderr  # the parent's components: encoder keys are checked
+    out = tmp_path / "evaluate"
+    result = run_convgen("run", "sines-evaluate", "episodes.n_way=3", "-o", out, pythonpath=[hello])
+    assert result.returncode == 0, result.stderr
+    report, summary = (json.loads((out / name).read_text()) for name in ("report.json", "summary.json"))
+    assert report["identities"] == 5 and report["encoder"] == "tiny"
+    norms = report["norms"]
+    assert norms["same_encoder"] and abs(norms["max"] - 1.0) < 1e-5  # L2-normalised embeddings
+    assert summary["norm_max"] == norms["max"]
+    plain = tmp_path / "plain"  # the core recipe itself never asks for the read-out
+    assert run_convgen("run", "evaluate", "spatial_dims=1", "encoder.name=tiny", "dataset.name=sines", "episodes.n_way=3",
+                       "-o", plain, pythonpath=[hello]).returncode == 0  # fmt: skip
+    assert "norms" not in json.loads((plain / "report.json").read_text())
 
 
 def test_a_gallery_searches_with_a_plugin_backend_through_the_cli(hello, tmp_path):

@@ -107,3 +107,58 @@ def test_a_misspelt_hook_makes_only_that_plugin_fail(monkeypatch, capsys):
     warning = capsys.readouterr().err.strip()
     assert warning.startswith("warning: convgen plugin 'bad' (bad_module) failed to load:") and "register_encoderz" in warning
     assert "\n" not in warning
+
+
+def _with_recipes(monkeypatch, register_recipes):
+    """A plugin manager with the core plugins plus one that registers ``register_recipes``."""
+    pm = plugins.build_plugin_manager()
+    pm.add(types.SimpleNamespace(register_recipes=convgen.hookimpl(register_recipes), __name__="mine"), name="mine")
+    monkeypatch.setattr(plugins, "get_plugin_manager", lambda: pm)
+    registry.reset()
+
+
+def test_a_recipe_based_on_another_inherits_its_run_defaults_and_components(monkeypatch):
+    def own_run(config, out_dir):
+        return {"epochs": config["epochs"]}
+
+    def register_recipes(register):
+        register("long-train", based_on="train", defaults={"epochs": 99, "note": "x"}, description="train, longer")
+        register("longer-train", based_on="long-train", defaults={"epochs": 500})  # a chain
+        register("quick", own_run, based_on="train", without=("augment", "sampler"))
+
+    _with_recipes(monkeypatch, register_recipes)
+    train, long = registry.recipe("train"), registry.recipe("long-train")
+    assert long.run is train.run and long.based_on == "train" and long.description == "train, longer"
+    assert long.defaults == {**train.defaults, "epochs": 99, "note": "x"}
+    assert long.components == train.components
+    long.defaults["dataset"]["name"] = "changed"  # a deep copy: the parent's defaults never change
+    assert train.defaults["dataset"]["name"] == "synthetic"
+    assert registry.recipe("longer-train").defaults["epochs"] == 500 and registry.recipe("longer-train").defaults["note"] == "x"
+    quick = registry.recipe("quick")
+    assert quick.run is own_run and "augment" not in quick.defaults and "sampler" not in quick.defaults
+    assert quick.components == train.components  # augment and sampler name no component
+
+
+@pytest.mark.parametrize(("options", "message"), [
+    ({"based_on": "trian"}, "unknown recipe 'trian'; did you mean 'train'?"),
+    ({"based_on": "train", "without": ("nothing",)}, r"without=\['nothing'\] names keys that recipe 'train' does not have"),
+    ({"based_on": "circle-b"}, "recipes cannot derive in a circle"),
+    ({}, "recipe 'circle-a' needs a run function"),
+])  # fmt: skip
+def test_a_bad_derivation_is_a_clear_error(monkeypatch, options, message):
+    def register_recipes(register):
+        register("circle-a", **options)
+        register("circle-b", based_on="circle-a")
+
+    _with_recipes(monkeypatch, register_recipes)
+    with pytest.raises(ConfigError, match=message):
+        registry.recipe("circle-a")
+
+
+def test_a_recipe_result_is_what_run_recipe_returns_and_its_summary_is_written(tmp_path):
+    from convgen.running import RecipeResult, run_recipe
+
+    result = RecipeResult({"answer": 42}, report={"long": [1, 2]})
+    recipe = registry.Recipe("answer", lambda config, out_dir: result, defaults={"seed": 0})
+    assert run_recipe(recipe, {"seed": 0}, tmp_path / "run") is result
+    assert (tmp_path / "run" / "summary.json").read_text() == '{\n  "answer": 42\n}\n'

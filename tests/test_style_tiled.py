@@ -122,8 +122,8 @@ def test_tiled_transfer_is_close_to_the_untiled_one(dims, size, tile):
 
 def _recipe_encoder(dims, summary):
     """The encoder `convgen run stylize` optimised with (rebuilt from the seed; the fingerprint proves it)."""
-    from convgen.metric.embed import prepare_encoder
-    from convgen.recipes import seed_everything
+    from convgen.metric.inputs import prepare_encoder
+    from convgen.runtime import seed_everything
     from convgen.style.stylize import DEFAULTS
 
     seed_everything(DEFAULTS["seed"])
@@ -163,7 +163,7 @@ def test_stylize_recipe_tile_auto_fits_a_budget_one_pass_does_not(tmp_path):
     content, style = texture(2, 64, 0), texture(2, 64, 2)
     np.save(tmp_path / "c.npy", content.numpy())
     np.save(tmp_path / "s.npy", style.numpy())
-    from convgen.metric.embed import prepare_encoder
+    from convgen.metric.inputs import prepare_encoder
     from convgen.style.stylize import DEFAULTS
 
     encoder, _, _ = prepare_encoder(DEFAULTS, 2, 1)  # the estimate needs shapes only, not the weights

@@ -14,7 +14,7 @@ from convgen.metric.engine import Trainer, lr_factor
 from convgen.errors import DataError
 from convgen.metric.embedder import Embedder
 from convgen.metric.embedder import embed_dataset
-from convgen.metric.evaluate import validation_metrics
+from convgen.metric.reports import validation_metrics
 from convgen.metric.losses import TripletLoss
 from convgen.metric.sampling import PKSampler, identity_split, stratified_split
 from convgen.nets import ResNetEncoder

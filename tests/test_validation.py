@@ -12,7 +12,9 @@ import torch
 
 from convgen.data import SyntheticClusters
 from convgen.metric.engine import Trainer
-from convgen.metric import evaluate, evaluation
+from convgen.metric import evaluation
+from convgen.metric import reports as evaluate_reports
+from convgen.recipes import evaluate
 from convgen.metric.embedder import Embedder
 from convgen.metric.losses import TripletLoss
 from convgen.metric.sampling import PKSampler, identity_split
@@ -59,13 +61,13 @@ def test_validation_scores_across_sessions_not_within_them():
     by_session = {name: rng.normal(size=16) for name in sorted(set(sessions))}  # sorted: set order follows PYTHONHASHSEED
     e = np.stack([by_session[s] + 0.01 * rng.normal(size=16) for s in sessions])
     e /= np.linalg.norm(e, axis=1, keepdims=True)
-    one_shot = evaluate.validation_metrics(e, labels)
-    across = evaluate.validation_metrics(e, labels, sessions=sessions)
+    one_shot = evaluate_reports.validation_metrics(e, labels)
+    across = evaluate_reports.validation_metrics(e, labels, sessions=sessions)
     assert one_shot["protocol"] == "one-shot" and across["protocol"] == "cross-session"
     assert one_shot["rank_1"] > 0.3 and across["rank_1"] <= 0.25
     brute = evaluation.cross_session(e, labels, sessions, ranks=(1,))
     assert across["rank_1"] == brute["closed_set"]["sessions"]["rank_1"] and across["eer"] == brute["verification"]["eer"]
-    assert evaluate.validation_protocol(labels, [str(label) for label in labels]) == "one-shot"  # one recording each
+    assert evaluate_reports.validation_protocol(labels, [str(label) for label in labels]) == "one-shot"  # one recording each
 
 
 def test_the_best_epoch_is_the_best_rank_1_and_eer_breaks_ties(tmp_path):
@@ -89,22 +91,22 @@ def test_evaluate_scores_baselines_on_the_same_people_and_protocol():
     sessions = [f"{label}/{i % 2}" for i, label in enumerate(data.labels)]
     config = {**evaluate.DEFAULTS, "weights": "trained.safetensors", "episodes": {**evaluate.DEFAULTS["episodes"], "n_way": 3}}
     spec = {"name": "resnet", "spatial_dims": 1, "in_channels": 1, "channels": [4], "strides": [1], "embedding_dim": 8}
-    reports = evaluate.baseline_reports(data, labels, config, spec, torch.device("cpu"), sessions=sessions)
+    reports = evaluate_reports.baseline_reports(data, labels, config, spec, torch.device("cpu"), sessions=sessions)
     raw = data.samples.reshape(len(data), -1).double().numpy()
     raw /= np.linalg.norm(raw, axis=1, keepdims=True)
     by_hand = evaluation.cross_session(raw, labels, sessions, config["open_set_fraction"], config["fpir_targets"], config["ranks"], 0)
     assert reports["samples"]["cross_session"]["closed_set"] == by_hand["closed_set"]
-    assert evaluate.headline(reports["samples"])["protocol"] == "cross-session"
+    assert evaluate_reports.headline(reports["samples"])["protocol"] == "cross-session"
     untrained = reports["untrained"]
     assert untrained["identities"] == 8 and "cross_session" in untrained
     from convgen.weights import build_encoder
 
-    again = evaluate.untrained_baseline(data, spec=spec, seed=0)
+    again = evaluate_reports.untrained_baseline(data, spec=spec, seed=0)
     torch.manual_seed(0)
     net = Embedder(build_encoder(spec)).eval()
     with torch.no_grad():
         np.testing.assert_allclose(again, net(data.samples).numpy(), atol=1e-6)  # seeded random weights
-    skipped = evaluate.baseline_reports(data, labels, {**config, "weights": None, "baselines": ["untrained"]}, spec, torch.device("cpu"))
+    skipped = evaluate_reports.baseline_reports(data, labels, {**config, "weights": None, "baselines": ["untrained"]}, spec, torch.device("cpu"))
     assert "untrained" in skipped["untrained"]["skipped"]
 
 
@@ -143,11 +145,11 @@ def test_untrained_means_random_weights_even_for_an_encoder_that_ships_its_weigh
     registry = get_registry("encoder")
     registry.add("shipped-test", Shipped, "test")
     try:
-        network, ships = evaluate.random_network({"name": "shipped-test", "spatial_dims": 1, "in_channels": 1}, seed=0)
+        network, ships = evaluate_reports.random_network({"name": "shipped-test", "spatial_dims": 1, "in_channels": 1}, seed=0)
         assert ships and not all(bool((p == 0.5).all()) for p in network.parameters())
-        again, _ = evaluate.random_network({"name": "shipped-test", "spatial_dims": 1, "in_channels": 1}, seed=0)
+        again, _ = evaluate_reports.random_network({"name": "shipped-test", "spatial_dims": 1, "in_channels": 1}, seed=0)
         assert all(torch.equal(a, b) for a, b in zip(network.state_dict().values(), again.state_dict().values()))
-        plain, ships = evaluate.random_network({"name": "resnet", "spatial_dims": 1, "in_channels": 1, "channels": [4],
+        plain, ships = evaluate_reports.random_network({"name": "resnet", "spatial_dims": 1, "in_channels": 1, "channels": [4],
                                                 "strides": [1], "embedding_dim": 8}, seed=0)  # fmt: skip
         assert not ships
     finally:

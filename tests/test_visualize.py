@@ -16,7 +16,7 @@ from convgen.errors import ConfigError, DataError
 from convgen.nets import ResNetEncoder, VGGEncoder
 from convgen.nets.receptive_field import ReceptiveField
 from convgen.nets.tapped import TappedEncoder
-from convgen.visualize import recipe
+from convgen.recipes import visualize as recipe
 from convgen.visualize.top_patches import crop, default_layers, search, top_patches
 
 CONV = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}
@@ -218,7 +218,9 @@ def test_the_recipe_writes_figures_hits_and_patches(dims, tmp_path):
 
     torch.manual_seed(0)
     config = _config(dims)
-    summary = recipe.run(config, tmp_path)
+    result = recipe.run(config, tmp_path)
+    summary = result.summary
+    assert result.files["top_patches"] == tmp_path / "top_patches.json" and result.report["top_k"] == config["top_k"]
     layers = ["relu1_1", "relu2_1", "pool2"]  # the deepest tap at strides 1, 2, 4
     assert summary["layers"] == layers and summary["samples"] == 6
     for name in [f"layers/{layer}.png" for layer in layers] + ["summary.png"]:

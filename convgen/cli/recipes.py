@@ -46,6 +46,8 @@ def show(name: str = typer.Argument(..., help="Recipe name.")):
     recipe = _recipe(name)
     if recipe.description:
         typer.echo(f"# {recipe.description}")
+    if recipe.based_on:
+        typer.echo(f"# based on the {recipe.based_on!r} recipe")
     typer.echo(dump(recipe.name, recipe.defaults), nl=False)
 
 

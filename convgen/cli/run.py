@@ -38,7 +38,7 @@ def run(
     interrupted run with --resume, or overwrite with --force.
     """
     from convgen import config
-    from convgen.recipes import run_recipe
+    from convgen.running import run_recipe
 
     if Path(recipe).is_dir():
         if not resume:

@@ -8,29 +8,29 @@ def register_recipes(register):
     # "module:attribute" references: `convgen recipes list` imports none of these modules
     register(
         "train",
-        "convgen.metric.train:run",
-        defaults="convgen.metric.train:DEFAULTS",
+        "convgen.recipes.train:run",
+        defaults="convgen.recipes.train:DEFAULTS",
         components={"dataset": "dataset", "encoder": "encoder", "loss": "loss"},
         description="Learn a similarity function (triplet, contrastive or pair loss) on identity-disjoint splits.",
     )
     register(
         "evaluate",
-        "convgen.metric.evaluate:run",
-        defaults="convgen.metric.evaluate:DEFAULTS",
+        "convgen.recipes.evaluate:run",
+        defaults="convgen.recipes.evaluate:DEFAULTS",
         components={"dataset": "dataset", "encoder": "encoder", "pipeline": "pipeline"},
         description="Verification ROC/EER/TAR@FAR, one-shot and open-set identification, N-way k-shot episodes.",
     )
     register(
         "embed",
-        "convgen.metric.embed:run",
-        defaults="convgen.metric.embed:DEFAULTS",
+        "convgen.recipes.embed:run",
+        defaults="convgen.recipes.embed:DEFAULTS",
         components={"dataset": "dataset", "encoder": "encoder", "pipeline": "pipeline"},
         description="Encode a dataset into embeddings and measure how well identities separate.",
     )
     register(
         "inspect",
-        "convgen.nets.inspect:run",
-        defaults="convgen.nets.inspect:DEFAULTS",
+        "convgen.recipes.inspect:run",
+        defaults="convgen.recipes.inspect:DEFAULTS",
         components={"encoder": "encoder"},
         description="List an encoder's layers with output shapes and receptive fields.",
     )
@@ -43,8 +43,8 @@ def register_recipes(register):
     )
     register(
         "visualize",
-        "convgen.visualize.recipe:run",
-        defaults="convgen.visualize.recipe:DEFAULTS",
+        "convgen.recipes.visualize:run",
+        defaults="convgen.recipes.visualize:DEFAULTS",
         components={"dataset": "dataset", "encoder": "encoder"},
         description="What each layer learns: the top-k input patches of chosen units, as figure grids.",
     )
@@ -52,5 +52,5 @@ def register_recipes(register):
 
 @convgen.hookimpl
 def register_baselines(register):
-    register("samples", "convgen.metric.evaluate:samples_baseline")
-    register("untrained", "convgen.metric.evaluate:untrained_baseline")
+    register("samples", "convgen.metric.reports:samples_baseline")
+    register("untrained", "convgen.metric.reports:untrained_baseline")

@@ -103,3 +103,8 @@ def compose(field: ReceptiveField, module: nn.Module) -> ReceptiveField:
             "give it a receptive_path() method returning its widest path"
         )
     return field
+
+
+def format_axes(values) -> str:
+    """Per-axis values as people write sizes: ``(5, 5)`` -> ``5×5``; ``(2.5,)`` -> ``2.5``."""
+    return "×".join(f"{v:g}" for v in values)

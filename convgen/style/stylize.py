@@ -19,8 +19,8 @@ from rich.table import Table
 from convgen import io, registry
 from convgen.errors import ConfigError
 from convgen.io import atomic_write_text
-from convgen.metric.embed import prepare_encoder
-from convgen.recipes import resolve_device
+from convgen.metric.inputs import prepare_encoder
+from convgen.runtime import resolve_device
 from convgen.style import color
 from convgen.style import tiled
 from convgen.style.transfer import Result, StyleTransfer, check_inputs, layer_weights

@@ -65,6 +65,37 @@ class LayerTop:
         size = torch.tensor(self.input_size).view(1, 1, -1, 1)
         return torch.minimum(self.window.clamp(min=0), size)
 
+    def record(self, classes=None) -> dict:
+        """This layer's entry of ``top_patches.json``: its field, and every unit's hits, best first
+        (``classes``: the dataset's class names, to name each hit's label)."""
+        clipped = self.clipped()
+        units = []
+        for u, unit in enumerate(self.units):
+            hits = []
+            for j in range(self.sample.shape[1]):
+                label = self.labels[u][j]
+                hit = {
+                    "activation": float(self.activation[u, j]),
+                    "sample": int(self.sample[u, j]),
+                    "label": label if isinstance(label, (int, float, str)) or label is None else str(label),
+                    "position": self.position[u, j].tolist(),
+                    "window": self.window[u, j].tolist(),
+                    "clipped": clipped[u, j].tolist(),
+                }
+                if classes is not None and isinstance(label, int) and 0 <= label < len(classes):
+                    hit["class"] = classes[label]
+                hits.append(hit)
+            units.append({"unit": unit, "hits": hits})
+        f = self.field
+        return {
+            "rf_size": list(f.size),
+            "rf_stride": list(f.stride),
+            "rf_offset": list(f.offset),
+            "patch_size": list(self.patch_size),
+            "channels": self.channels,
+            "units": units,
+        }
+
 
 def receptive_fields(encoder: TappedEncoder) -> dict[str, ReceptiveField]:
     """The encoder's receptive fields, or a ConfigError: patches cannot be cropped without them."""

@@ -144,7 +144,7 @@ def test_core_gallery_commands_report_photos_with_no_face(tmp_path):
     assert "faces: 1 of 2 photos: no face found (haar detector), used the whole photo (if_no_face=whole)" in found.stderr
     result = invoke("run", "faces-identify", f"gallery={db}", f"photos=[{brick}]", "threshold=2", "-o", tmp_path / "recipe")
     assert result.exit_code == 0, result.output
-    counts = json.loads((tmp_path / "recipe" / "summary.json").read_text())["face_detection"]
+    counts = json.loads((tmp_path / "recipe" / "summary.json").read_text())["input_report"]
     assert (counts["photos"], counts["no_face"]) == (1, 1), counts  # not the sheet's picture of eileen
 
 

@@ -293,7 +293,7 @@ def test_the_run_report_counts_photos_with_no_face(tmp_path):
     assert result.exit_code == 0, result.output
     expected = {"photos": 7, "no_face": 1, "detector": "mmod", "if_no_face": "whole"}
     for name in ("report.json", "summary.json"):
-        counts = json.loads((out / name).read_text())["face_detection"]
+        counts = json.loads((out / name).read_text())["input_report"]
         assert {k: counts[k] for k in expected} == expected, counts
         assert counts["no_face_examples"] == [str(root / "s3" / "3.png")]
     assert "1 of 7 photos: no face found (mmod detector), used the whole photo" in result.output
@@ -310,7 +310,7 @@ def test_gallery_recipes_report_their_face_detection(tmp_path):
     photos = f"photos=[{portrait},{DATA / 'astronaut_face.png'}]"
     result = invoke("run", "faces-identify", f"gallery={db}", photos, "threshold=0.5", "-o", tmp_path / "r2")
     assert result.exit_code == 0, result.output
-    counts = json.loads((tmp_path / "r2" / "summary.json").read_text())["face_detection"]
+    counts = json.loads((tmp_path / "r2" / "summary.json").read_text())["input_report"]
     assert (counts["photos"], counts["no_face"], counts["detector"]) == (2, 0, "mmod")
     assert "faces: 2 photos: a face found in every one (mmod detector)" in result.output
 

@@ -12,8 +12,8 @@ from monai.networks.layers.factories import Conv, Pool
 from torch import nn
 
 import convgen
-from convgen.plugin_api import (ConfigError, DataError, SearchIndex, TappedEncoder, atomic_path, build_component, padded,
-                                parse_options, saved_state, write_json)
+from convgen.plugin_api import (ConfigError, DataError, Readout, SearchIndex, TappedEncoder, atomic_path, build_component,
+                                embed_dataset, padded, parse_options, saved_state, write_json)
 
 
 class TinyEncoder(TappedEncoder):
@@ -223,6 +223,25 @@ def register_recipes(register):
         components={"dataset": "dataset"},
         description="Count the samples of each identity in a dataset.",
     )
+    # the core's evaluate, by name: its run and components, these keys changed, one key added
+    register(
+        "sines-evaluate",
+        based_on="evaluate",
+        defaults={"spatial_dims": 1, "dataset": {"name": "sines", "identities": 5, "samples_per_identity": 4},
+                  "encoder": {"name": "tiny"}, "norms": True},
+        description="Evaluate on sine waves, with the embedding norms read out.",
+    )
+
+
+@convgen.hookimpl
+def evaluation_readouts(evaluation):
+    """The spread of the embeddings' norms, for evaluations that ask for it (``norms: true``)."""
+    if not evaluation.config.get("norms"):
+        return None
+    norms = np.linalg.norm(evaluation.embeddings, axis=1)
+    again = embed_dataset(evaluation.model, evaluation.dataset, 8, evaluation.device)  # the evaluation's own encoder
+    return Readout("norms", {"min": float(norms.min()), "max": float(norms.max()), "same_encoder": bool(np.allclose(again, evaluation.embeddings, atol=1e-6))},
+                   summary={"norm_max": float(norms.max())})  # fmt: skip
 
 
 @convgen.hookimpl

@@ -5,7 +5,6 @@ starts as fast with this plugin installed as without it: tifffile, torch and the
 recipes are imported the first time a component is used, not to list it.
 """
 
-import copy
 
 import convgen
 from convgen.plugin_api import build_component
@@ -51,32 +50,26 @@ def describe(config, out_dir):
 
 
 # --8<-- [start:stylize]
-def stylize_defaults() -> dict:
-    """The core ``stylize`` recipe's config, set for z-stacks."""
-    from convgen.plugin_api import stylize
-
-    defaults = copy.deepcopy(stylize.DEFAULTS)
-    defaults.update(
-        spatial_dims=3,  # the demo pair (no content, no style given) is 3D too
-        size=[16, 64, 64],  # resample the content to Z × Y × X: stacks are thin
-        style_size=[16, 64, 64],
-        encoder={"name": "vgg", "channels": [8, 16, 32, 32], "convs": [1, 1, 1, 1],
-                 "pool": "avg"},  # fmt: skip
-        style_layers=["relu1_1", "relu2_1", "relu3_1"],  # a 4th sees too few Z
-        content_layers=["relu2_1"],
-        iterations=100,
-        output="stylized.ome.tif",  # the suffix picks the writer: this plugin's
-    )
-    return defaults
+#: The core ``stylize`` recipe's keys this recipe changes, for z-stacks.
+STYLIZE = dict(
+    spatial_dims=3,  # the demo pair (no content, no style given) is 3D too
+    size=[16, 64, 64],  # resample the content to Z × Y × X: stacks are thin
+    style_size=[16, 64, 64],
+    encoder={"name": "vgg", "channels": [8, 16, 32, 32], "convs": [1, 1, 1, 1],
+             "pool": "avg"},  # fmt: skip
+    style_layers=["relu1_1", "relu2_1", "relu3_1"],  # a 4th sees too few Z
+    content_layers=["relu2_1"],
+    iterations=100,
+    output="stylized.ome.tif",  # the suffix picks the writer: this plugin's
+)
 
 
 @convgen.hookimpl
 def register_recipes(register):
     register(
         "zstack-stylize",
-        "convgen.plugin_api:stylize.run",  # the core's recipe, unchanged: only the defaults are new
-        defaults="convgen_zstack.plugin:stylize_defaults",  # called when the recipe is first used
-        components={"encoder": "encoder", "style_cost": "style_cost"},
+        based_on="stylize",  # the core's recipe, unchanged: only these defaults are new
+        defaults=STYLIZE,
         description="Gram style transfer between OME-TIFF z-stacks, in 3D.",
     )
     register(

@@ -12,7 +12,6 @@ so both recipes run on a fresh clone; point ``dataset.root`` at a folder of
 
 from __future__ import annotations
 
-from convgen.plugin_api import evaluate, train, with_changes
 from convgen_audio.features import FeatureSequence
 
 FEATURES = FeatureSequence().as_dict()  # name: features, any number of coefficients, values as stored
@@ -24,16 +23,17 @@ ENCODER = {"name": "tdnn", "channels": [64, 64, 64, 64, 192], "kernel_sizes": [5
            "embedding_dim": 128}  # fmt: skip
 AUGMENT = {"flip": [], "shift": 0.0, "rotate": 0.0, "scale": 0.0, "contrast": 0.0, "noise": 0.0}
 
-TRAIN = with_changes(
-    train.DEFAULTS, spatial_dims=1, dataset=DATASET, encoder=ENCODER, augment=AUGMENT, epochs=30,
-    split={**train.DEFAULTS["split"], "val_fraction": 0.1}, sampler={"p": 16, "k": 4}, batch_size=64,
+# Each recipe below is the core recipe it is based on (register(..., based_on=...)) with these keys changed.
+TRAIN = dict(
+    spatial_dims=1, dataset=DATASET, encoder=ENCODER, augment=AUGMENT, epochs=30,
+    split={"val_fraction": 0.1, "by": "identity"}, sampler={"p": 16, "k": 4}, batch_size=64,
     loss={"name": "triplet", "margin": 0.2, "mining": "all"},
     optimizer={"name": "adamw", "lr": 0.002, "weight_decay": 0.0005, "momentum": 0.9},
 )  # fmt: skip
 # Whole utterances of any length: one at a time (batch_size 1), the encoder pools over each;
 # beside it, the MFCC-statistics baseline and the same network untrained.
-EVALUATE = with_changes(
-    evaluate.DEFAULTS, spatial_dims=1, dataset={**DATASET, "crop": None}, encoder=None, batch_size=1,
+EVALUATE = dict(
+    spatial_dims=1, dataset={**DATASET, "crop": None}, encoder=None, batch_size=1,
     baselines=["feature-statistics", "untrained"],
     episodes={"n_way": 5, "k_shot": 1, "queries": 2, "episodes": 200},
 )  # fmt: skip
@@ -45,8 +45,7 @@ DESCRIPTIONS = {
 
 
 def register(register_recipe) -> None:
-    core = {"dataset": "dataset", "encoder": "encoder"}
-    register_recipe("audio-train-features", train.run, defaults=TRAIN, components={**core, "loss": "loss"},
+    register_recipe("audio-train-features", based_on="train", defaults=TRAIN,
                     description=DESCRIPTIONS["audio-train-features"])  # fmt: skip
-    register_recipe("audio-evaluate-features", evaluate.run, defaults=EVALUATE, components={**core, "pipeline": "pipeline"},
+    register_recipe("audio-evaluate-features", based_on="evaluate", defaults=EVALUATE,
                     description=DESCRIPTIONS["audio-evaluate-features"])  # fmt: skip

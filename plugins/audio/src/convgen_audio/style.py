@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from rich.console import Console
 
-from convgen.plugin_api import ConfigError, atomic_path, stylize
+from convgen.plugin_api import ConfigError, atomic_path, print_style_costs, recipe, run_style_transfer, write_style_report
 from convgen_audio.audio import read_audio, trim, write_wav
 from convgen_audio.datasets import sample_dir
 from convgen_audio.features import FLOOR, frames, log_magnitude, magnitude, spectral_convergence, to_waveform
@@ -26,8 +26,8 @@ ENGINE_KEYS = ("seed", "encoder", "weights", "content_layers", "content_layer_we
                "style_layer_weights", "style_cost", "alpha", "beta", "tv", "normalize_layers", "noise_ratio", "optimizer", "lr",
                "iterations", "range", "memory_budget_gb", "device")  # fmt: skip
 
-DEFAULTS = {
-    **{key: copy.deepcopy(stylize.DEFAULTS[key]) for key in ENGINE_KEYS},
+#: audio's own keys, and the engine defaults it changes
+CHANGES = {
     "content": str(sample_dir("fsdd") / "6_jackson_3.flac"),
     "style": str(sample_dir("sounds") / "chirps.wav"),
     "seconds": None,
@@ -45,6 +45,13 @@ DEFAULTS = {
     "iterations": 100,
     "output": "result.wav",
 }
+
+
+def defaults() -> dict:
+    """The recipe's defaults: the engine keys of the core ``stylize`` recipe (looked up by
+    name), with audio's keys and changes."""
+    engine = recipe("stylize").defaults
+    return {**{key: copy.deepcopy(engine[key]) for key in ENGINE_KEYS}, **copy.deepcopy(CHANGES)}
 
 
 def _load(path, config: dict) -> tuple[np.ndarray, int]:
@@ -93,7 +100,7 @@ def run(config: dict, out_dir: Path) -> dict:
     content = None if content_wave is None else torch.from_numpy(log_magnitude(_fit(content_wave, samples), n_fft, hop))
     engine_config = {**{k: config[k] for k in ENGINE_KEYS}, "style_weights": None,
                      "init": config["init"] or ("content" if content is not None else "noise")}  # fmt: skip
-    result, summary, engine = stylize.transfer(engine_config, content, styles, shape=(n_fft // 2 + 1, frames(samples, hop)))
+    result, summary, engine = run_style_transfer(engine_config, content, styles, shape=(n_fft // 2 + 1, frames(samples, hop)))
 
     gl = config["griffin_lim"]
     y = to_waveform(result.generated, n_fft, hop, samples, iterations=gl["iterations"], momentum=gl["momentum"], seed=config["seed"])
@@ -104,7 +111,7 @@ def run(config: dict, out_dir: Path) -> dict:
     output = out_dir / config["output"]
     write_wav(output, y, rate)
     heard = torch.from_numpy(log_magnitude(y, n_fft, hop))  # the result as written: after Griffin-Lim, re-analysed
-    stylize.write_report(out_dir, content, styles, result, preview=False)
+    write_style_report(out_dir, content, styles, result, preview=False)
     plot_spectrograms(out_dir / "spectrograms.png", ({"content": content} if content is not None else {}) | {"style": styles[0], "result": heard}, rate, hop)
 
     def score(x: torch.Tensor) -> dict:
@@ -120,7 +127,7 @@ def run(config: dict, out_dir: Path) -> dict:
         **summary,
     }  # fmt: skip
     summary["heard_style_reduction"] = 1 - summary["heard"]["style"] / result.start["style"] if result.start["style"] else None
-    stylize.print_costs(result, f"audio-stylize ({summary['mode']}): {summary['encoder']} on {tuple(result.generated.shape)} (bins × frames)")
+    print_style_costs(result, f"audio-stylize ({summary['mode']}): {summary['encoder']} on {tuple(result.generated.shape)} (bins × frames)")
     Console().print(f"style cost {result.start['style']:.4g} → {result.final['style']:.4g} (optimised), {summary['heard']['style']:.4g} "
                     f"(the WAV, re-analysed); wrote {output} ({summary['seconds']:.3f} s at {rate} Hz)")  # fmt: skip
     return summary

@@ -38,5 +38,15 @@ def register_recipes(register):
 
 
 @convgen.hookimpl
+def evaluation_readouts(evaluation):
+    """k-NN accuracy against a reference split, for evaluations with a ``knn`` block (``ct-evaluate``)."""
+    if not (evaluation.config.get("knn") or {}).get("reference"):
+        return None  # not ours: keep the heavy module unloaded
+    from convgen_ct.recipes import knn_readout
+
+    return knn_readout(evaluation)
+
+
+@convgen.hookimpl
 def register_pipelines(register):
     register("ct", "convgen_ct.pipelines:ct")

@@ -22,29 +22,28 @@ from rich.table import Table
 
 from convgen.plugin_api import (
     ConfigError,
-    Embedder,
+    Evaluation,
+    Readout,
     StyleTransfer,
     atomic_write_text,
     build_component,
     check_style_budget,
     embed_dataset,
-    evaluate,
     fitting_tile,
     knn_accuracy,
     layer_weights,
     peak_rss_mib,
     plot_row,
     prepare_encoder,
+    recipe,
     register_gallery_recipes,
     resolve_device,
+    run_style_transfer,
     seed_everything,
     style_distance,
     style_statistics,
-    stylize,
     stylize_tiles,
-    train,
-    visualize,
-    with_changes,
+    write_style_report,
 )
 from convgen_ct import preprocess
 from convgen_ct.datasets import sample_path
@@ -62,19 +61,21 @@ VOLUME = {"key": None, "window": "soft-tissue", "hu_offset": 0.0, "spacing": Non
 STYLE_ENCODER = {"name": "random-multiscale", "filters": 16, "dilations": [1, 2, 4, 8], "embedding_dim": 64}
 
 
-TRAIN = with_changes(
-    train.DEFAULTS, spatial_dims=3, dataset=MEDMNIST, split={"val_fraction": 0.2, "by": "sample"}, encoder=ENCODER,
+# Each recipe below is the core recipe it is based on (register(..., based_on=...)) with these keys changed.
+TRAIN = dict(
+    spatial_dims=3, dataset=MEDMNIST, split={"val_fraction": 0.2, "by": "sample"}, encoder=ENCODER,
     augment=AUGMENT, epochs=10, sampler={"p": 2, "k": 16}, batch_size=32,
     optimizer={"name": "adamw", "lr": 0.002, "weight_decay": 0.0005, "momentum": 0.9},
     loss={"name": "triplet", "margin": 0.2, "mining": "all"},
 )  # fmt: skip
-EVALUATE = with_changes(evaluate.DEFAULTS, spatial_dims=3, dataset={**MEDMNIST, "split": "test"}, encoder=None, batch_size=32,
+EVALUATE = dict(spatial_dims=3, dataset={**MEDMNIST, "split": "test"}, encoder=None, batch_size=32,
                  knn={"reference": "train", "k": [1, 5, 15]})  # fmt: skip
-VISUALIZE = with_changes(visualize.DEFAULTS, spatial_dims=3, dataset={**MEDMNIST, "split": "test", "max_per_class": 16}, encoder=ENCODER,
+VISUALIZE = dict(spatial_dims=3, dataset={**MEDMNIST, "split": "test", "max_per_class": 16}, encoder=ENCODER,
                   top_k=6, units=4, batch_size=16)  # fmt: skip
-CORE_STYLE = {k: v for k, v in stylize.DEFAULTS.items() if k not in ("content", "style", "channels", "size", "style_size", "output")}
-STYLIZE = with_changes(
-    CORE_STYLE, spatial_dims=3, content=str(sample_path("anatomical.nii")), style=str(sample_path("someones_epi.nii.gz")),
+#: what ct-stylize does not take of the core stylize recipe (a region of a volume, not a resized sample)
+NOT_TAKEN = ("channels", "size", "style_size")
+STYLIZE = dict(
+    spatial_dims=3, content=str(sample_path("anatomical.nii")), style=str(sample_path("someones_epi.nii.gz")),
     content_key=None, style_key=None, window="percentiles", style_window=None, hu_offset=0.0, spacing=None,
     region={"size": 64, "center": None}, style_region={"size": 64, "center": None}, tile=None, overlap=8,
     encoder=STYLE_ENCODER, content_layers=["relu"], style_layers=["relu"], beta=10.0, init="content",
@@ -103,24 +104,18 @@ def knn_metrics(reference, reference_labels, embeddings, labels, ks) -> dict:
     return result
 
 
-def knn_readout(config: dict, out_dir: Path) -> dict:
-    """k-NN accuracy (and, for two classes, the ROC AUC of the k-NN vote) of the evaluated split against ``knn.reference``."""
-    knn = config["knn"]
-    seed_everything(config["seed"])  # the same random encoder as the core evaluation built (checked by fingerprint)
-    test = build_component("dataset", config["dataset"], spatial_dims=config["spatial_dims"])
+def knn_readout(evaluation: Evaluation) -> Readout | None:
+    """k-NN accuracy (and, for two classes, the ROC AUC of the k-NN vote share) of the evaluated
+    split against the ``knn.reference`` split, embedded by the evaluation's own encoder; the
+    ``evaluation_readouts`` hook of this plugin (for recipes with a ``knn`` block)."""
+    config = evaluation.config
+    knn = config.get("knn") or {}
+    if not knn.get("reference"):
+        return None
     reference = build_component("dataset", {**config["dataset"], "split": knn["reference"]}, spatial_dims=config["spatial_dims"])
-    first, _ = test[0]
-    encoder, _, fp = prepare_encoder(config, first.ndim - 1, first.shape[0])
-    report = json.loads((out_dir / "report.json").read_text())
-    if fp != report["encoder_fingerprint"]:
-        raise RuntimeError("k-NN read-out embedded with another encoder than the evaluation")  # a bug, not a user error
-    device = resolve_device(config["device"])
-    model = Embedder(encoder).to(device)
-    ref, emb = (embed_dataset(model, d, config["batch_size"], device) for d in (reference, test))
+    ref = embed_dataset(evaluation.model, reference, config["batch_size"], evaluation.device)
     ks = [int(k) for k in (knn["k"] if isinstance(knn["k"], list) else [knn["k"]])]
-    result = {"reference": knn["reference"], **knn_metrics(ref, reference.labels, emb, test.labels, ks)}
-    report["knn"] = result
-    atomic_write_text(out_dir / "report.json", json.dumps(report, indent=2) + "\n")
+    result = {"reference": knn["reference"], **knn_metrics(ref, reference.labels, evaluation.embeddings, evaluation.dataset.labels, ks)}
     table = Table(title=f"k-NN read-out: {config['dataset'].get('split')} against {knn['reference']} ({result['reference_samples']} samples)")
     for column in ("k", "accuracy", "ROC AUC"):
         table.add_column(column, justify="right")
@@ -128,19 +123,16 @@ def knn_readout(config: dict, out_dir: Path) -> dict:
         table.add_row(k, f"{result['accuracy'][k]:.4f}", f"{result['auc'][k]:.4f}" if "auc" in result else "n/a")
     table.caption = f"majority class rate {result['majority_rate']:.4f}"
     Console().print(table)
-    out = {f"knn_accuracy_k{k}": result["accuracy"][str(k)] for k in ks}
-    out.update({f"knn_auc_k{k}": result["auc"][str(k)] for k in ks} if "auc" in result else {})
-    return {**out, "majority_rate": result["majority_rate"]}
+    summary = {f"knn_accuracy_k{k}": result["accuracy"][str(k)] for k in ks}
+    summary.update({f"knn_auc_k{k}": result["auc"][str(k)] for k in ks} if "auc" in result else {})
+    return Readout("knn", result, summary={**summary, "majority_rate": result["majority_rate"]})
 
 
-def evaluate_volumes(config: dict, out_dir: Path) -> dict:
-    """The core evaluation of the split, then the k-NN read-out against ``knn.reference``."""
+def evaluate_volumes(config: dict, out_dir: Path):
+    """The core evaluation of the split (its k-NN read-out comes from `knn_readout`), once the ``knn`` block is checked."""
     if config["knn"]["reference"] and "split" not in config["dataset"]:
         raise ConfigError(f"knn.reference names a split, but dataset {config['dataset']['name']!r} has no split option; set knn.reference=null")
-    summary = evaluate.run(config, out_dir)
-    if config["knn"]["reference"]:
-        summary.update(knn_readout(config, out_dir))
-    return summary
+    return recipe("evaluate").run(config, out_dir)
 
 
 # --------------------------------------------------------------------------- galleries of volumes
@@ -198,11 +190,11 @@ def stylize_volumes(config: dict, out_dir: Path) -> dict:
     start_volume = (1 - mix) * c + mix * noise
     if tile is None:
         seed_everything(config["seed"])
-        result, summary, *_ = stylize.transfer(config, c, [s])
+        result, summary, *_ = run_style_transfer(config, c, [s])
         if summary["encoder_fingerprint"] != fp:
             raise RuntimeError("the style distance would be measured with another encoder than the one optimised")  # a bug
         generated = result.generated
-        stylize.write_report(out_dir, c, [s], result, preview=False)
+        write_style_report(out_dir, c, [s], result, preview=False)
     else:
         engine = StyleTransfer(encoder, content_weights, style_weights, cost, alpha=config["alpha"], beta=config["beta"],
                                tv=config["tv"], normalize_layers=config["normalize_layers"])  # fmt: skip
@@ -233,14 +225,13 @@ def stylize_volumes(config: dict, out_dir: Path) -> dict:
 
 def register(register_recipe) -> None:
     """Every CT recipe, registered through the plugin's ``register_recipes`` hook."""
-    core = {"dataset": "dataset", "encoder": "encoder"}
-    register_recipe("ct-train", train.run, defaults=TRAIN, components={**core, "loss": "loss"},
+    register_recipe("ct-train", based_on="train", defaults=TRAIN,
                     description="Train a 3D encoder with the triplet loss (default: the bundled AdrenalMNIST3D subset).")
-    register_recipe("ct-evaluate", evaluate_volumes, defaults=EVALUATE, components=core,
+    register_recipe("ct-evaluate", evaluate_volumes, based_on="evaluate", defaults=EVALUATE,
                     description="Evaluate a 3D encoder on a test split: verification, identification and k-NN accuracy / AUC.")
     register_gallery_recipes(register_recipe, "ct", {"name": "ct", **VOLUME}, noun="volume",
                              what="volumes (NIfTI, DICOM series folders, NumPy)")  # fmt: skip
-    register_recipe("ct-stylize", stylize_volumes, defaults=STYLIZE, components={"encoder": "encoder", "style_cost": "style_cost"},
+    register_recipe("ct-stylize", stylize_volumes, based_on="stylize", without=NOT_TAKEN, defaults=STYLIZE,
                     description="3D style transfer between two volumes within a memory budget (NIfTI out; patch-wise for whole volumes).")
-    register_recipe("ct-visualize", visualize.run, defaults=VISUALIZE, components=core,
+    register_recipe("ct-visualize", based_on="visualize", defaults=VISUALIZE,
                     description="The sub-volumes that most excite each unit of a 3D encoder, as orthogonal slices.")

@@ -15,8 +15,8 @@ import numpy as np
 import torch
 from rich.console import Console
 
-from convgen.plugin_api import (ConfigError, atomic_write_text, evaluate, register_gallery_recipes, stylize, train,
-                                visualize, with_changes, write_sample)
+from convgen.plugin_api import (ConfigError, atomic_write_text, print_style_costs, register_gallery_recipes, run_style_transfer,
+                                write_sample, write_style_report)
 from convgen_ecg import pretrained
 from convgen_ecg.datasets import sample_dir
 from convgen_ecg.plots import plot_peaks
@@ -39,18 +39,19 @@ ENCODER = {"name": "resnet", "channels": [16, 32, 64], "strides": [2, 2, 2], "st
 AUGMENT = {"flip": [], "shift": 0.03, "rotate": 0.0, "scale": 0.0, "contrast": 0.0, "drift": 0.2, "noise": 0.03}
 
 
-TRAIN = with_changes(
-    train.DEFAULTS, spatial_dims=1, dataset=ECG, encoder=ENCODER, augment=AUGMENT, epochs=20, sampler={"p": 16, "k": 8},
+# Each recipe below is the core recipe it is based on (register(..., based_on=...)) with these keys changed.
+TRAIN = dict(
+    spatial_dims=1, dataset=ECG, encoder=ENCODER, augment=AUGMENT, epochs=20, sampler={"p": 16, "k": 8},
     batch_size=128, optimizer={"name": "adamw", "lr": 0.002, "weight_decay": 0.0005, "momentum": 0.9},
     loss={"name": "triplet", "margin": 0.2, "mining": "all"},
 )  # fmt: skip
 # Without weights=..., ecg-evaluate measures the encoder shipped with the plugin (convgen_ecg.pretrained).
-EVALUATE = with_changes(evaluate.DEFAULTS, spatial_dims=1, dataset=ECG, encoder=None, weights=str(pretrained.path()), batch_size=256)
-VISUALIZE = with_changes(visualize.DEFAULTS, spatial_dims=1, dataset=ECG, encoder=ENCODER, top_k=9)
+EVALUATE = dict(spatial_dims=1, dataset=ECG, encoder=None, weights=str(pretrained.path()), batch_size=256)
+VISUALIZE = dict(spatial_dims=1, dataset=ECG, encoder=ENCODER, top_k=9)
 PEAKS = {"record": str(sample_dir("mitdb") / "100.hea"), "fs_csv": None, "seconds": 10.0, "ecg": PIPELINE}
 # Person 1's heartbeat drawn with the texture of person 4's (ECG-ID, bundled).
-STYLIZE = with_changes(
-    stylize.DEFAULTS, spatial_dims=1, content=str(sample_dir("ecgid") / "Person_01" / "rec_1.hea"),
+STYLIZE = dict(
+    spatial_dims=1, content=str(sample_dir("ecgid") / "Person_01" / "rec_1.hea"),
     style=str(sample_dir("ecgid") / "Person_04" / "rec_1.hea"), seconds=8.0, ecg=PIPELINE, fs_csv=None,
     encoder={"name": "vgg", "channels": [32, 64, 128, 128], "convs": [1, 1, 1, 1], "pool": "avg", "embedding_dim": 64},
     iterations=150, init="content", output="stylized.csv",  # init: bench_style.py's quality table
@@ -103,25 +104,24 @@ def stylize_traces(config: dict, out_dir: Path) -> dict:
 
     output = out_dir / config["output"]
     snapshot = lambda step, sample: write(out_dir / "snapshots" / f"iter_{step:05d}{output.suffix}", sample)  # noqa: E731
-    result, summary, _ = stylize.transfer(config, traces["content"], [traces["style"]], on_snapshot=snapshot)
+    result, summary, _ = run_style_transfer(config, traces["content"], [traces["style"]], on_snapshot=snapshot)
     write(output, result.generated)
-    stylize.write_report(out_dir, traces["content"], [traces["style"]], result)
-    stylize.print_costs(result, f"ecg-stylize: {summary['encoder']} on {config['seconds']:g} s at {pipeline.fs:g} Hz")
+    write_style_report(out_dir, traces["content"], [traces["style"]], result)
+    print_style_costs(result, f"ecg-stylize: {summary['encoder']} on {config['seconds']:g} s at {pipeline.fs:g} Hz")
     Console().print(f"wrote {output}")
     return {"output": str(output), **summary, "fs": pipeline.fs}
 
 
 def register(register_recipe) -> None:
     """Every ECG recipe, registered through the plugin's ``register_recipes`` hook."""
-    core = {"dataset": "dataset", "encoder": "encoder"}
-    register_recipe("ecg-train", train.run, defaults=TRAIN, components={**core, "loss": "loss"},
+    register_recipe("ecg-train", based_on="train", defaults=TRAIN,
                     description="Train a heartbeat encoder with the triplet loss (default: the bundled ECG-ID sample).")
-    register_recipe("ecg-evaluate", evaluate.run, defaults=EVALUATE, components={**core, "pipeline": "pipeline"},
+    register_recipe("ecg-evaluate", based_on="evaluate", defaults=EVALUATE,
                     description="Enrol each person from ONE record, identify them from their others, reject strangers.")
     register_gallery_recipes(register_recipe, "ecg", {"name": "ecg", **PIPELINE, "fs_csv": None}, noun="record", what="ECG records",
                              encoder={"name": pretrained.NAME})  # a new gallery without weights=...: the shipped encoder
     register_recipe("ecg-peaks", peaks, defaults=PEAKS, description="Plot a record's cleaned trace with its detected R peaks.")
-    register_recipe("ecg-stylize", stylize_traces, defaults=STYLIZE, components={"encoder": "encoder", "style_cost": "style_cost"},
+    register_recipe("ecg-stylize", stylize_traces, based_on="stylize", defaults=STYLIZE,
                     description="1D Gram style transfer between two ECG traces (CSV out, with plots).")
-    register_recipe("ecg-visualize", visualize.run, defaults=VISUALIZE, components=core,
+    register_recipe("ecg-visualize", based_on="visualize", defaults=VISUALIZE,
                     description="The heartbeat segments that most excite each unit of an ECG encoder.")

@@ -122,13 +122,13 @@ def _record(pipeline: "FacePipeline", path, found: bool) -> None:
 
 
 def reporting_inputs(run):
-    """``run`` (a recipe function), also reporting how many of its photos had no face found.
+    """``run`` (a gallery recipe's function), also reporting how many of its photos had no face found.
 
     The photos every detecting `FacePipeline` handles during the run are counted: one
     line on stderr at the end (e.g. ``faces: 12 of 400 photos: no face found (mmod
-    detector), used the whole photo (if_no_face=whole)``, unless the core recipe already
-    printed its dataset's `input_summary`), and ``face_detection`` in the summary it
-    returns (``summary.json``) and in ``report.json`` when the run wrote one.
+    detector), used the whole photo (if_no_face=whole)``), and ``input_report`` in the
+    summary it returns (``summary.json``) and in ``report.json`` when the run wrote one, as
+    the core recipes write their dataset's `FacePipeline.input_report`.
     """
 
     @functools.wraps(run)
@@ -142,22 +142,21 @@ def reporting_inputs(run):
             with _RUNS_LOCK:
                 _RUNS.remove(counts)
         pipeline = counts.get("pipeline")
-        if pipeline is None:
+        if pipeline is None or not isinstance(summary, dict) or "input_report" in summary:
             return summary
         photos, missed = len(counts["found"]), [path for path, found in counts["found"].items() if not found]
-        result = {"photos": photos, "no_face": len(missed), "detector": pipeline.detector, "if_no_face": pipeline.if_no_face,
+        result = {"photos": photos, "detect": True, "detector": pipeline.detector, "no_face": len(missed), "if_no_face": pipeline.if_no_face,
                   "no_face_examples": missed[:5], "summary": pipeline._summary(photos, len(missed))}  # fmt: skip
-        if not (isinstance(summary, dict) and (summary.get("input_report") or {}).get("detect")):  # else the core printed it
-            print(f"faces: {result['summary']}", file=sys.stderr)
+        print(f"faces: {result['summary']}", file=sys.stderr)
         report = Path(out_dir) / "report.json"
         if report.is_file():
             from convgen.plugin_api import atomic_write_text
 
             data = json.loads(report.read_text())
             if isinstance(data, dict):
-                data["face_detection"] = result
+                data["input_report"] = result
                 atomic_write_text(report, json.dumps(data, indent=2) + "\n")
-        return {**summary, "face_detection": result} if isinstance(summary, dict) else summary
+        return {**summary, "input_report": result}
 
     return wrapped
 

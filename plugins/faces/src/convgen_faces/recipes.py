@@ -19,9 +19,8 @@ from rich.console import Console
 from rich.table import Table
 
 from convgen import plugin_api as api
-from convgen.plugin_api import (ConfigError, Embedder, Gallery, atomic_write_text, evaluate, load_model,
-                                plot_distance_histograms, plot_roc, register_gallery_recipes, stylize, train,
-                                visualize, with_changes)
+from convgen.plugin_api import (ConfigError, Embedder, Gallery, RecipeResult, atomic_write_text, plot_distance_histograms,
+                                plot_roc, recipe, register_gallery_recipes, with_changes)
 from convgen_faces.datasets import sample_dir
 from convgen_faces.preprocess import reporting_inputs
 
@@ -32,37 +31,38 @@ ENCODER = {"name": "resnet", "channels": [16, 32, 64, 128], "strides": [1, 2, 2,
 AUGMENT = {"flip": [2], "shift": 0.06, "rotate": 8.0, "scale": 0.08, "contrast": 0.3, "noise": 0.02}
 
 
-TRAIN = with_changes(
-    train.DEFAULTS, dataset=FACES, encoder=ENCODER, augment=AUGMENT, epochs=150, sampler={"p": 8, "k": 4},
+# Each recipe below is the core recipe it is based on (register(..., based_on=...)) with these keys changed.
+TRAIN = dict(
+    dataset=FACES, encoder=ENCODER, augment=AUGMENT, epochs=150, sampler={"p": 8, "k": 4},
     optimizer={"name": "adamw", "lr": 0.002, "weight_decay": 0.0005, "momentum": 0.9},
     loss={"name": "triplet", "margin": 0.2, "mining": "all"}, batch_size=64,
 )  # fmt: skip
-TRAIN_PAIRS = with_changes(TRAIN, loss={"name": "pair-classifier"})
-EVALUATE = with_changes(evaluate.DEFAULTS, dataset=FACES, encoder=None, open_set_fraction=0.5)
+TRAIN_PAIRS = {**TRAIN, "loss": {"name": "pair-classifier"}}
+EVALUATE = {"dataset": FACES, "encoder": None, "open_set_fraction": 0.5}
 # dlib's pretrained encoder on its own aligned 150 × 150 RGB chips (face box from the default detector, then 5 landmarks).
 DLIB_FACES = {**FACES, "size": [150, 150], "channels": 3, "detect": True, "align": "dlib", "if_no_face": "whole"}
-EVALUATE_DLIB = with_changes(EVALUATE, dataset=DLIB_FACES, encoder={"name": "dlib-resnet"}, batch_size=16)
+EVALUATE_DLIB = {**EVALUATE, "dataset": DLIB_FACES, "encoder": {"name": "dlib-resnet"}, "batch_size": 16}
 # Fine-tuning dlib's encoder on your people: small steps, so it keeps what it knows.
 FINE_TUNE_DLIB = {
     "dataset": DLIB_FACES, "encoder": {"name": "dlib-resnet"}, "epochs": 5, "batch_size": 16,
     "augment": {**AUGMENT, "rotate": 0.0, "scale": 0.0, "shift": 0.02},
     "optimizer": {"name": "adamw", "lr": 0.00001, "weight_decay": 0.0001, "momentum": 0.9},
 }  # fmt: skip
-TRAIN_DLIB = with_changes(TRAIN, **FINE_TUNE_DLIB)
-STYLIZE = with_changes(
-    stylize.DEFAULTS, content=str(sample_dir("photos") / "astronaut.png"), style=str(sample_dir("photos") / "brick.png"),
+TRAIN_DLIB = {**TRAIN, **FINE_TUNE_DLIB}
+STYLIZE = dict(
+    content=str(sample_dir("photos") / "astronaut.png"), style=str(sample_dir("photos") / "brick.png"),
     channels=3, size=[192, 192], style_size=[192, 192], output="stylized.png", iterations=50,
     # One wide random layer at five scales, content kept from the start: chosen by bench_style.py's quality table.
     encoder={"name": "random-multiscale", "filters": 32, "embedding_dim": 64}, content_layers=["relu"], style_layers=["relu"],
     beta=30.0, init="content",
 )  # fmt: skip
-VISUALIZE = with_changes(visualize.DEFAULTS, dataset=FACES, encoder=ENCODER, top_k=9)
+VISUALIZE = {"dataset": FACES, "encoder": ENCODER, "top_k": 9}
 
 # Weights that record no pipeline (saved by an older convgen): detect, crop and resize as the trained encoders did.
 PIPELINE = {"name": "faces", "size": [56, 46], "channels": 1, "detect": True, "margin": 0.2, "align": "none", "if_no_face": "error"}
 
 
-DEMO = with_changes(TRAIN, held_out={"enrolled": 10, "calibration": 5, "impostors": 5}, fpir=0.05, split={"val_fraction": 0.2})
+DEMO = {**TRAIN, "held_out": {"enrolled": 10, "calibration": 5, "impostors": 5}, "fpir": 0.05, "split": {"val_fraction": 0.2}}
 
 
 def split_people(classes: list[str], held_out: dict, seed: int) -> dict[str, list[str]]:
@@ -79,7 +79,7 @@ def split_people(classes: list[str], held_out: dict, seed: int) -> dict[str, lis
     return groups
 
 
-def demo(config: dict, out_dir: Path) -> dict:
+def demo(config: dict, out_dir: Path) -> RecipeResult:
     """Train on some people; enrol one photo of each of others; identify the rest, and strangers."""
     everyone = api.build_component("dataset", {**config["dataset"], "people": None})
     groups = split_people(everyone.classes, config["held_out"], config["seed"])
@@ -88,9 +88,8 @@ def demo(config: dict, out_dir: Path) -> dict:
     train_config = with_changes(config, dataset={**config["dataset"], "people": groups["train"]})
     for key in ("held_out", "fpir"):
         train_config.pop(key)
-    train.run(train_config, out_dir / "train")
-    weights = out_dir / "train" / "encoder.safetensors"
-    trained = load_model(weights)
+    trained = recipe("train").run(train_config, out_dir / "train").model
+    weights = Path(trained.path)
     model, spec, fp = trained.encoder, trained.spec, trained.fingerprint
     encoder = Embedder(model).eval()
 
@@ -142,7 +141,8 @@ def demo(config: dict, out_dir: Path) -> dict:
     plot_distance_histograms(out_dir / "distances.png", pairs.distances, pairs.same, threshold=calibrated["threshold"])
     _write_markdown(out_dir / "report.md", report, groups, [*zip([enrolled_files[i] for i in genuine] + impostor_files, truth, results)])
     _print_demo(report)
-    return {k: report[k] for k in ("accuracy", "rank_1_accuracy", "identified", "impostors_rejected", "eer", "threshold")}
+    summary = {k: report[k] for k in ("accuracy", "rank_1_accuracy", "identified", "impostors_rejected", "eer", "threshold")}
+    return RecipeResult(summary, report=report, model=trained, files={"report": out_dir / "report.json", "gallery": db})
 
 
 def _print_demo(report: dict) -> None:
@@ -188,22 +188,21 @@ def _write_markdown(path: Path, report: dict, groups: dict, searches) -> None:
 
 def register(register_recipe) -> None:
     """Every face recipe, registered through the plugin's ``register_recipes`` hook."""
-    core = {"dataset": "dataset", "encoder": "encoder"}
-    register_recipe("faces-train", reporting_inputs(train.run), defaults=TRAIN, components={**core, "loss": "loss"},
+    register_recipe("faces-train", based_on="train", defaults=TRAIN,
                     description="Train a face encoder with the triplet loss (default: the bundled ORL sample).")
-    register_recipe("faces-train-dlib", reporting_inputs(train.run), defaults=TRAIN_DLIB, components={**core, "loss": "loss"},
+    register_recipe("faces-train-dlib", based_on="train", defaults=TRAIN_DLIB,
                     description="Fine-tune dlib's pretrained face encoder with the triplet loss (needs convgen-faces[dlib]).")
-    register_recipe("faces-train-pairs", reporting_inputs(train.run), defaults=TRAIN_PAIRS, components={**core, "loss": "loss"},
+    register_recipe("faces-train-pairs", based_on="train", defaults=TRAIN_PAIRS,
                     description="Train a Siamese face verifier with the pair-classifier head.")
-    register_recipe("faces-evaluate", reporting_inputs(evaluate.run), defaults=EVALUATE, components={**core, "pipeline": "pipeline"},
+    register_recipe("faces-evaluate", based_on="evaluate", defaults=EVALUATE,
                     description="Face verification ROC/EER and one-shot identification on people unseen in training.")
-    register_recipe("faces-evaluate-dlib", reporting_inputs(evaluate.run), defaults=EVALUATE_DLIB, components={**core, "pipeline": "pipeline"},
+    register_recipe("faces-evaluate-dlib", based_on="evaluate", defaults=EVALUATE_DLIB,
                     description="The same evaluation with dlib's pretrained face encoder (needs convgen-faces[dlib]).")
     counted = lambda name, run, **options: register_recipe(name, reporting_inputs(run), **options)  # noqa: E731
     register_gallery_recipes(counted, "faces", PIPELINE, noun="photo", what="face photos", encoder={"name": "dlib-resnet"})
-    register_recipe("faces-stylize", stylize.run, defaults=STYLIZE, components={"encoder": "encoder", "style_cost": "style_cost"},
+    register_recipe("faces-stylize", based_on="stylize", defaults=STYLIZE,
                     description="Style transfer on photos (default: the bundled portrait styled with a brick texture), PNG out.")
-    register_recipe("faces-visualize", visualize.run, defaults=VISUALIZE, components=core,
+    register_recipe("faces-visualize", based_on="visualize", defaults=VISUALIZE,
                     description="The face patches that most excite each unit of a face encoder.")
-    register_recipe("faces-demo", demo, defaults=DEMO, components={**core, "loss": "loss"},
+    register_recipe("faces-demo", demo, based_on="train", defaults=DEMO,
                     description="End to end: train, enrol one photo per person, calibrate, identify (bundled ORL sample).")

@@ -1,18 +1,7 @@
-"""The ``train`` recipe: learn a similarity function on identity-disjoint splits.
-
-Identities are split so that validation measures performance on people the encoder
-never saw, by the protocol a user will run: where the dataset records sessions
-(``sessions``: recordings, takes, photo sessions), each validation person is enrolled
-from one session and identified from the others (never within a session); otherwise
-one-shot (one enrolled sample per person). After each epoch the validation people are
-embedded, the protocol's rank-1 and EER are logged (``val_protocol`` names it), and the
-encoder with the best validation rank-1 (ties broken by the lower EER) is kept as
-``encoder.safetensors``. P×K batches draw a person's samples from different sessions
-where there are several. When the identities are a few classes (two diagnoses),
-``split.by: sample`` keeps every class on both sides, holds out samples instead, and
-keeps the encoder with the lowest validation EER. ``augment`` (off by default) randomly flips, shifts, rotates, zooms
-and changes the contrast of training samples only.
-"""
+"""Training an encoder from a recipe's config: identities split so that validation measures
+people the encoder never saw (by the protocol a user will run), P×K batches, the metric
+loss, augmentation of training samples only, and the best epoch kept by validation rank-1.
+The ``train`` recipe (`convgen.recipes.train`) is this plus its table."""
 
 from __future__ import annotations
 
@@ -20,55 +9,32 @@ import hashlib
 import json
 from pathlib import Path
 
-from rich.console import Console
-from rich.table import Table
 from torch.utils.data import Subset
 
-from convgen import distributed, registry
+from convgen import distributed, pipelines, registry
 from convgen.config import dump
-from convgen.metric.engine import Trainer, lr_factor
 from convgen.errors import ConfigError
 from convgen.io import atomic_write_text
-from convgen.metric.augment import DEFAULTS as AUGMENT
 from convgen.metric.augment import Augment, Augmented
-from convgen.metric.embed import dataset_and_encoder, input_report, print_input_summary
-from convgen.metric.embedder import Embedder
-from convgen.metric.embedder import embed_dataset
-from convgen.metric.evaluate import validation_metrics, validation_protocol
+from convgen.metric.embedder import Embedder, embed_dataset
+from convgen.metric.engine import Trainer, lr_factor
+from convgen.metric.inputs import dataset_and_encoder, input_report
+from convgen.metric.reports import validation_metrics, validation_protocol
 from convgen.metric.sampling import PKSampler, identity_split, stratified_split
-from convgen.recipes import resolve_device
-
-DEFAULTS = {
-    "seed": 0,
-    "spatial_dims": 2,
-    "dataset": {"name": "synthetic", "identities": 64, "samples_per_identity": 6},
-    "split": {"val_fraction": 0.25, "by": "identity"},
-    "augment": dict(AUGMENT),
-    "encoder": {"name": "resnet", "embedding_dim": 128},
-    "weights": None,
-    "loss": {"name": "triplet", "margin": 0.2, "mining": "all"},
-    "sampler": {"p": 8, "k": 4},
-    "optimizer": {"name": "adamw", "lr": 0.003, "weight_decay": 0.0001, "momentum": 0.9},
-    "scheduler": {"name": "cosine", "warmup_epochs": 0, "milestones": [], "gamma": 0.1},
-    "epochs": 10,
-    "grad_clip": 5.0,
-    "batch_size": 64,
-    "device": "auto",
-}
-
+from convgen.runtime import resolve_device
+from convgen.weights import read_pipeline
 
 SPLITTERS = {"identity": identity_split, "sample": stratified_split}
 
 
 def recorded_pipeline(dataset, config: dict) -> dict | None:
     """The input pipeline saved with the encoder: the dataset's, else that of the weights fine-tuned from."""
-    from convgen import pipelines
-    from convgen.weights import read_pipeline
-
     return pipelines.of_dataset(dataset) or (read_pipeline(config["weights"]) if config.get("weights") else None)
 
 
-def run(config: dict, out_dir: Path, resume: bool = False) -> dict:
+def fit(config: dict, out_dir: Path, resume: bool = False) -> tuple[dict, object, dict]:
+    """Train as the ``train`` recipe's ``config`` says, writing into ``out_dir``:
+    ``(summary, dataset, spec)``. See the ``train`` recipe for what is split, validated and kept."""
     dataset, encoder, spec, _ = dataset_and_encoder(config)
     labels = [int(label) for label in dataset.labels]
     sessions = getattr(dataset, "sessions", None)
@@ -119,12 +85,6 @@ def run(config: dict, out_dir: Path, resume: bool = False) -> dict:
         "best_epoch": result["best_epoch"], "best_val_rank_1": best.get("val_rank_1"), "best_val_eer": best.get("val_eer"),
         **{k: v for k, v in last.items() if k not in ("epoch", "val_protocol")},
     }  # fmt: skip
-    table = Table(title=f"train: {spec['name']} with {config['loss']['name']} on {config['dataset']['name']}", show_header=False)
-    for key, value in summary.items():
-        table.add_row(key, f"{value:.4g}" if isinstance(value, float) else str(value))
     if (inputs_seen := input_report(dataset)) is not None:
         summary["input_report"] = inputs_seen
-    if distributed.env_rank() == 0:  # the group is gone by now: ask torchrun's variable
-        Console().print(table)
-        print_input_summary(dataset, config["dataset"]["name"])
-    return summary
+    return summary, dataset, spec

@@ -1,55 +1,18 @@
-"""The ``embed`` recipe: encode a dataset into L2-normalised embeddings, and say how well
-identities separate (same- vs different-identity distances, leave-one-out 1-NN accuracy).
+"""A recipe's dataset and encoder, made to fit each other: the dataset built from its block
+(through the input pipeline that the weights record), the encoder built or loaded for the
+samples' dimensions and channels; and what the dataset says happened to its inputs.
 
-With ``weights=``, the file's own encoder is used (the default ``encoder`` block only
-builds a random encoder when no weights are given; a block you change is checked against
-the file), and the dataset reads its files through the pipeline the weights record
-(`recorded_inputs`). ``embeddings.safetensors`` holds the embeddings and labels;
-``samples.csv`` names each row's identity and source file."""
+Every recipe that embeds a dataset (train, evaluate, embed, visualize, a plugin's own)
+starts here, so that one file is turned into encoder inputs the same way by all of them.
+"""
 
 from __future__ import annotations
 
-import csv
-import io
-import json
-from pathlib import Path
-
-import torch
 from rich.console import Console
-from rich.table import Table
-from safetensors.torch import save_file
 
-from convgen import registry
+from convgen import pipelines, registry
 from convgen.errors import ConfigError, DataError, ModelMismatchError
-from convgen.io import atomic_path, atomic_write_text
-from convgen.metric.embedder import Embedder, embed_dataset
-from convgen.recipes import resolve_device
-from convgen.weights import build_encoder, encoder_spec, fingerprint, load_encoder
-
-DEFAULTS = {
-    "seed": 0,
-    "spatial_dims": 2,
-    "dataset": {"name": "synthetic"},
-    "encoder": {"name": "resnet", "embedding_dim": 128},
-    "weights": None,
-    "pipeline": None,  # explicit changes to the weights' recorded input pipeline (pipeline.name=... pipeline.KEY=...)
-    "batch_size": 32,
-    "device": "auto",
-}
-
-
-def separation(embeddings: torch.Tensor, labels: torch.Tensor) -> dict:
-    """Mean squared distance within / between identities and leave-one-out 1-NN accuracy."""
-    d = torch.cdist(embeddings, embeddings).pow(2)
-    same = labels[:, None] == labels[None, :]
-    eye = torch.eye(len(labels), dtype=torch.bool)
-    d_same, d_diff = d[same & ~eye], d[~same]
-    nearest = d.masked_fill(eye, float("inf")).argmin(1)
-    return {
-        "mean_sq_distance_same": float(d_same.mean()) if d_same.numel() else None,
-        "mean_sq_distance_different": float(d_diff.mean()) if d_diff.numel() else None,
-        "nn_accuracy": float((labels[nearest] == labels).float().mean()) if len(labels) > 1 else None,
-    }
+from convgen.weights import build_encoder, encoder_spec, fingerprint, load_encoder, read_pipeline
 
 
 def prepare_encoder(config: dict, spatial_dims: int, in_channels: int):
@@ -81,9 +44,6 @@ def recorded_inputs(config: dict) -> tuple[dict, dict]:
     explicitly. The second value, for the run's report, holds the recorded pipeline, the
     overrides, each dataset key that changed, and a notice for weights that record none.
     """
-    from convgen import pipelines
-    from convgen.weights import read_pipeline
-
     recorded = read_pipeline(config["weights"]) if config.get("weights") else None
     overrides = config.get("pipeline") or None
     dataset, changes = pipelines.dataset_config(config["dataset"], recorded, overrides)
@@ -134,45 +94,3 @@ def dataset_and_encoder(config: dict):
         raise DataError(f"the dataset {config['dataset']['name']!r} is empty; check its settings or folder")
     first, _ = dataset[0]
     return (dataset, *prepare_encoder(config, first.ndim - 1, first.shape[0]))
-
-
-def run(config: dict, out_dir: Path) -> dict:
-    if config["weights"] and config["encoder"] == DEFAULTS["encoder"]:
-        config = {**config, "encoder": None}  # the default block is for runs without weights: use the file's encoder
-    config, inputs = recorded_inputs(config)
-    dataset, encoder, spec, fp = dataset_and_encoder(config)
-    device = resolve_device(config["device"])
-    model = Embedder(encoder).to(device)
-    embeddings = torch.from_numpy(embed_dataset(model, dataset, config["batch_size"], device, show_progress=True))
-    labels = torch.tensor([int(label) for label in dataset.labels], dtype=torch.long)
-
-    sources = sample_sources(dataset)
-    metadata = {"encoder_fingerprint": fp, "encoder": json.dumps(spec, sort_keys=True), "classes": json.dumps(list(dataset.classes)),
-                "sources": json.dumps(sources), "inputs": json.dumps(inputs, sort_keys=True)}  # fmt: skip
-    with atomic_path(out_dir / "embeddings.safetensors") as tmp:
-        save_file({"embeddings": embeddings.contiguous(), "labels": labels.contiguous()}, str(tmp), metadata=metadata)
-    rows = io.StringIO()
-    writer = csv.writer(rows, lineterminator="\n")
-    writer.writerow(["row", "label", "identity", "source"])
-    for i, label in enumerate(labels.tolist()):
-        writer.writerow([i, label, dataset.classes[label], sources[i] if sources else ""])
-    atomic_write_text(out_dir / "samples.csv", rows.getvalue())
-
-    summary = {
-        "samples": len(labels),
-        "identities": len(dataset.classes),
-        "embedding_dim": embeddings.shape[1],
-        "encoder": spec["name"],
-        "encoder_fingerprint": fp,
-        **separation(embeddings, labels),
-    }
-    if (inputs_seen := input_report(dataset)) is not None:
-        summary["input_report"] = inputs_seen
-    table = Table(title=f"embed: {spec['name']} on {config['dataset']['name']}", show_header=False)
-    for key, value in summary.items():
-        if key != "input_report":
-            table.add_row(key, f"{value:.4f}" if isinstance(value, float) else str(value))
-    Console().print(table)
-    print_inputs(inputs)
-    print_input_summary(dataset, config["dataset"]["name"])
-    return summary

@@ -1,40 +1,49 @@
-"""Running recipes: named jobs with a complete default config (a `convgen.registry.Recipe`),
-run by ``convgen run``; and what the recipes share (seeding, the device, derived defaults)."""
+"""Running a recipe (a `convgen.registry.Recipe`) as ``convgen run`` does: its output folder
+checked, its resolved config written beside the outputs, seeded, run; and what a recipe
+returns (`RecipeResult`)."""
 
 from __future__ import annotations
 
-import copy
 import inspect
 import json
-import random
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-
-import numpy as np
-import torch
 
 from convgen import config as configuration
 from convgen.distributed import env_rank
 from convgen.errors import ConfigError, ConvgenError, PathError, from_environment
 from convgen.io import atomic_write_text, os_error
 from convgen.registry import Recipe
+from convgen.runtime import seed_everything
 
 
-def with_changes(defaults: dict, **changes) -> dict:
-    """A deep copy of a recipe's ``defaults`` with top-level keys replaced: how a plugin
-    derives its recipe (``faces-train``) from a core one (``train``) without sharing state."""
-    out = copy.deepcopy(defaults)
-    out.update(copy.deepcopy(changes))
-    return out
+@dataclass
+class RecipeResult:
+    """What a recipe's ``run`` returns: the summary (``summary.json``) and the objects a caller
+    goes on with, so that code running a recipe never re-reads or rebuilds what it made.
+
+    Attributes:
+        summary: the headline numbers, JSON-ready; `run_recipe` writes them to ``summary.json``.
+        report: the full report (``report.json``), when the recipe writes one.
+        model: the encoder the run trained or used, as a `convgen.weights.Model`
+            (in memory, with its spec, fingerprint, input pipeline and weights file).
+        embeddings: ``(n, d)`` embeddings of the run's samples, when it made them.
+        labels: one identity index per embedding.
+        files: what the run wrote, by role (``{"weights": Path, "report": Path, ...}``).
+    """
+
+    summary: dict
+    report: dict | None = None
+    model: Any = None
+    embeddings: Any = None
+    labels: Any = None
+    files: dict[str, Path] = field(default_factory=dict)
 
 
-def seed_everything(seed: int | None) -> None:
-    """Seed Python, NumPy and torch, so that a resolved config reproduces its run on CPU."""
-    if seed is None:
-        return
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
+def summary_of(result: Any) -> dict | None:
+    """The summary of what a recipe returned: a `RecipeResult`'s, a plain dict, or None."""
+    return result.summary if isinstance(result, RecipeResult) else result
 
 
 def supports_resume(recipe: Recipe) -> bool:
@@ -75,7 +84,7 @@ def run_recipe(recipe: Recipe, config: dict, out_dir: Path, resume: bool = False
         raise os_error(exc, out_dir, "write the run's outputs to") from None
     seed_everything(config.get("seed"))
     try:
-        summary = recipe.run(config, out_dir, resume=True) if resume else recipe.run(config, out_dir)
+        result = recipe.run(config, out_dir, resume=True) if resume else recipe.run(config, out_dir)
     except Exception as exc:
         error = exc if isinstance(exc, ConvgenError) else from_environment(exc)  # disk full, out of memory...
         if error is None:
@@ -85,9 +94,10 @@ def run_recipe(recipe: Recipe, config: dict, out_dir: Path, resume: bool = False
         if error is exc:
             raise
         raise error from exc
+    summary = summary_of(result)
     if summary is not None and main:
         atomic_write_text(out_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
-    return summary
+    return result
 
 
 RUN_FILES = ("config.yaml", "summary.json", "checkpoint.safetensors")  # what marks a folder as a run's
@@ -143,16 +153,3 @@ def _discard_if_untouched(out_dir: Path, created: list[Path]) -> None:
             folder.rmdir()
         except OSError:
             break  # not empty (another run shares runs/): keep it and everything above
-
-
-def resolve_device(name: str) -> torch.device:
-    """``"auto"`` picks CUDA when present, else the CPU."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise ConfigError(f"unknown device {name!r}; use auto, cpu, cuda or cuda:N") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device={name} but this machine has no usable CUDA GPU; use device=auto or device=cpu")
-    return device

@@ -9,7 +9,9 @@ from rich.console import Console
 from rich.table import Table
 
 from convgen.io import atomic_write_text
-from convgen.weights import build_encoder, encoder_spec
+from convgen.nets.receptive_field import format_axes
+from convgen.running import RecipeResult
+from convgen.weights import Model, build_encoder, encoder_spec, fingerprint
 
 DEFAULTS = {
     "encoder": {"name": "vgg", "embedding_dim": 128},
@@ -19,11 +21,7 @@ DEFAULTS = {
 }
 
 
-def _axes(values) -> str:
-    return "×".join(f"{v:g}" for v in values)
-
-
-def run(config: dict, out_dir: Path) -> dict:
+def run(config: dict, out_dir: Path) -> RecipeResult:
     spec = encoder_spec(config["encoder"], spatial_dims=config["spatial_dims"], in_channels=config["in_channels"])
     encoder = build_encoder(spec)
     shapes = encoder.output_shapes(config["input_size"])
@@ -38,7 +36,9 @@ def run(config: dict, out_dir: Path) -> dict:
     for column in ("layer", "output (C, *spatial)", "receptive field", "stride", "offset"):
         table.add_column(column)
     for row in layers:
-        table.add_row(row["layer"], str(tuple(row["shape"])), _axes(row["rf_size"]), _axes(row["rf_stride"]), _axes(row["rf_offset"]))
+        table.add_row(row["layer"], str(tuple(row["shape"])), format_axes(row["rf_size"]), format_axes(row["rf_stride"]), format_axes(row["rf_offset"]))
     Console().print(table)
     params = sum(p.numel() for p in encoder.parameters())
-    return {"encoder": spec["name"], "parameters": params, "layers": len(layers)}
+    summary = {"encoder": spec["name"], "parameters": params, "layers": len(layers)}
+    model = Model(encoder, spec, fingerprint(spec, encoder.state_dict()), None)
+    return RecipeResult(summary, report={"layers": layers}, model=model, files={"layers": out_dir / "layers.json"})

@@ -1,60 +1,26 @@
-"""The ``evaluate`` recipe: how well does an encoder verify and identify people it never saw?
-
-It embeds a labelled dataset and reports verification (ROC, AUC, EER, TAR@FAR, LFW-style
-k-fold accuracy on balanced same/different pairs, or on the dataset's own ``pairs``),
-one-shot closed-set identification (rank-k, one enrolled sample per identity), open-set
-identification (half the identities enrolled, thresholds calibrated on searches for the
-others, DIR@FPIR), N-way k-shot episodes and, for a dataset of recordings (``sessions``),
-enrol-from-one-recording identification across recordings, as ``report.json`` plus
-``roc.png`` and ``distances.png``. Every FAR / FPIR it measures comes with its 95%
-Clopper–Pearson interval and a warning when the data are too thin for the target.
-
-Beside the encoder it scores, on the same people and by the same protocol (across
-sessions where the dataset has them, else one-shot), the baselines named in
-``baselines``: ``samples`` (the dataset's preprocessed samples, flattened and
-L2-normalised: nearest neighbour without learning), ``untrained`` (the same
-architecture with seeded random weights) and any a plugin registers (see
-``register_baselines``), so a report shows what training bought. When the weights file
-carries a trained pair-classifier head, verification is also scored by its probability.
+"""Scoring embeddings the way a user will use them, as one JSON-ready report: verification
+(ROC, EER, TAR@FAR with intervals, balanced k-fold accuracy), one-shot and open-set
+identification, N-way k-shot episodes, enrol-from-one-session identification across
+sessions; the baselines scored beside the encoder on the same people; the pair head's
+verification; and the few numbers a training run validates with.
 """
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
+import torch
+
 from rich.console import Console
 from rich.table import Table
 
+from convgen import plugins, registry
 from convgen.errors import DataError
-from convgen.io import atomic_write_text, finite_json
 from convgen.metric import evaluation
-from convgen.metric.embed import dataset_and_encoder, input_report, print_input_summary, print_inputs, recorded_inputs
 from convgen.metric.embedder import Embedder, embed_dataset
-from convgen.metric.losses import load_pair_head
-from convgen.metric.plots import plot_distance_histograms, plot_roc
-from convgen.recipes import resolve_device
-
-DEFAULTS = {
-    "seed": 0,
-    "spatial_dims": 2,
-    # the train recipe's generator (same seed), people it never saw (identity_offset)
-    "dataset": {"name": "synthetic", "identities": 32, "samples_per_identity": 6, "identity_offset": 1000},
-    "encoder": None,
-    "weights": None,
-    "pipeline": None,  # explicit changes to the weights' recorded input pipeline (pipeline.name=... pipeline.KEY=...)
-    "batch_size": 64,
-    "device": "auto",
-    "max_pairs": 200000,
-    "folds": 10,
-    "ranks": [1, 5],
-    "far_targets": [0.1, 0.01, 0.001],
-    "fpir_targets": [0.1, 0.01],
-    "open_set_fraction": 0.5,
-    "episodes": {"n_way": 5, "k_shot": 1, "queries": 5, "episodes": 200},
-    "baselines": ["samples", "untrained"],
-}
+from convgen.weights import build_encoder, ships_weights
 
 #: Above this many values (samples × values per sample) the ``samples`` baseline is skipped.
 MAX_BASELINE_VALUES = 1 << 28
@@ -214,10 +180,6 @@ def random_network(spec: dict, seed: int = 0):
     the same network whatever the seed (``ships_weights``); its layers are then reset to
     PyTorch's default initialisation, seeded, so that "untrained" never means "pretrained".
     """
-    import torch
-
-    from convgen.weights import build_encoder, ships_weights
-
     torch.manual_seed(seed)
     network = build_encoder(spec)
     ships = ships_weights(spec, network)
@@ -231,17 +193,12 @@ def random_network(spec: dict, seed: int = 0):
 
 def untrained_baseline(dataset, *, spec: dict, seed: int = 0, batch_size: int = 64, device=None, **context) -> np.ndarray:
     """The evaluated architecture with seeded random weights: what the network gives before training."""
-    import torch
-
     device = device or torch.device("cpu")
     return embed_dataset(Embedder(random_network(spec, seed)[0]).to(device), dataset, batch_size, device)
 
 
 def baseline_reports(dataset, labels, config: dict, spec: dict, device, given_pairs=None, sessions=None) -> dict:
     """Each of ``config["baselines"]`` scored like the encoder: ``{name: report}`` (or ``{"skipped": why}``)."""
-    from convgen import registry
-    from convgen.weights import ships_weights
-
     out = {}
     for name in config.get("baselines") or []:
         fn = registry.get("baseline", name)
@@ -258,48 +215,6 @@ def baseline_reports(dataset, labels, config: dict, spec: dict, device, given_pa
             continue
         out[name]["description"] = (fn.__doc__ or name).strip().splitlines()[0]
     return out
-
-
-def run(config: dict, out_dir: Path) -> dict:
-    config, inputs = recorded_inputs(config)
-    dataset, encoder, spec, fp = dataset_and_encoder(config)
-    device = resolve_device(config["device"])
-    embeddings = embed_dataset(Embedder(encoder).to(device), dataset, config["batch_size"], device, show_progress=True)
-    given_pairs, sessions = getattr(dataset, "pairs", None), getattr(dataset, "sessions", None)
-    result, pairs = report(embeddings, dataset.labels, config, given_pairs, sessions)
-    result = {"encoder": spec["name"], "encoder_fingerprint": fp, "inputs": inputs, **result}
-    head = load_pair_head(config["weights"], fp) if config.get("weights") else None
-    if head is not None:
-        result["verification_head"] = head_verification(head, embeddings, pairs, config)
-    result["baselines"] = baseline_reports(dataset, dataset.labels, config, spec, device, given_pairs, sessions)
-    result["comparison"] = comparison(result)
-    if (inputs_seen := input_report(dataset)) is not None:
-        result["input_report"] = inputs_seen
-    atomic_write_text(out_dir / "report.json", json.dumps(finite_json(result), indent=2) + "\n")
-    print_inputs(inputs)
-
-    v = result["verification"]
-    far, tar, _ = evaluation.roc(pairs.distances, pairs.same)
-    plot_roc(out_dir / "roc.png", far, tar, eer=v["eer"], label=spec["name"])
-    plot_distance_histograms(out_dir / "distances.png", pairs.distances, pairs.same, threshold=v["eer_threshold"])
-    _print(result)
-    summary = {
-        "auc": v["auc"],
-        "eer": v["eer"],
-        "eer_threshold": v["eer_threshold"],
-        "kfold_accuracy": v["kfold_accuracy"],
-        "rank_1": result["identification_one_shot"]["rank_1"],
-        "episode_accuracy": result["episodes"].get("accuracy"),
-    }
-    if "cross_session" in result:
-        c = result["cross_session"]
-        summary.update(cross_session_rank_1=c["closed_set"]["sessions"]["rank_1"], cross_session_eer=c["verification"]["eer"])
-    summary["protocol"] = result["protocol"]
-    summary["comparison"] = result["comparison"]
-    if "input_report" in result:
-        summary["input_report"] = result["input_report"]
-    print_input_summary(dataset, config["dataset"]["name"])
-    return summary
 
 
 def comparison(result: dict) -> list[dict]:
@@ -319,8 +234,6 @@ def head_verification(head, embeddings: np.ndarray, pairs: evaluation.Pairs, con
     The score is the head's negative logit (a "distance": lower means more alike), so the
     ROC, EER and TAR@FAR functions apply unchanged; thresholds are reported as probabilities.
     """
-    import torch
-
     with torch.no_grad():
         e = torch.from_numpy(np.asarray(embeddings, dtype=np.float32))
         logits = torch.cat([head.logits(e[i[:, 0]], e[i[:, 1]]) for i in np.array_split(pairs.index, max(1, len(pairs.index) // 65536))])
@@ -336,7 +249,67 @@ def head_verification(head, embeddings: np.ndarray, pairs: evaluation.Pairs, con
     }  # fmt: skip
 
 
-def _print(result: dict) -> None:
+def separation(embeddings: torch.Tensor, labels: torch.Tensor) -> dict:
+    """Mean squared distance within / between identities and leave-one-out 1-NN accuracy."""
+    d = torch.cdist(embeddings, embeddings).pow(2)
+    same = labels[:, None] == labels[None, :]
+    eye = torch.eye(len(labels), dtype=torch.bool)
+    d_same, d_diff = d[same & ~eye], d[~same]
+    nearest = d.masked_fill(eye, float("inf")).argmin(1)
+    return {
+        "mean_sq_distance_same": float(d_same.mean()) if d_same.numel() else None,
+        "mean_sq_distance_different": float(d_diff.mean()) if d_diff.numel() else None,
+        "nn_accuracy": float((labels[nearest] == labels).float().mean()) if len(labels) > 1 else None,
+    }
+
+
+@dataclass
+class Evaluation:
+    """An evaluation whose core metrics are in, as `convgen.hookspecs.evaluation_readouts` sees it.
+
+    Attributes:
+        config: the recipe's resolved config (a recipe based on ``evaluate`` may add keys).
+        dataset: the evaluated dataset (its ``labels``, ``classes`` and samples).
+        embeddings: ``(n, d)`` L2-normalised embeddings, one row per sample.
+        model: the `convgen.metric.embedder.Embedder` (on ``device``, in eval mode) that
+            made them: embed more data with it (`embed_dataset`) rather than rebuilding it.
+        spec: the encoder's spec.
+        device: where ``model`` runs.
+        report: the report so far (read it; return additions as a `Readout`).
+    """
+
+    config: dict
+    dataset: Any
+    embeddings: np.ndarray
+    model: Any
+    spec: dict
+    device: Any
+    report: dict
+
+
+@dataclass
+class Readout:
+    """A plugin's addition to an evaluation: ``report`` under ``key`` in ``report.json``,
+    and ``summary``'s headline numbers in ``summary.json``."""
+
+    key: str
+    report: Any
+    summary: dict = field(default_factory=dict)
+
+
+def plugin_readouts(evaluation: Evaluation) -> list[Readout]:
+    """What every installed plugin's ``evaluation_readouts`` hook adds to ``evaluation``."""
+    readouts = [r for r in plugins.get_plugin_manager().hook.evaluation_readouts(evaluation=evaluation) if r is not None]
+    for readout in readouts:
+        if not isinstance(readout, Readout):
+            raise TypeError(f"an evaluation_readouts hook returned {type(readout).__name__}, not a Readout")  # a plugin bug
+        if readout.key in evaluation.report or sum(r.key == readout.key for r in readouts) > 1:
+            raise TypeError(f"two read-outs of the evaluation write {readout.key!r}")  # a plugin bug
+    return readouts
+
+
+def print_report(result: dict) -> None:
+    """The report as tables: the encoder's metrics, what training bought, and each warning once."""
     v = result["verification"]
     table = Table(title=f"evaluate: {result['encoder']} on {result['identities']} identities, {result['samples']} samples")
     table.add_column("metric")

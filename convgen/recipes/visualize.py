@@ -15,10 +15,12 @@ from rich.table import Table
 from safetensors.torch import save_file
 
 from convgen.io import atomic_path, atomic_write_text
-from convgen.metric.embed import dataset_and_encoder
-from convgen.recipes import resolve_device
+from convgen.metric.inputs import dataset_and_encoder
+from convgen.running import RecipeResult
+from convgen.runtime import resolve_device
 from convgen.visualize import figures
-from convgen.visualize.top_patches import LayerTop, top_patches
+from convgen.nets.receptive_field import format_axes
+from convgen.visualize.top_patches import top_patches
 
 DEFAULT_UNITS = 8
 """``units: null`` shows the first 8 channels of each layer; ``units: N`` the first N; ``[i, j]`` those."""
@@ -38,42 +40,7 @@ DEFAULTS = {
 }
 
 
-def _axes(values) -> str:
-    return "×".join(str(v) for v in values)
-
-
-def _layer_record(top: LayerTop, classes) -> dict:
-    """One layer's entry of ``top_patches.json``: its field, and every unit's hits, best first."""
-    clipped = top.clipped()
-    units = []
-    for u, unit in enumerate(top.units):
-        hits = []
-        for j in range(top.sample.shape[1]):
-            label = top.labels[u][j]
-            hit = {
-                "activation": float(top.activation[u, j]),
-                "sample": int(top.sample[u, j]),
-                "label": label if isinstance(label, (int, float, str)) or label is None else str(label),
-                "position": top.position[u, j].tolist(),
-                "window": top.window[u, j].tolist(),
-                "clipped": clipped[u, j].tolist(),
-            }
-            if classes is not None and isinstance(label, int) and 0 <= label < len(classes):
-                hit["class"] = classes[label]
-            hits.append(hit)
-        units.append({"unit": unit, "hits": hits})
-    f = top.field
-    return {
-        "rf_size": list(f.size),
-        "rf_stride": list(f.stride),
-        "rf_offset": list(f.offset),
-        "patch_size": list(top.patch_size),
-        "channels": top.channels,
-        "units": units,
-    }
-
-
-def run(config: dict, out_dir: Path) -> dict:
+def run(config: dict, out_dir: Path) -> RecipeResult:
     dataset, encoder, spec, fp = dataset_and_encoder(config)
     tops = top_patches(
         encoder,
@@ -98,7 +65,7 @@ def run(config: dict, out_dir: Path) -> dict:
         "input_size": list(next(iter(tops.values())).input_size),
         "top_k": config["top_k"],
         "distinct": config["distinct"],
-        "layers": {name: _layer_record(top, classes) for name, top in tops.items()},
+        "layers": {name: top.record(classes) for name, top in tops.items()},
     }
     atomic_write_text(out_dir / "top_patches.json", json.dumps(report, indent=1) + "\n")
     written.append(out_dir / "top_patches.json")
@@ -112,11 +79,11 @@ def run(config: dict, out_dir: Path) -> dict:
         table.add_column(column, justify="left" if column == "layer" else "right")
     for name, top in tops.items():
         table.add_row(
-            name, _axes(top.field.size), _axes(top.field.stride), str(len(top.units)),
+            name, format_axes(top.field.size), format_axes(top.field.stride), str(len(top.units)),
             f"{float(top.activation[:, 0].mean()):.4g}", f"{float(top.activation.mean()):.4g}",
         )  # fmt: skip
     Console().print(table)
-    return {
+    summary = {
         "layers": list(tops),
         "samples": len(dataset),
         "units": {name: top.units for name, top in tops.items()},
@@ -124,3 +91,4 @@ def run(config: dict, out_dir: Path) -> dict:
         "encoder_fingerprint": fp,
         "files": [str(Path(p).relative_to(out_dir)) for p in written],
     }
+    return RecipeResult(summary, report=report, files={Path(p).stem: Path(p) for p in written})
