@@ -9,6 +9,11 @@ Notation: an activation has ``n_C`` channels and ``M = prod(spatial)`` positions
   ``||G(S)/M_S - G(G)/M_G||_F^2 / (2 * n_C)^2``, which is the same number when style and
   generated inputs have the same size, and stays meaningful when they do not.
 - Total variation: ``sum over axes of the mean squared difference of neighbours``.
+- Low-pass content cost (`lowpass_cost`, on inputs, not activations): ``||B(G) - B(C)||^2``
+  with ``B`` a Gaussian blur of ``sigma`` samples per axis, relative to
+  ``||B(C) - mean||^2`` (the content's own coarse variation, per channel): Gatys et al.
+  2017's scale control, the coarse structure from the content and the finer texture from
+  the style.
 
 A style cost (the ``style_cost`` registry) is a `StyleCost`: a callable
 ``cost(generated, target)``. It may also be a `StatisticCost`, offering
@@ -20,7 +25,8 @@ large input tile by tile against the statistics of the whole style (`convgen.sty
 
 from __future__ import annotations
 
-from typing import Protocol, runtime_checkable
+import math
+from typing import Protocol, Sequence, runtime_checkable
 
 import torch
 import torch.nn.functional as F
@@ -96,3 +102,31 @@ def total_variation(x: torch.Tensor) -> torch.Tensor:
         if x.shape[axis] > 1:
             total = total + torch.diff(x, dim=axis).pow(2).mean()
     return total
+
+
+def gaussian_lowpass(x: torch.Tensor, sigma: float | Sequence[float]) -> torch.Tensor:
+    """``x`` ``(N, C, *spatial)`` convolved with a Gaussian of ``sigma`` samples (one for every axis, or one per axis).
+
+    Separable (one 1D pass per axis, so 1D, 2D and 3D alike), reflected borders, the kernel
+    reaching 3 sigma (at most the axis length minus one, as reflection needs); ``sigma = 0``
+    or an axis of one sample leaves that axis alone. Differentiable, in ``x``'s dtype.
+    """
+    sigmas = [float(sigma)] * (x.ndim - 2) if isinstance(sigma, (int, float)) else [float(s) for s in sigma]
+    out = x
+    for axis, sigma in zip(range(2, x.ndim), sigmas):
+        radius = min(int(math.ceil(3 * sigma)), x.shape[axis] - 1)
+        if sigma <= 0 or radius < 1:
+            continue
+        t = torch.arange(-radius, radius + 1, dtype=torch.float64)
+        kernel = torch.exp(-(t**2) / (2 * sigma**2))
+        kernel = (kernel / kernel.sum()).to(device=x.device, dtype=x.dtype)
+        moved = out.movedim(axis, -1)
+        shape = moved.shape
+        flat = F.pad(moved.reshape(-1, 1, shape[-1]), (radius, radius), mode="reflect")
+        out = F.conv1d(flat, kernel.view(1, 1, -1)).reshape(shape).movedim(-1, axis)
+    return out
+
+
+def lowpass_cost(generated: torch.Tensor, target: torch.Tensor, sigma: float) -> torch.Tensor:
+    """``||B(G) - B_target||^2`` (sums) for ``generated`` ``(N, C, *spatial)`` and an already blurred ``target``."""
+    return (gaussian_lowpass(generated, sigma) - target).pow(2).sum()

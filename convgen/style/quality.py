@@ -18,13 +18,11 @@ the style. So the three measures here use other means (inputs ``(C, *spatial)``)
 
 from __future__ import annotations
 
-import math
 from typing import Sequence
 
 import torch
-import torch.nn.functional as F
 
-from convgen.style.costs import GramCost
+from convgen.style.costs import GramCost, gaussian_lowpass
 
 MEASURING_SEED = 20170
 """The independent encoder's seed; the stylize recipes default to seed 0 and other layouts."""
@@ -35,24 +33,10 @@ def gaussian_blur(x: torch.Tensor, sigma: float | Sequence[float]) -> torch.Tens
     """``x`` ``(C, *spatial)`` convolved with a Gaussian of ``sigma`` samples per axis (reflected borders).
 
     The kernel reaches 3 sigma (at most the axis length minus one, for reflection);
-    ``sigma = 0`` leaves an axis alone.
+    ``sigma = 0`` leaves an axis alone. Computed in float64 by the engine's own low-pass
+    (`convgen.style.costs.gaussian_lowpass`).
     """
-    dims = x.ndim - 1
-    sigmas = [float(sigma)] * dims if isinstance(sigma, (int, float)) else [float(s) for s in sigma]
-    out = x[None].double()
-    for axis, s in enumerate(sigmas):
-        radius = min(int(math.ceil(3 * s)), x.shape[axis + 1] - 1)
-        if s <= 0 or radius < 1:
-            continue
-        t = torch.arange(-radius, radius + 1, dtype=torch.float64)
-        kernel = torch.exp(-(t**2) / (2 * s**2))
-        kernel = kernel / kernel.sum()
-        moved = out.movedim(axis + 2, -1)  # (1, C, ..., n)
-        shape = moved.shape
-        flat = F.pad(moved.reshape(-1, 1, shape[-1]), (radius, radius), mode="reflect")
-        moved = F.conv1d(flat, kernel.view(1, 1, -1)).reshape(shape)
-        out = moved.movedim(-1, axis + 2)
-    return out[0].to(x.dtype)
+    return gaussian_lowpass(x[None].double(), sigma)[0].to(x.dtype)
 
 
 def ssim(x: torch.Tensor, y: torch.Tensor, data_range: float, sigma: float | None = SSIM_SIGMA) -> float:

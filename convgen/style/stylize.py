@@ -44,6 +44,8 @@ DEFAULTS = {
     "alpha": 1.0,
     "beta": 100.0,
     "tv": 0.0,
+    "lowpass": 0.0,
+    "lowpass_sigma": 4.0,
     "normalize_layers": True,
     "preserve_color": "none",
     "multires": 1,
@@ -164,7 +166,8 @@ def transfer(config: dict, content: torch.Tensor | None, styles: list[torch.Tens
     cost = registry.build("style_cost", config["style_cost"])
     engine = StyleTransfer(
         encoder, content_layers, style_layers, cost, alpha=config["alpha"], beta=config["beta"], tv=config["tv"],
-        normalize_layers=config["normalize_layers"],
+        normalize_layers=config["normalize_layers"], lowpass=config.get("lowpass", 0.0) if content is not None else 0.0,
+        lowpass_sigma=config.get("lowpass_sigma", 4.0),
     )  # fmt: skip
     budget, hint = config["memory_budget_gb"], "reduce the input size (size=...)"
     tile = tiled.choose_tile(config.get("tile"), encoder, engine.layers, budget, tuple(first.shape))
@@ -206,6 +209,7 @@ def transfer(config: dict, content: torch.Tensor | None, styles: list[torch.Tens
         size = (full_shape[0], *[n // factor for n in full_shape[1:]])
         if min(size[1:]) < 1:
             raise ConfigError(f"multires={levels} halves an input of shape {full_shape} below one sample; use fewer levels")
+        engine.lowpass_sigma = config.get("lowpass_sigma", 4.0) / factor  # the same scale of the input at every level
         result = engine.run(
             down(content), [down(s) for s in styles], shape=size if shape is not None else None, start=start,
             snapshot_every=config["snapshot_every"] if snapshot and level == 0 else 0, on_snapshot=snapshot, **common,

@@ -1,4 +1,4 @@
-"""The style transfer engine: ``J(G) = alpha * J_content + beta * J_style + gamma * TV``.
+"""The style transfer engine: ``J(G) = alpha * J_content + beta * J_style + gamma * TV + delta * J_lowpass``.
 
 The encoder is frozen and read through its named taps, so it runs only as far as the
 deepest layer used, with the layers PyTorch runs slowly for a batch of one replaced by
@@ -11,6 +11,11 @@ With ``normalize_layers`` (the default) every layer's cost is divided by its val
 ``1/2 ||a(C)||^2``). Each layer then starts near 1 whatever the scale of its activations,
 which is what makes random-weight encoders usable (He et al. 2016; Ustyuzhaninov et al.
 2017): without it the layers with the largest activations drown the others.
+
+``J_lowpass`` (weight ``lowpass``, 0 by default) compares ``G`` and the content after a
+Gaussian blur of ``lowpass_sigma`` samples, relative to the blurred content's own
+variation (Gatys et al. 2017's scale control): the content decides the layout and the
+colours at scales coarser than sigma, the style everything finer.
 """
 
 from __future__ import annotations
@@ -25,7 +30,8 @@ import torch
 from convgen.errors import ConfigError, DataError
 from convgen.nets.tapped import TappedEncoder
 from convgen.progress import bar
-from convgen.style.costs import GramCost, StatisticCost, StyleCost, content_cost, total_variation
+from convgen.style.costs import (GramCost, StatisticCost, StyleCost, content_cost, gaussian_lowpass, lowpass_cost,
+                                 total_variation)
 from convgen.style.frozen import frozen_layers
 
 INITS = ("content+noise", "noise", "content")
@@ -111,7 +117,10 @@ class StyleTransfer:
         alpha: weight of the content term.
         beta: weight of the style term.
         tv: weight of the total-variation term.
-        normalize_layers: divide each layer's cost by its value at zero activation.
+        normalize_layers: divide each layer's cost by its value at zero activation (and the
+            low-pass term by the blurred content's variation about its channel means).
+        lowpass: weight of the low-pass content term (needs a content input; 0: none).
+        lowpass_sigma: its Gaussian blur, in samples along every spatial axis (> 0).
     """
 
     def __init__(
@@ -124,6 +133,8 @@ class StyleTransfer:
         beta: float = 1.0,
         tv: float = 0.0,
         normalize_layers: bool = True,
+        lowpass: float = 0.0,
+        lowpass_sigma: float = 4.0,
     ):
         self.encoder = encoder.eval().requires_grad_(False)
         self.content_layers = layer_weights(content_layers, "content layer")
@@ -137,6 +148,9 @@ class StyleTransfer:
         self.style_cost = style_cost if style_cost is not None else GramCost()
         self.alpha, self.beta, self.tv = float(alpha), float(beta), float(tv)
         self.normalize_layers = normalize_layers
+        self.lowpass, self.lowpass_sigma = float(lowpass), float(lowpass_sigma)
+        if not (math.isfinite(self.lowpass) and self.lowpass >= 0 and math.isfinite(self.lowpass_sigma) and self.lowpass_sigma > 0):
+            raise ConfigError(f"lowpass must be >= 0 and lowpass_sigma > 0 (samples), got {lowpass!r} and {lowpass_sigma!r}")
         self.layers = list(dict.fromkeys([*self.content_layers, *self.style_layers]))
         self._frozen = frozen_layers(self.encoder)
         self._content: dict[str, torch.Tensor] = {}
@@ -163,6 +177,8 @@ class StyleTransfer:
         """
         if self.content_layers and content is None:
             raise ConfigError("content_layers are set but there is no content input")
+        if self.lowpass and content is None:
+            raise ConfigError("lowpass is set but there is no content input; set lowpass=0 for texture synthesis")
         if statistics is not None:
             self._set_statistics(content, statistics)
             return
@@ -186,6 +202,10 @@ class StyleTransfer:
 
     def _set_content(self, content: torch.Tensor | None, blank_ok: bool) -> None:
         self._content = {}
+        if self.lowpass:  # the blurred content, and its variation about each channel's mean (a flat content: 1)
+            self._lowpass = gaussian_lowpass(content[None], self.lowpass_sigma)
+            spread = float((self._lowpass - self._lowpass.mean(tuple(range(2, content.ndim + 1)), keepdim=True)).pow(2).sum())
+            self._scale["lowpass"] = spread if self.normalize_layers and spread > 0 else 1.0
         if self.content_layers:
             for name, a in self.taps(content[None], self.content_layers).items():
                 self._content[name] = a
@@ -230,8 +250,12 @@ class StyleTransfer:
         )
         j_tv = total_variation(generated) if self.tv else generated.new_zeros(())
         total = self.alpha * j_content + self.beta * j_style + self.tv * j_tv
-        values = (total, j_content, j_style, j_tv)
-        terms = dict(zip(("loss", "content", "style", "tv"), (float(v.detach()) for v in values)))
+        values = [total, j_content, j_style, j_tv]
+        if self.lowpass:
+            j_lowpass = lowpass_cost(generated, self._lowpass, self.lowpass_sigma) / self._scale["lowpass"]
+            values[0] = total = total + self.lowpass * j_lowpass
+            values.append(j_lowpass)
+        terms = dict(zip(("loss", "content", "style", "tv", "lowpass"), (float(v.detach()) for v in values)))
         return total, terms
 
     def initial(self, content: torch.Tensor | None, like: torch.Tensor, init: str, noise_ratio: float, value_range, generator) -> torch.Tensor:
