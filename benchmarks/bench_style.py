@@ -65,7 +65,8 @@ from rich.table import Table
 from torch import nn
 
 from convgen.nets import VGGEncoder
-from convgen.style import quality, stylize
+from convgen import registry
+from convgen.style import from_config, quality
 from convgen.style.transfer import LBFGS_CHUNK, StyleTransfer
 
 ALPHA, BETA, SEED, NOISE_RATIO = 1.0, 100.0, 0, 0.5
@@ -210,7 +211,7 @@ def run_reference(encoder, content, style, style_layers, content_layers, iterati
 
 
 # -- quality: what the result looks like, measured by an encoder it did not optimise ---------------------------------
-# Each case reads the bundled samples the way its recipe does and runs `stylize.transfer` with the recipe's defaults,
+# Each case reads the bundled samples the way its recipe does and runs `from_config.transfer` with the recipe's defaults,
 # changed per row. "today" is the recipe's defaults before the quality work (kept here, so the row stays reproducible);
 # "default" is the recipe's defaults now; the other rows are the alternatives the defaults were chosen from.
 
@@ -253,38 +254,38 @@ def quality_cases(quick: bool, only=None) -> list[dict]:
     want = lambda name: only is None or any(name == o or name.split("-")[0] == o for o in only)  # noqa: E731
     if want("1d-ecg"):
         from convgen_ecg.preprocess import EcgPipeline
-        from convgen_ecg.recipes import STYLIZE as ECG, _record
+        from convgen_ecg.recipes import _record
 
-        config = copy.deepcopy(ECG)
+        config = copy.deepcopy(registry.recipe("ecg-stylize").defaults)
         pipeline = EcgPipeline.of(**config["ecg"])
         seconds = 4.0 if quick else config["seconds"]
         trace = lambda key: torch.as_tensor(pipeline.clean(_record(config[key], config))[: int(seconds * pipeline.fs)][None].copy(), dtype=torch.float32)  # noqa: E731
         cases.append({"case": "1d-ecg", "domain": "ecg", "dims": 1, "content": trace("content"), "style": trace("style"), "config": config})
     if want("1d-audio"):
         from convgen_audio.features import log_magnitude
-        from convgen_audio.style import DEFAULTS as AUDIO, _fit, _inputs
+        from convgen_audio.style import _fit, _inputs
 
-        config = copy.deepcopy(AUDIO)
+        config = copy.deepcopy(registry.recipe("audio-stylize").defaults)
         content, style, rate, samples = _inputs(config)
         spec = lambda y: torch.from_numpy(log_magnitude(y, config["n_fft"], config["hop"]))  # noqa: E731
         cases.append({"case": "1d-audio", "domain": "audio", "dims": 1, "content": spec(_fit(content, samples)), "style": spec(style),
                       "config": config, "rate": rate})  # fmt: skip
     if any(want(f"2d-{name}") for name in PHOTO_STYLES):
         from convgen_faces.datasets import sample_dir
-        from convgen_faces.recipes import STYLIZE as PHOTO
+        PHOTO = registry.recipe("faces-stylize").defaults
 
         for name in [n for n in (PHOTO_STYLES[:1] if quick else PHOTO_STYLES) if want(f"2d-{n}")]:
             config = copy.deepcopy(PHOTO)
             config["style"] = str(sample_dir("photos") / f"{name}.png")
             if quick:
                 config.update(size=[96, 96], style_size=[96, 96])
-            content, (style,) = stylize.inputs(config)
+            content, (style,) = from_config.inputs(config)
             cases.append({"case": f"2d-{name}", "domain": "photo", "dims": 2, "content": content, "style": style, "config": config})
     if want("3d-mr"):
         from convgen_ct import preprocess
-        from convgen_ct.recipes import STYLIZE as CT, _input
+        from convgen_ct.recipes import _input
 
-        config = copy.deepcopy(CT)
+        config = copy.deepcopy(registry.recipe("ct-stylize").defaults)
         if quick:
             config.update(region={"size": 32, "center": None}, style_region={"size": 32, "center": None})
         content, style = (preprocess.plain(_input(config, key)) for key in ("content", "style"))
@@ -307,7 +308,7 @@ def stylize_case(case: dict, changes: dict, quick: bool, texture: bool = False) 
     torch.manual_seed(0)  # the random encoder, as the recipe's runner seeds it
     began = time.perf_counter()
     shape = tuple(case["style"].shape) if texture else None
-    result, summary, _ = stylize.transfer(config, content, [case["style"]], shape=shape)
+    result, summary, _ = from_config.transfer(config, content, [case["style"]], shape=shape)
     seconds = time.perf_counter() - began
     measured = quality.quality(result.generated, case["style"], content, case["lowpass"])
     return {"seconds": seconds, **measured, "result": result.generated, "encoder": summary["encoder"]}

@@ -104,9 +104,9 @@ PUBLIC: dict[str, str] = {
     "check_style_budget": "convgen.style.tiled:check_budget",
     "fitting_tile": "convgen.style.tiled:fitting_tile",
     "peak_rss_mib": "convgen.style.tiled:peak_rss_mib",
-    "run_style_transfer": "convgen.style.stylize:transfer",
-    "write_style_report": "convgen.style.stylize:write_report",
-    "print_style_costs": "convgen.style.stylize:print_costs",
+    "run_style_transfer": "convgen.style.from_config:transfer",
+    "write_style_report": "convgen.style.from_config:write_report",
+    "print_style_costs": "convgen.style.from_config:print_costs",
     # recipes
     "recipe": "convgen.registry:recipe",
     "RecipeResult": "convgen.running:RecipeResult",

@@ -22,7 +22,7 @@ import torch  # noqa: E402
 from convgen.metric import evaluation, plots  # noqa: E402
 from convgen.metric.losses import TripletLoss  # noqa: E402
 from convgen.style.costs import gram  # noqa: E402
-from convgen.style.stylize import demo_pair  # noqa: E402
+from convgen.style.from_config import demo_pair  # noqa: E402
 from convgen.weights import build_encoder, encoder_spec  # noqa: E402
 
 FOLDER = "img/concepts"

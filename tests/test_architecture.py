@@ -43,7 +43,7 @@ LAYERS: list[tuple[str, list[str]]] = [
     ("kernel", ["hookspecs", "plugins", "registry", "config"]),
     ("library", ["io", "plotting", "data", "pipelines", "weights", "scaffold",
                  "nets.*", "metric.*", "style.*", "visualize.*", "gallery.*"]),
-    ("recipes", ["recipes.*", "running", "plugin_api", "style.stylize", "gallery.recipes", "default_plugins.*"]),
+    ("recipes", ["recipes.*", "running", "plugin_api", "gallery.recipes", "default_plugins.*"]),
     ("cli", ["cli.*", "__main__", "testing"]),
 ]  # fmt: skip
 

@@ -12,7 +12,7 @@ from convgen.errors import ConfigError, DataError, ModelMismatchError, PathError
 from convgen.nets import VGGEncoder
 from convgen.nets.torchvision_vgg import TorchvisionVGG19, torchvision_indices
 from convgen.style.costs import GramCost, content_cost, gram, total_variation
-from convgen.style.stylize import demo_pair
+from convgen.style.from_config import demo_pair
 from convgen.style.transfer import BYTES_PER_ACTIVATION, StyleTransfer, activation_bytes, check_memory
 
 SIZES = {1: 512, 2: 40, 3: 16}
@@ -264,7 +264,7 @@ def test_gram_gradient_matches_autograd_of_the_plain_product():
 
 
 def _options_config(**changes):
-    from convgen.style.stylize import DEFAULTS
+    from convgen.recipes.stylize import DEFAULTS
 
     config = {**DEFAULTS, "encoder": {"name": "random-multiscale", "filters": 4, "dilations": [1, 2], "embedding_dim": 8},
               "content_layers": ["relu"], "style_layers": ["relu"], "iterations": 6, "device": "cpu", "init": "content"}
@@ -272,24 +272,24 @@ def _options_config(**changes):
 
 
 def test_multires_and_luminance_only_keep_the_shape_and_the_contents_colours():
-    from convgen.style import color, stylize
+    from convgen.style import color, from_config
 
     blobs, stripes = demo_pair(2, 32, seed=0)
     content = torch.cat([0.2 + 0.5 * blobs, 0.3 + 0.3 * blobs, 0.6 - 0.3 * blobs])  # coloured blobs, inside [0, 1]
     style = stripes.expand(3, 32, 32).clone()  # a grey texture
-    result, summary, _ = stylize.transfer(_options_config(preserve_color="luminance", multires=2), content, [style])
+    result, summary, _ = from_config.transfer(_options_config(preserve_color="luminance", multires=2), content, [style])
     assert result.generated.shape == (3, 32, 32) and summary["final"]["style"] < summary["start"]["style"]
     assert [row["level"] for row in result.history] == [1] * 1 + [0] * 1  # one chunk of L-BFGS per level
     chroma = lambda x: color.to_yiq(x)[1:]  # noqa: E731
     assert torch.allclose(chroma(result.generated), chroma(content), atol=0.02)
-    matched, _, _ = stylize.transfer(_options_config(preserve_color="histogram"), content, [style])
+    matched, _, _ = from_config.transfer(_options_config(preserve_color="histogram"), content, [style])
     assert matched.generated.shape == (3, 32, 32) and torch.isfinite(matched.generated).all()
     with pytest.raises(ConfigError, match="preserve_color must be one of"):
-        stylize.transfer(_options_config(preserve_color="sepia"), content, [style])
+        from_config.transfer(_options_config(preserve_color="sepia"), content, [style])
     with pytest.raises(ConfigError, match="multires"):
-        stylize.transfer(_options_config(multires=0), content, [style])
+        from_config.transfer(_options_config(multires=0), content, [style])
     with pytest.raises(ConfigError, match="needs RGB"):
-        stylize.transfer(_options_config(preserve_color="luminance"), content[:1], [style[:1]])
+        from_config.transfer(_options_config(preserve_color="luminance"), content[:1], [style[:1]])
 
 
 def test_lbfgs_recovers_once_from_a_broken_step_and_adam_reports_it():

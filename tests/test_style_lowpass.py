@@ -11,7 +11,7 @@ from convgen.errors import ConfigError
 from convgen.nets import VGGEncoder
 from convgen.style.costs import gaussian_lowpass
 from convgen.style.quality import content_ssim, laplacian_energy
-from convgen.style.stylize import demo_pair
+from convgen.style.from_config import demo_pair
 from convgen.style.transfer import StyleTransfer
 
 

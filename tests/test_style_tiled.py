@@ -124,7 +124,7 @@ def _recipe_encoder(dims, summary):
     """The encoder `convgen run stylize` optimised with (rebuilt from the seed; the fingerprint proves it)."""
     from convgen.metric.inputs import prepare_encoder
     from convgen.runtime import seed_everything
-    from convgen.style.stylize import DEFAULTS
+    from convgen.recipes.stylize import DEFAULTS
 
     seed_everything(DEFAULTS["seed"])
     encoder, _, fp = prepare_encoder(DEFAULTS, dims, 1)
@@ -164,7 +164,7 @@ def test_stylize_recipe_tile_auto_fits_a_budget_one_pass_does_not(tmp_path):
     np.save(tmp_path / "c.npy", content.numpy())
     np.save(tmp_path / "s.npy", style.numpy())
     from convgen.metric.inputs import prepare_encoder
-    from convgen.style.stylize import DEFAULTS
+    from convgen.recipes.stylize import DEFAULTS
 
     encoder, _, _ = prepare_encoder(DEFAULTS, 2, 1)  # the estimate needs shapes only, not the weights
     layers = ["relu1_1", "relu2_1", "relu3_1", "relu4_1"]

@@ -36,8 +36,8 @@ def register_recipes(register):
     )
     register(
         "stylize",
-        "convgen.style.stylize:run",
-        defaults="convgen.style.stylize:DEFAULTS",
+        "convgen.recipes.stylize:run",
+        defaults="convgen.recipes.stylize:DEFAULTS",
         components={"encoder": "encoder", "style_cost": "style_cost"},
         description="Gram-matrix style transfer between two samples (or texture synthesis), in 1D, 2D or 3D.",
     )

@@ -1,9 +1,8 @@
-"""The ``stylize`` recipe: style transfer between any two samples a plugin can read.
-
-Inputs are read and the result written through the registered readers and writers (the
-file suffix decides), so a domain plugin only adds file types and defaults. Without
-``content`` and ``style`` files the recipe makes a generated pair (smooth blobs styled
-with oriented stripes) in ``spatial_dims`` dimensions, so it runs anywhere as a demo.
+"""Style transfer as a recipe's config describes it: the content and style read through the
+registered readers (or a generated demo pair) and resized, the engine built from the
+config (encoder, layers, costs, colour, resolution levels, tiles within the memory
+budget), and the report written (cost history, plot, preview). The ``stylize`` recipe
+(`convgen.recipes.stylize`) and the plugins' own stylize recipes run it.
 """
 
 from __future__ import annotations
@@ -24,44 +23,6 @@ from convgen.runtime import resolve_device
 from convgen.style import color
 from convgen.style import tiled
 from convgen.style.transfer import Result, StyleTransfer, check_inputs, layer_weights
-
-DEFAULTS = {
-    "seed": 0,
-    "content": None,
-    "style": None,
-    "style_weights": None,
-    "channels": None,
-    "spatial_dims": 2,
-    "size": None,
-    "style_size": None,
-    "encoder": {"name": "vgg", "channels": [32, 64, 128, 128], "convs": [1, 1, 1, 1], "pool": "avg", "embedding_dim": 128},
-    "weights": None,
-    "content_layers": ["relu3_1"],
-    "content_layer_weights": None,
-    "style_layers": ["relu1_1", "relu2_1", "relu3_1", "relu4_1"],
-    "style_layer_weights": None,
-    "style_cost": {"name": "gram"},
-    "alpha": 1.0,
-    "beta": 100.0,
-    "tv": 0.0,
-    "lowpass": 0.0,
-    "lowpass_sigma": 4.0,
-    "normalize_layers": True,
-    "preserve_color": "none",
-    "multires": 1,
-    "init": "content+noise",
-    "noise_ratio": 0.5,
-    "optimizer": "lbfgs",
-    "lr": None,
-    "iterations": 200,
-    "range": None,
-    "snapshot_every": 0,
-    "memory_budget_gb": 8.0,
-    "tile": None,
-    "overlap": 8,
-    "device": "auto",
-    "output": "stylized.npy",
-}
 
 DEMO_SIZE = {1: 4096, 2: 128, 3: 32}
 
@@ -273,24 +234,6 @@ def print_costs(result: Result, title: str) -> None:
     for term in result.start:
         table.add_row(term, f"{result.start[term]:.4g}", f"{result.final[term]:.4g}")
     Console().print(table)
-
-
-def run(config: dict, out_dir: Path) -> dict:
-    content, styles = inputs(config)
-    output = out_dir / config["output"]
-    suffix = "".join(Path(config["output"]).suffixes) or ".npy"
-    snapshots = out_dir / "snapshots"
-
-    def snapshot(step: int, sample: torch.Tensor) -> None:
-        io.write(snapshots / f"iter_{step:05d}{suffix}", sample)
-
-    result, summary, _ = transfer(config, content, styles, on_snapshot=snapshot)
-    io.write(output, result.generated)
-    write_report(out_dir, content, styles, result)
-    first = content if content is not None else styles[0]
-    print_costs(result, f"stylize: {summary['encoder']} on input {tuple(first.shape)}")
-    Console().print(f"wrote {output}")
-    return {"output": str(output), **summary}
 
 
 def write_report(out_dir: Path, content, styles, result, preview: bool = True) -> None:
