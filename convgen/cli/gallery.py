@@ -51,20 +51,6 @@ def _encoder(gallery, weights, options):
     return Encoder(weights, gallery, parse_options(options) or None)
 
 
-def _notice(encoder) -> None:
-    """After success, on stderr: what the input pipeline did (if it says), a legacy encoder's notice, any override."""
-    summary = encoder.input_summary()
-    if summary:
-        typer.echo(f"{encoder.pipeline['name']}: {summary}", err=True)  # named by its pipeline, as the recipes do
-    if encoder.notice:
-        typer.echo(encoder.notice, err=True)
-    if encoder.overrides:
-        from convgen.pipelines import describe
-
-        changed = ", ".join(f"{k}={v}" for k, v in encoder.overrides.items())
-        typer.echo(f"notice: pipeline override {changed}: files went through {describe(encoder.pipeline)}", err=True)
-
-
 @gallery_app.command()
 def create(
     db: Path = DB,
@@ -111,7 +97,7 @@ def create(
                 "dim": gallery.dim, "scoring": scoring, "backend": backend, **model.record()}  # fmt: skip
     _print(info, as_json, f"created {db}: {model.spec['name']} embeddings ({info['dim']}-d), {scoring} scoring, {backend} search; "
                           f"files go through {describe(model.pipeline)}")  # fmt: skip
-    _notice(model)
+    model.print_notices()
 
 
 @gallery_app.command()
@@ -145,7 +131,7 @@ def enrol(
         data["name"] = next(iter(people))
     who = next(iter(people)) if len(people) == 1 else f"{len(people)} people"
     _print(data, as_json, f"enrolled {who} ({samples} sample(s)); {count} people in {db}")
-    _notice(encoder)
+    encoder.print_notices()
 
 
 @gallery_app.command()
@@ -172,7 +158,7 @@ def verify(
         if "head_match" in result:
             head += f" ({'match' if result['head_match'] else 'no match'} at ≥ {result['head_threshold']:.4f})"
     _print(result, as_json, f"{verdict}: {file} vs {name}, distance {result['distance']:.4f} (τ = {result['threshold']:.4f}){head}")
-    _notice(encoder)
+    encoder.print_notices()
     if not result["match"]:
         raise typer.Exit(10)
 
@@ -208,7 +194,7 @@ def identify(
         console.print(api.identify_table(results, f"identify against {db}"))
         if sheet:
             console.print(f"wrote {output / 'results.json'}, {sheet} and {sheet.with_suffix('.html')}", highlight=False, soft_wrap=True)
-    _notice(encoder)
+    encoder.print_notices()
 
 
 @gallery_app.command()
@@ -245,7 +231,7 @@ def calibrate(
     _print({**report, **encoder.record()}, as_json, f"τ = {report['threshold']:.4f} for {mode} at target {target:g}: {rate}")
     if report.get("warning"):
         typer.echo(f"warning: {report['warning']}", err=True)
-    _notice(encoder)
+    encoder.print_notices()
 
 
 @gallery_app.command("list")

@@ -111,9 +111,30 @@ class Encoder:
         summary = getattr(self._inputs, "input_summary", None)
         return summary() if summary is not None else None
 
+    def input_report(self) -> dict | None:
+        """The pipeline's account of its inputs so far as numbers (its optional ``input_report()``), for a run's summary."""
+        report = getattr(self._inputs, "input_report", None)
+        return report() if report is not None else None
+
     def record(self) -> dict:
-        """What a run writes about how it embedded: the pipeline and the user's overrides."""
-        return {"pipeline": self.pipeline, "pipeline_overrides": self.overrides}
+        """What a run writes about how it embedded: the pipeline, the user's overrides and what the pipeline reports."""
+        inputs = self.input_report()
+        return {"pipeline": self.pipeline, "pipeline_overrides": self.overrides, **({"input_report": inputs} if inputs else {})}
+
+    def print_notices(self) -> None:
+        """After success, on stderr, for every door (the CLI, the domain recipes): what the input pipeline
+        did (if it says), a legacy encoder's notice, and any pipeline override."""
+        from rich.console import Console
+
+        from convgen import pipelines
+
+        console = Console(stderr=True)
+        lines = [f"{self.pipeline['name']}: {summary}" if (summary := self.input_summary()) else None, self.notice]
+        if self.overrides:
+            changed = ", ".join(f"{k}={v}" for k, v in self.overrides.items())
+            lines.append(f"notice: pipeline override {changed}: files went through {pipelines.describe(self.pipeline)}")
+        for line in filter(None, lines):
+            console.print(line, highlight=False, soft_wrap=True)
 
 
 def encoder_for(gallery: Gallery, weights=None, overrides: dict | None = None, fallback: dict | None = None) -> Encoder:

@@ -36,11 +36,6 @@ def _overrides(config: dict) -> dict | None:
     return dict(config["pipeline"]) if config.get("pipeline") else None
 
 
-def _notice(encoder: api.Encoder) -> None:
-    if encoder.notice:
-        Console(stderr=True).print(encoder.notice, highlight=False, soft_wrap=True)
-
-
 def register_gallery_recipes(register, prefix: str, pipeline: dict, noun: str, what: str, encoder: dict | None = None) -> None:
     """Register ``PREFIX-enrol``, ``PREFIX-verify``, ``PREFIX-identify`` and ``PREFIX-calibrate``.
 
@@ -92,7 +87,7 @@ def register_gallery_recipes(register, prefix: str, pipeline: dict, noun: str, w
         samples = sum(len(f) for f in people.values())
         Console().print(f"enrolled {', '.join(list(people)[:5])}{' …' if len(people) > 5 else ''} from {samples} {noun}(s); "
                         f"{config['gallery']} holds {count} people", highlight=False)  # fmt: skip
-        _notice(enc)
+        enc.print_notices()
         return {"enrolled": list(people), many: samples, "people": count, **enc.record()}
 
     def verify(config: dict, out_dir: Path) -> dict:
@@ -104,7 +99,7 @@ def register_gallery_recipes(register, prefix: str, pipeline: dict, noun: str, w
             result = api.verify(gallery, enc.embed_files([path])[0], config["name"], config["threshold"])
         word = "MATCH" if result["match"] else "no match"
         Console().print(f"{word}: {path} vs {config['name']} (distance {result['distance']:.4f}, threshold {result['threshold']:.4f})")
-        _notice(enc)
+        enc.print_notices()
         return {**result, "match": bool(result["match"]), **enc.record()}
 
     def identify(config: dict, out_dir: Path) -> dict:
@@ -115,7 +110,7 @@ def register_gallery_recipes(register, prefix: str, pipeline: dict, noun: str, w
             results = api.identify_files(gallery, enc, paths, config["top_k"], config["threshold"], show_progress=True)
             api.write_results(out_dir, gallery, enc, results)  # results.json, sheet.png, sheet.html
         Console().print(api.identify_table(results, f"identify against {config['gallery']}"))
-        _notice(enc)
+        enc.print_notices()
         return {"results": [{noun: r["file"], **r} for r in results], **enc.record()}
 
     def calibrate(config: dict, out_dir: Path) -> dict:
@@ -131,7 +126,7 @@ def register_gallery_recipes(register, prefix: str, pipeline: dict, noun: str, w
         Console().print(f"threshold {report['threshold']:.4f} for {mode} at target {target:g}: {reached}", highlight=False)
         if report.get("warning"):
             Console(stderr=True).print(f"warning: {report['warning']}", highlight=False, soft_wrap=True)
-        _notice(enc)
+        enc.print_notices()
         return {**report, **enc.record()}
 
     register(f"{prefix}-enrol", enrol, components=components,

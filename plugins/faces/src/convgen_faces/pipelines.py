@@ -33,6 +33,10 @@ class FaceInputs:
         """How many photos had no face found and what was done with them (None before any photo)."""
         return self.pipeline.input_summary() if self.pipeline.tally.photos else None
 
+    def input_report(self) -> dict | None:
+        """The same as numbers, for a run's summary: photos, no face found, detector (None before any photo)."""
+        return self.pipeline.input_report() if self.pipeline.tally.photos else None
+
 
 def faces(**options) -> FaceInputs:
     return FaceInputs(FacePipeline.of(**options))

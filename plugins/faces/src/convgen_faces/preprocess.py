@@ -20,8 +20,6 @@ how many photos fell back and what was done with them.
 from __future__ import annotations
 
 import contextlib
-import functools
-import json
 import sys
 import threading
 from dataclasses import dataclass, field
@@ -92,10 +90,6 @@ def detect_mmod(image: np.ndarray, upsample="auto") -> list[tuple[int, int, int,
 
 
 _NOTICE_GIVEN = False
-_RUNS: list[dict] = []  # the counts of the recipe runs in progress (see `reporting_inputs`)
-_RUNS_LOCK = threading.Lock()
-
-
 _UNCOUNTED = threading.local()  # set while a photo is read again only to be shown (contact sheets)
 
 
@@ -110,55 +104,10 @@ def not_counted():
 
 
 def _record(pipeline: "FacePipeline", path, found: bool) -> None:
-    """Count one photo in the pipeline's tally and in every recipe run in progress."""
+    """Count one photo in the pipeline's tally (a photo read twice counts once)."""
     if getattr(_UNCOUNTED, "on", False):
         return
     pipeline.tally.count(path, found)
-    if pipeline.detect:
-        with _RUNS_LOCK:
-            for counts in _RUNS:
-                counts["found"][str(path)] = found  # a photo read twice counts once
-                counts.setdefault("pipeline", pipeline)
-
-
-def reporting_inputs(run):
-    """``run`` (a gallery recipe's function), also reporting how many of its photos had no face found.
-
-    The photos every detecting `FacePipeline` handles during the run are counted: one
-    line on stderr at the end (e.g. ``faces: 12 of 400 photos: no face found (mmod
-    detector), used the whole photo (if_no_face=whole)``), and ``input_report`` in the
-    summary it returns (``summary.json``) and in ``report.json`` when the run wrote one, as
-    the core recipes write their dataset's `FacePipeline.input_report`.
-    """
-
-    @functools.wraps(run)
-    def wrapped(config, out_dir, *args, **kwargs):
-        counts = {"found": {}}
-        with _RUNS_LOCK:
-            _RUNS.append(counts)
-        try:
-            summary = run(config, out_dir, *args, **kwargs)
-        finally:
-            with _RUNS_LOCK:
-                _RUNS.remove(counts)
-        pipeline = counts.get("pipeline")
-        if pipeline is None or not isinstance(summary, dict) or "input_report" in summary:
-            return summary
-        photos, missed = len(counts["found"]), [path for path, found in counts["found"].items() if not found]
-        result = {"photos": photos, "detect": True, "detector": pipeline.detector, "no_face": len(missed), "if_no_face": pipeline.if_no_face,
-                  "no_face_examples": missed[:5], "summary": pipeline._summary(photos, len(missed))}  # fmt: skip
-        print(f"faces: {result['summary']}", file=sys.stderr)
-        report = Path(out_dir) / "report.json"
-        if report.is_file():
-            from convgen.plugin_api import atomic_write_text
-
-            data = json.loads(report.read_text())
-            if isinstance(data, dict):
-                data["input_report"] = result
-                atomic_write_text(report, json.dumps(data, indent=2) + "\n")
-        return {**summary, "input_report": result}
-
-    return wrapped
 
 
 def _resolve_mmod(detector: str) -> str:

@@ -22,7 +22,6 @@ from convgen import plugin_api as api
 from convgen.plugin_api import (ConfigError, Embedder, Gallery, RecipeResult, atomic_write_text, plot_distance_histograms,
                                 plot_roc, recipe, register_gallery_recipes, with_changes)
 from convgen_faces.datasets import sample_dir
-from convgen_faces.preprocess import reporting_inputs
 
 # The bundled ORL sample: face crops, 92 × 112 grey, used at half size.
 FACES = {"name": "faces", "root": None, "size": [56, 46], "channels": 1, "detect": False, "people": None}
@@ -198,8 +197,7 @@ def register(register_recipe) -> None:
                     description="Face verification ROC/EER and one-shot identification on people unseen in training.")
     register_recipe("faces-evaluate-dlib", based_on="evaluate", defaults=EVALUATE_DLIB,
                     description="The same evaluation with dlib's pretrained face encoder (needs convgen-faces[dlib]).")
-    counted = lambda name, run, **options: register_recipe(name, reporting_inputs(run), **options)  # noqa: E731
-    register_gallery_recipes(counted, "faces", PIPELINE, noun="photo", what="face photos", encoder={"name": "dlib-resnet"})
+    register_gallery_recipes(register_recipe, "faces", PIPELINE, noun="photo", what="face photos", encoder={"name": "dlib-resnet"})
     register_recipe("faces-stylize", based_on="stylize", defaults=STYLIZE,
                     description="Style transfer on photos (default: the bundled portrait styled with a brick texture), PNG out.")
     register_recipe("faces-visualize", based_on="visualize", defaults=VISUALIZE,
