@@ -186,8 +186,9 @@ def _file_type_adder(registry: Registry, plugin: str) -> Callable:
     return register
 
 
-def _recipe(name: str, run, options: dict, registry: Registry):
-    """Build one `Recipe`; with ``based_on``, from the named parent's run, defaults and components."""
+def _recipe(name: str, run, options: dict, lookup: Callable[[str], Recipe]):
+    """Build one `Recipe`; with ``based_on``, from the parent's run, defaults and components
+    (``lookup``: a recipe by name, loading it first if it is deferred)."""
     options = dict(options)
     parent_name, without = options.pop("based_on", None), tuple(options.pop("without", ()))
     defaults = options.get("defaults")
@@ -204,7 +205,7 @@ def _recipe(name: str, run, options: dict, registry: Registry):
         raise ConfigError(f"recipe {name!r} is based on {parent_name!r}, which is based on {name!r}: recipes cannot derive in a circle")
     _DERIVING.add(name)
     try:
-        parent = registry.get(parent_name)
+        parent = lookup(parent_name)
     finally:
         _DERIVING.discard(name)
     if unknown := [key for key in without if key not in parent.defaults]:
@@ -236,7 +237,7 @@ class _RecipeGroup:
             def register(name, run=None, **options):
                 if name in found:
                     raise ConfigError(f"recipe {name!r} is registered twice by plugin {self.plugin!r}")
-                found[name] = _recipe(name, run, options, self.registry)
+                found[name] = _recipe(name, run, options, lambda parent: found.get(parent) or self.registry.get(parent))
 
             resolve(self.reference)(register)
             self.recipes = found
@@ -260,7 +261,7 @@ class _RegisterRecipe:
         self.registry, self.plugin = registry, plugin
 
     def __call__(self, name: str, run=None, **options) -> None:
-        deferred = _Deferred(functools.partial(_recipe, name, run, options, self.registry))
+        deferred = _Deferred(functools.partial(_recipe, name, run, options, self.registry.get))
         self.registry.add(name, deferred, self.plugin, options.get("description", ""))
 
     def lazy(self, reference: str, recipes: dict[str, str]) -> None:

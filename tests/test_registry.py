@@ -162,3 +162,23 @@ def test_a_recipe_result_is_what_run_recipe_returns_and_its_summary_is_written(t
     recipe = registry.Recipe("answer", lambda config, out_dir: result, defaults={"seed": 0})
     assert run_recipe(recipe, {"seed": 0}, tmp_path / "run") is result
     assert (tmp_path / "run" / "summary.json").read_text() == '{\n  "answer": 42\n}\n'
+
+
+def test_declared_recipes_may_derive_from_each_other_in_one_group(monkeypatch, tmp_path):
+    """register.lazy: a recipe based on another of the same group (registered just before it) loads once, without recursing."""
+    module = tmp_path / "derived_group.py"
+    module.write_text(
+        "def register(register):\n"
+        "    register('g-train', based_on='train', defaults={'epochs': 3}, description='g')\n"
+        "    register('g-longer', based_on='g-train', defaults={'epochs': 30}, description='g, longer')\n",
+        encoding="utf-8",
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+
+    def register_recipes(register):
+        register.lazy("derived_group:register", {"g-longer": "g, longer", "g-train": "g"})
+
+    _with_recipes(monkeypatch, register_recipes)
+    longer = registry.recipe("g-longer")
+    assert longer.based_on == "g-train" and longer.defaults["epochs"] == 30
+    assert longer.run is registry.recipe("train").run
