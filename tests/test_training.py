@@ -191,3 +191,29 @@ def test_training_data_that_cannot_work_is_a_clear_error(tmp_path, overrides, co
     result = invoke("run", "train", "spatial_dims=1", "dataset.size=16", *TINY, *overrides, "-o", tmp_path)
     assert_one_line_error(result, code, [message])
     assert not (tmp_path / "checkpoint.safetensors").exists()
+
+
+def test_recipes_run_from_code_return_what_they_made(tmp_path):
+    """recipe(name).run returns a RecipeResult: the trained model in memory (the file's, bit for bit),
+    and the evaluation's report and embeddings, so code built on a recipe never re-reads its outputs."""
+    from convgen import config as configuration
+    from convgen.io import finite_json
+    from convgen.registry import recipe
+    from convgen.running import run_recipe
+    from convgen.weights import load_model
+
+    data = ["spatial_dims=1", "dataset.size=32", "dataset.samples_per_identity=4"]
+    train, config = configuration.resolve("train", ["epochs=1", "dataset.identities=12", *data, *TINY])
+    trained = run_recipe(train, config, tmp_path / "train")
+    assert trained.summary == json.loads((tmp_path / "train" / "summary.json").read_text())
+    saved = load_model(tmp_path / "train" / "encoder.safetensors")
+    assert trained.model.fingerprint == saved.fingerprint and trained.model.path == saved.path
+    assert trained.files["weights"] == tmp_path / "train" / "encoder.safetensors"
+
+    evaluate, config = configuration.resolve("evaluate", [f"weights={saved.path}", "dataset.identities=6", "dataset.identity_offset=1000",
+                                                          "episodes.n_way=3", *data])  # fmt: skip
+    evaluated = recipe("evaluate").run(config, tmp_path / "evaluate")
+    assert finite_json(evaluated.report) == json.loads((tmp_path / "evaluate" / "report.json").read_text())
+    assert evaluated.embeddings.shape == (24, saved.spec["embedding_dim"]) and len(evaluated.labels) == 24
+    assert evaluated.model.fingerprint == saved.fingerprint == evaluated.report["encoder_fingerprint"]
+    assert evaluate.run is recipe("evaluate").run
