@@ -206,6 +206,8 @@ def _recipe(name: str, run, options: dict, lookup: Callable[[str], Recipe]):
     _DERIVING.add(name)
     try:
         parent = lookup(parent_name)
+    except ConfigError as exc:
+        raise ConfigError(f"recipe {name!r} is based on {parent_name!r}: {exc}") from None
     finally:
         _DERIVING.discard(name)
     if unknown := [key for key in without if key not in parent.defaults]:

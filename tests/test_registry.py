@@ -140,7 +140,7 @@ def test_a_recipe_based_on_another_inherits_its_run_defaults_and_components(monk
 
 
 @pytest.mark.parametrize(("options", "message"), [
-    ({"based_on": "trian"}, "unknown recipe 'trian'; did you mean 'train'?"),
+    ({"based_on": "trian"}, "recipe 'circle-a' is based on 'trian': unknown recipe 'trian'; did you mean 'train'?"),
     ({"based_on": "train", "without": ("nothing",)}, r"without=\['nothing'\] names keys that recipe 'train' does not have"),
     ({"based_on": "circle-b"}, "recipes cannot derive in a circle"),
     ({}, "recipe 'circle-a' needs a run function"),
