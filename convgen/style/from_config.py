@@ -242,7 +242,7 @@ def write_report(out_dir: Path, content, styles, result, preview: bool = True) -
     from convgen.visualize.figures import plot_row
 
     atomic_write_text(out_dir / "history.json", json.dumps(result.history, indent=1) + "\n")
-    terms = [t for t in ("content", "style", "tv") if any(row[t] for row in result.history)]
+    terms = [t for t in ("content", "style", "tv", "lowpass") if any(row.get(t) for row in result.history)]
     plot_curves(out_dir / "costs.png", result.history, keys=terms, x="iteration", title="Style transfer costs (weighted sums of normalised layer costs)")
     if not preview:
         return

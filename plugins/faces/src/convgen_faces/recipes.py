@@ -51,9 +51,10 @@ TRAIN_DLIB = {**TRAIN, **FINE_TUNE_DLIB}
 STYLIZE = dict(
     content=str(sample_dir("photos") / "astronaut.png"), style=str(sample_dir("photos") / "brick.png"),
     channels=3, size=[192, 192], style_size=[192, 192], output="stylized.png", iterations=50,
-    # One wide random layer at five scales, content kept from the start: chosen by bench_style.py's quality table.
+    # One wide random layer at five scales, content kept from the start, and the content's structure coarser than
+    # 2 pixels kept by the low-pass term (the style decides what is finer): chosen by bench_style.py's quality table.
     encoder={"name": "random-multiscale", "filters": 32, "embedding_dim": 64}, content_layers=["relu"], style_layers=["relu"],
-    beta=30.0, init="content",
+    beta=30.0, lowpass=2.0, lowpass_sigma=2.0, init="content",
 )  # fmt: skip
 VISUALIZE = {"dataset": FACES, "encoder": ENCODER, "top_k": 9}
 
