@@ -55,6 +55,7 @@ import math
 import resource
 import subprocess
 import sys
+import textwrap
 import time
 from pathlib import Path
 
@@ -234,7 +235,7 @@ ALTERNATIVES = {  # per domain: row label -> changes to the recipe's (new) defau
             "random-multiscale, beta 10": {**MULTISCALE, "beta": 10.0}},
     "audio": {"beta 300": {"beta": 300.0}, "tv 1": {"tv": 1.0}},
     "photo": {  # the first row also runs on grass and gravel
-        "beta 30, no low-pass (previous default)": {"lowpass": 0.0},
+        "previous default (beta 30, no low-pass)": {"lowpass": 0.0},
         "vgg, init content": {**VGG_TODAY, "init": "content", "iterations": 150},
         "beta 10, no low-pass": {"beta": 10.0, "lowpass": 0.0},
         "beta 5, no low-pass": {"beta": 5.0, "lowpass": 0.0},
@@ -392,6 +393,7 @@ def draw_grid(results: list[dict], dims: int, folder: Path) -> Path:
                 continue
             label, x = panels[j]
             x = x.detach().float()
+            label = textwrap.fill(label, 28)  # long labels on two lines, clear of the next panel's
             title = label if j < 2 else f"{label}\nstyle {r['rows'][j - 2][1]['style']:.2f}" + (
                 f", SSIM {r['rows'][j - 2][1]['ssim']:.2f}" if r["rows"][j - 2][1]["ssim"] is not None else "")
             ax.set_title(title, fontsize=7)
