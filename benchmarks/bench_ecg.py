@@ -10,6 +10,7 @@ recording of the others must be rejected (DIR at FPIR 10%); EER over pairs of re
     python benchmarks/bench_ecg.py --ecgid ../shared/data/ecg/ecgid_part1 --seeds 0 1 2
     python benchmarks/bench_ecg.py --mitdb ../shared/data/ecg/mitdb       # sessions = 5-minute parts
     python benchmarks/bench_ecg.py --quick                                # bundled sample, 2 epochs
+    python benchmarks/bench_ecg.py --ecgid ../shared/data/ecg/ecgid_part1 --set augment.scale=0.1   # an ablation
 
 Rows: the ecg-train recipe's ResNet (from scratch); the same network untrained (random
 weights); raw beat windows (band-passed, robustly scaled, L2-normalised: nearest
@@ -27,7 +28,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from convgen_ecg import recipes
 from rich.console import Console
 from rich.table import Table
 
@@ -37,6 +37,7 @@ from convgen.recipes import train
 from convgen.metric.embedder import Embedder
 from convgen.runtime import seed_everything
 from convgen.weights import build_encoder, encoder_spec, load_encoder
+from heldout import parse_set, with_overrides
 
 
 def measure(embeddings: np.ndarray, data, seed: int) -> dict:
@@ -60,12 +61,14 @@ def main() -> None:
     parser.add_argument("--ecgid", default=None, help="ECG-ID folder (one sub-folder per person); default: the bundled sample")
     parser.add_argument("--mitdb", default=None, help="MIT-BIH folder (one record per person): sessions are 5-minute parts")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
-    parser.add_argument("--epochs", type=int, default=registry.recipe("ecg-train").defaults["epochs"])
+    parser.add_argument("--epochs", type=int, default=None, help="default: the recipe's (after --set)")
     parser.add_argument("--quick", action="store_true", help="2 epochs: check that it runs")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override an ecg-train key (YAML value)")
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
-    epochs = 2 if args.quick else args.epochs
-    dataset = dict(recipes.ECG, root=args.mitdb or args.ecgid)
+    defaults = with_overrides(registry.recipe("ecg-train").defaults, parse_set(args.set))
+    epochs = 2 if args.quick else args.epochs or defaults["epochs"]
+    dataset = dict(defaults["dataset"], root=args.mitdb or args.ecgid)
     if args.mitdb:
         dataset.update(session_seconds=300, max_seconds=1800, max_windows=150)
 
@@ -77,18 +80,18 @@ def main() -> None:
         test = registry.build("dataset", {**dataset, "people": test_people})
         common = {"seed": seed, "train_people": len(train_people), "test_people": len(test_people)}
 
-        config = copy.deepcopy(registry.recipe("ecg-train").defaults)
+        config = copy.deepcopy(defaults)
         config.update(seed=seed, device="cpu", epochs=epochs, dataset={**dataset, "people": train_people})
         seed_everything(seed)
         with tempfile.TemporaryDirectory() as tmp:
             start = time.perf_counter()
-            train.run(config, Path(tmp))
+            best = train.run(config, Path(tmp)).summary.get("best_epoch")
             seconds = time.perf_counter() - start
             model, _, _ = load_encoder(Path(tmp) / "encoder.safetensors")
-        rows.append({**common, "method": f"convgen resnet + triplet ({epochs} epochs)", "train_s": seconds,
+        rows.append({**common, "method": f"convgen resnet + triplet ({epochs} epochs, kept {best})", "train_s": seconds,
                      **measure(embed(Embedder(model).eval(), test.windows), test, seed)})  # fmt: skip
         torch.manual_seed(seed)
-        random = build_encoder(encoder_spec(recipes.ENCODER, spatial_dims=1, in_channels=1))
+        random = build_encoder(encoder_spec(config["encoder"], spatial_dims=1, in_channels=1))
         rows.append({**common, "method": "same network, random weights", "train_s": 0.0,
                      **measure(embed(Embedder(random).eval(), test.windows), test, seed)})  # fmt: skip
         raw = test.windows.flatten(1).double().numpy()

@@ -77,3 +77,29 @@ def test_drift_adds_an_offset_and_ramp_within_its_bound(dims):
     assert not torch.allclose(Augment(drift=0.5)(x), Augment(drift=0.5)(x))
     with pytest.raises(ConfigError, match="augment.drift"):
         Augment(drift=-1)
+
+
+@pytest.mark.parametrize("dims", [1, 2])
+def test_warp_stretches_unevenly_keeping_the_ends_and_the_order(dims):
+    """An uneven stretch (a beat's timing at another heart rate): ends fixed, the middle moved, nothing reordered."""
+    torch.manual_seed(0)
+    size = 101
+    ramp = torch.linspace(-1, 1, size)  # the sample's own positions: warping it shows the map
+    x = ramp.reshape(1, *([1] * (dims - 1)), size).expand(1, *(size,) * dims).clone()
+    moved = []
+    for _ in range(20):
+        out = Augment(warp=0.2)._affine(x)
+        line = out.reshape(-1, size)[0]
+        assert torch.allclose(line[[0, -1]], ramp[[0, -1]], atol=0.02)  # both ends stay
+        assert (line.diff() > 0).all()  # monotone: no sample passes another
+        u = torch.linspace(-1, 1, 2 * size + 1)[1::2]  # grid_sample's pixel centres (align_corners=False)
+        where = ((line + 1) * (size - 1) + 1) / size - 1  # the position each output pixel was read from
+        a = (where[size // 2] - u[size // 2]) / (1 - u[size // 2] ** 2)
+        assert abs(a) <= 0.2 + 1e-4
+        inner = slice(2, -2)  # the border pixels are clamped to the sample's ends
+        assert torch.allclose(where[inner], (u + a * (1 - u**2))[inner], atol=1e-4)  # the documented curve
+        moved.append(float(a))
+    assert max(moved) - min(moved) > 0.1  # random in [-warp, warp]
+    assert Augment(warp=0.1).active
+    with pytest.raises(ConfigError, match="augment.warp"):
+        Augment(warp=0.5)
