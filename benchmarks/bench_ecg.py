@@ -10,6 +10,7 @@ recording of the others must be rejected (DIR at FPIR 10%); EER over pairs of re
     python benchmarks/bench_ecg.py --ecgid ../shared/data/ecg/ecgid_part1 --seeds 0 1 2
     python benchmarks/bench_ecg.py --mitdb ../shared/data/ecg/mitdb       # sessions = 5-minute parts
     python benchmarks/bench_ecg.py --quick                                # bundled sample, 2 epochs
+    python benchmarks/bench_ecg.py --ecgid ../shared/data/ecg/ecgid_part1 --extra ../shared/data/ecg/ludb   # + LUDB's people in training
     python benchmarks/bench_ecg.py --ecgid ../shared/data/ecg/ecgid_part1 --set augment.scale=0.1   # an ablation
 
 Rows: the ecg-train recipe's ResNet (from scratch); the same network untrained (random
@@ -28,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from convgen_ecg.datasets import sample_dir
 from rich.console import Console
 from rich.table import Table
 
@@ -64,6 +66,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=None, help="default: the recipe's (after --set)")
     parser.add_argument("--quick", action="store_true", help="2 epochs: check that it runs")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override an ecg-train key (YAML value)")
+    parser.add_argument("--extra", nargs="+", default=[], help="folders of more people to train on only (e.g. LUDB), never measured")
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
     defaults = with_overrides(registry.recipe("ecg-train").defaults, parse_set(args.set))
@@ -71,6 +74,8 @@ def main() -> None:
     dataset = dict(defaults["dataset"], root=args.mitdb or args.ecgid)
     if args.mitdb:
         dataset.update(session_seconds=300, max_seconds=1800, max_windows=150)
+    extra = [f"{Path(root).name}/{person}" for root in args.extra
+             for person in registry.build("dataset", {**dataset, "root": root, "people": None}).classes]  # fmt: skip
 
     rows = []
     for seed in args.seeds:
@@ -82,6 +87,10 @@ def main() -> None:
 
         config = copy.deepcopy(defaults)
         config.update(seed=seed, device="cpu", epochs=epochs, dataset={**dataset, "people": train_people})
+        if extra:  # pooled folders name their people FOLDER/PERSON
+            name = Path(dataset["root"] or sample_dir("ecgid")).name
+            config["dataset"].update(root=[dataset["root"] or str(sample_dir("ecgid")), *args.extra],
+                                     people=[f"{name}/{p}" for p in train_people] + extra)  # fmt: skip
         seed_everything(seed)
         with tempfile.TemporaryDirectory() as tmp:
             start = time.perf_counter()
