@@ -72,6 +72,10 @@ class Trainer:
             better when ``mode="min"``), and ``tie_break`` (``(metric, mode)``) decides
             between epochs whose ``monitor`` is equal (a rank-1 rate over few searches
             ties often).
+        keep: ``"best"`` saves the epoch ``monitor`` prefers; ``"last"`` saves the final
+            epoch whatever validation says (still computed and logged), for a schedule
+            that ends well (cosine to zero) when the validation people are too few to
+            pick an epoch reliably.
         run_id: a digest of the resolved config; resuming with another config is refused.
     """
 
@@ -93,10 +97,14 @@ class Trainer:
         monitor: str = "val_eer",
         mode: str = "min",
         tie_break: tuple[str, str] | None = None,
+        keep: str = "best",
         run_id: str = "",
     ):
         if epochs < 1:
             raise ConfigError(f"epochs must be at least 1, got {epochs}")
+        if keep not in ("best", "last"):
+            raise ConfigError(f"keep must be best or last, got {keep!r}")
+        self.keep = keep
         self.device = distributed.setup(device)
         self.model, self.loss_fn = model.to(self.device), loss_fn.to(self.device)
         self.spec, self.out_dir, self.epochs = spec, Path(out_dir), epochs
@@ -179,7 +187,7 @@ class Trainer:
                 self.model.eval()
                 with torch.no_grad():
                     row.update(self.validate(self.model))
-            if self.validate is None or self._is_better(row):
+            if self.validate is None or self.keep == "last" or self._is_better(row):
                 self.best = row.get(self.monitor, self.best)
                 self.best_tie = row.get(self.tie_break[0]) if self.tie_break else None
                 self.best_epoch = row["epoch"]

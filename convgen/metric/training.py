@@ -63,7 +63,7 @@ def fit(config: dict, out_dir: Path, resume: bool = False) -> tuple[dict, object
     trainer = Trainer(
         model, loss_fn, spec=spec, out_dir=out_dir, epochs=config["epochs"], optimizer=config["optimizer"],
         scheduler=config["scheduler"], grad_clip=config["grad_clip"], device=device, validate=validate,
-        **monitor, run_id=hashlib.sha256(dump("train", config).encode()).hexdigest(),
+        **monitor, keep=config.get("keep", "best"), run_id=hashlib.sha256(dump("train", config).encode()).hexdigest(),
     )  # fmt: skip
     trainer.pipeline = recorded_pipeline(dataset, config)
     split = {"train": sorted({dataset.classes[labels[i]] for i in train_idx}), "val": sorted({dataset.classes[l] for l in val_labels})}
@@ -81,7 +81,8 @@ def fit(config: dict, out_dir: Path, resume: bool = False) -> tuple[dict, object
     best = result["history"][result["best_epoch"] - 1] if result["best_epoch"] else last
     summary = {
         "train_identities": len(split["train"]), "val_identities": len(split["val"]),
-        "epochs": result["epochs"], "val_protocol": last.get("val_protocol"), "selected_by": result["monitor"],
+        "epochs": result["epochs"], "val_protocol": last.get("val_protocol"),
+        "selected_by": "last epoch" if config.get("keep") == "last" else result["monitor"],
         "best_epoch": result["best_epoch"], "best_val_rank_1": best.get("val_rank_1"), "best_val_eer": best.get("val_eer"),
         **{k: v for k, v in last.items() if k not in ("epoch", "val_protocol")},
     }  # fmt: skip

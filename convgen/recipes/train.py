@@ -10,7 +10,9 @@ encoder with the best validation rank-1 (ties broken by the lower EER) is kept a
 ``encoder.safetensors``. P×K batches draw a person's samples from different sessions
 where there are several. When the identities are a few classes (two diagnoses),
 ``split.by: sample`` keeps every class on both sides, holds out samples instead, and
-keeps the encoder with the lowest validation EER. ``augment`` (off by default) randomly flips, shifts, rotates, zooms
+keeps the encoder with the lowest validation EER. ``keep: last`` keeps the final epoch
+instead (validation is still scored and logged): with a schedule that ends well (cosine to
+zero), the safer choice when the validation people are too few to rank epochs. ``augment`` (off by default) randomly flips, shifts, rotates, zooms
 and changes the contrast of training samples only.
 """
 
@@ -41,6 +43,7 @@ DEFAULTS = {
     "optimizer": {"name": "adamw", "lr": 0.003, "weight_decay": 0.0001, "momentum": 0.9},
     "scheduler": {"name": "cosine", "warmup_epochs": 0, "milestones": [], "gamma": 0.1},
     "epochs": 10,
+    "keep": "best",
     "grad_clip": 5.0,
     "batch_size": 64,
     "device": "auto",
