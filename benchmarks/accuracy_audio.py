@@ -4,8 +4,8 @@ network and the ``audio-train-features`` recipe, over 5 speaker-disjoint folds.
 Dev protocol: AN4 (``../shared/data/audio/an4_mfcc``, 84 speakers, 1,078 utterances of
 13 Sphinx cepstra, no audio) dealt into 5 speaker-disjoint folds (the ``speakers``
 dataset's ``fold``: about 17 speakers each). For each fold, the recipe trains on the
-other four (its own validation speakers, for choosing the epoch, are drawn from those
-too) and everything is scored on the held-out fold by `convgen.metric.reports.report`:
+other four (its own validation speakers, scored after every epoch as a learning curve,
+are drawn from those too; the last epoch is kept) and everything is scored on the held-out fold by `convgen.metric.reports.report`:
 one-shot identification (one enrolled utterance per speaker, every other utterance
 searched, rank-1) and the verification EER over all pairs of held-out utterances.
 
