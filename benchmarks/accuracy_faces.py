@@ -4,7 +4,9 @@ and the reverse, beside Eigenfaces fitted on the same training set and raw pixel
 ORL (``../shared/data/faces/orl``, 40 people × 10 grey crops, 112 × 92) and the reduced
 Georgia Tech set (``../shared/data/faces/gt``, 50 people × 15 grey crops, 40 × 30, more
 pose and lighting) share no one, so each direction is person-disjoint by construction.
-Every photo becomes the recipe's input (``faces`` dataset, no detection, 56 × 46 grey).
+Every photo becomes the recipe's input (``faces`` dataset, no detection, 32 × 26 grey),
+and the baselines see exactly the inputs the network sees (``--set dataset.size=...``,
+``dataset.detect=true dataset.margin=0.1`` change both).
 Scores: `convgen.metric.reports.report` on the test set, one-shot identification (one
 enrolled photo per person, the others searched, rank-1) and the all-pairs EER.
 
@@ -19,6 +21,7 @@ Rows, per direction:
     python benchmarks/accuracy_faces.py                 # 3 seeds per direction
     python benchmarks/accuracy_faces.py --quick         # 1 seed, 10 epochs
     python benchmarks/accuracy_faces.py --set augment.contrast=0.5 --seeds 0
+    python benchmarks/accuracy_faces.py --train-on ORL --set dataset.size=[56,46] --set epochs=150   # the defaults before issue 16
 
 The imported dlib encoder is not a row here: it was trained on millions of other faces
 (bench_faces.py measures it).

@@ -121,7 +121,7 @@ def test_faces_evaluate_feeds_a_28_pixel_encoder_28_pixel_faces(tmp_path):
     result = invoke("run", "faces-evaluate", f"weights={weights}", people, "-o", tmp_path / "a")
     assert result.exit_code == 0, result.output
     report = json.loads((tmp_path / "a" / "report.json").read_text())
-    assert report["inputs"]["dataset_changes"] == ["dataset.size: [56, 46] -> [28, 28] (the encoder was trained so)"]
+    assert report["inputs"]["dataset_changes"] == ["dataset.size: [32, 26] -> [28, 28] (the encoder was trained so)"]
     explicit = invoke("run", "faces-evaluate", f"weights={weights}", people, "dataset.size=[28,28]", "-o", tmp_path / "b")
     assert explicit.exit_code == 0
     assert json.loads((tmp_path / "b" / "report.json").read_text())["verification"] == report["verification"]
