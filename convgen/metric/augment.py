@@ -43,8 +43,8 @@ class Augment:
 
     def __init__(self, flip=(), shift: float = 0.0, rotate: float = 0.0, scale: float = 0.0, contrast: float = 0.0, noise: float = 0.0,
                  drift: float = 0.0, warp: float = 0.0):  # fmt: skip
-        for name, value, top in (("shift", shift, 0.5), ("rotate", rotate, 180), ("scale", scale, 0.9), ("warp", warp, 0.45), ("contrast", contrast, 1),
-                                 ("drift", drift, 10), ("noise", noise, 10)):  # fmt: skip
+        for name, value, top in (("shift", shift, 0.5), ("rotate", rotate, 180), ("scale", scale, 0.9), ("warp", warp, 0.45),
+                                 ("contrast", contrast, 1), ("drift", drift, 10), ("noise", noise, 10)):  # fmt: skip
             if not isinstance(value, (int, float)) or not 0 <= value <= top:
                 raise ConfigError(f"augment.{name} must be a number between 0 and {top}, got {value!r}")
         flip = list(flip or [])
