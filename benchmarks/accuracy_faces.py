@@ -21,7 +21,7 @@ Rows, per direction:
     python benchmarks/accuracy_faces.py                 # 3 seeds per direction
     python benchmarks/accuracy_faces.py --quick         # 1 seed, 10 epochs
     python benchmarks/accuracy_faces.py --set augment.contrast=0.5 --seeds 0
-    python benchmarks/accuracy_faces.py --train-on ORL --set dataset.size=[56,46] --set epochs=150   # the defaults before issue 16
+    python benchmarks/accuracy_faces.py --train-on ORL --set dataset.size=[56,46] --set epochs=150 --set keep=best   # the defaults before issue 16
 
 The imported dlib encoder is not a row here: it was trained on millions of other faces
 (bench_faces.py measures it).
