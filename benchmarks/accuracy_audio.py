@@ -43,7 +43,7 @@ from convgen.metric import reports
 from convgen.recipes import evaluate, train
 from convgen.metric.embedder import Embedder, embed_dataset
 from convgen.runtime import seed_everything
-from convgen.weights import build_encoder, encoder_spec, load_encoder
+from convgen.weights import build_encoder, encoder_spec
 from convgen_audio.baselines import statistics
 from heldout import parse_set, summary, with_overrides
 
@@ -87,8 +87,8 @@ def fold_scores(root: Path, fold: int, config: dict, log) -> dict:
         run = {**copy.deepcopy(config), "device": "cpu"}
         run["dataset"] = {**run["dataset"], "root": str(root), "folds": FOLDS, "fold": fold, "exclude_fold": True}
         started = time.perf_counter()
-        summary = train.run(run, Path(tmp)).summary
-        encoder, _, _ = load_encoder(Path(tmp) / "encoder.safetensors")
+        trained = train.run(run, Path(tmp))
+        summary, encoder = trained.summary, trained.model.encoder
     out["audio-train-features"] = score(embed_dataset(Embedder(encoder), test_set, 1, device), labels)
     log(f"fold {fold}: {len(train_set.classes)} training speakers, {len(test_set.classes)} held out ({len(test_set)} utterances); "
         f"trained {time.perf_counter() - started:.0f} s, best epoch {summary.get('best_epoch')}; "

@@ -46,7 +46,7 @@ from convgen.metric import evaluation
 from convgen.recipes import train
 from convgen.metric.embedder import Embedder, embed_dataset
 from convgen.runtime import seed_everything
-from convgen.weights import build_encoder, encoder_spec, load_encoder, read_pipeline
+from convgen.weights import build_encoder, encoder_spec, read_pipeline
 from heldout import parse_set, summary, with_overrides
 
 ROOT = Path(__file__).resolve().parent.parent / ".." / "shared" / "data" / "ecg" / "ecgid_part1"
@@ -77,8 +77,8 @@ def fold_scores(root: Path, fold: int, config: dict, log) -> dict:
         run = {**copy.deepcopy(config), "device": "cpu", "dataset": {**block, "exclude_fold": True}}
         started = time.perf_counter()
         seed_everything(config["seed"])
-        summary = train.run(run, Path(tmp)).summary
-        encoder, _, _ = load_encoder(Path(tmp) / "encoder.safetensors")
+        trained = train.run(run, Path(tmp))
+        summary, encoder = trained.summary, trained.model.encoder
     out["ecg-train (defaults)"] = score(embed(encoder, test), test)
     log(f"fold {fold}: {len(test.classes)} people, {out['raw beats, nearest neighbour']['probes']} searches; trained "
         f"{time.perf_counter() - started:.0f} s, best epoch {summary.get('best_epoch')}; "

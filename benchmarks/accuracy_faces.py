@@ -43,7 +43,6 @@ from convgen import registry
 from convgen.metric import reports
 from convgen.recipes import evaluate, train
 from convgen.metric.embedder import Embedder, embed_dataset
-from convgen.weights import load_encoder
 from heldout import parse_set, summary, with_overrides
 
 DATA = Path(__file__).resolve().parent.parent / ".." / "shared" / "data" / "faces"
@@ -86,8 +85,7 @@ def direction(train_name: str, test_name: str, config: dict, seeds, log) -> dict
         run["dataset"] = {**run["dataset"], "root": str(train_root)}
         started = time.perf_counter()
         with tempfile.TemporaryDirectory() as tmp:
-            train.run(run, Path(tmp))
-            encoder, _, _ = load_encoder(Path(tmp) / "encoder.safetensors")
+            encoder = train.run(run, Path(tmp)).model.encoder
         trained.append(score(embed_dataset(Embedder(encoder), test_set, 64, torch.device("cpu")), labels, seed))
         log(f"{train_name} -> {test_name}, seed {seed}: faces-train rank-1 {trained[-1][0]:.3f} EER {trained[-1][1]:.3f} "
             f"({time.perf_counter() - started:.0f} s)")  # fmt: skip

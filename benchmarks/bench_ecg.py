@@ -38,7 +38,7 @@ from convgen.metric import evaluation
 from convgen.recipes import train
 from convgen.metric.embedder import Embedder
 from convgen.runtime import seed_everything
-from convgen.weights import build_encoder, encoder_spec, load_encoder
+from convgen.weights import build_encoder, encoder_spec
 from heldout import parse_set, with_overrides
 
 
@@ -94,9 +94,9 @@ def main() -> None:
         seed_everything(seed)
         with tempfile.TemporaryDirectory() as tmp:
             start = time.perf_counter()
-            best = train.run(config, Path(tmp)).summary.get("best_epoch")
+            trained = train.run(config, Path(tmp))
             seconds = time.perf_counter() - start
-            model, _, _ = load_encoder(Path(tmp) / "encoder.safetensors")
+            best, model = trained.summary.get("best_epoch"), trained.model.encoder
         rows.append({**common, "method": f"convgen resnet + triplet ({epochs} epochs, kept {best})", "train_s": seconds,
                      **measure(embed(Embedder(model).eval(), test.windows), test, seed)})  # fmt: skip
         torch.manual_seed(seed)

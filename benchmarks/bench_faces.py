@@ -50,7 +50,6 @@ from convgen.metric import reports
 from convgen.recipes import evaluate, train
 from convgen.metric.embedder import Embedder
 from convgen.runtime import seed_everything
-from convgen.weights import load_encoder
 from convgen_faces import recipes
 from convgen_faces.datasets import sample_dir
 from convgen_faces.recipes import split_people
@@ -89,9 +88,8 @@ def trained(root, people, seed: int, out: Path, **changes) -> tuple[Embedder, fl
     config["dataset"] = {**config["dataset"], "root": root, "people": people}
     seed_everything(seed)
     start = time.perf_counter()
-    train.run(config, out)
+    model = train.run(config, out).model.encoder  # the kept epoch's encoder, in memory
     seconds = time.perf_counter() - start
-    model, _, _ = load_encoder(out / "encoder.safetensors")
     return Embedder(model).eval(), seconds
 
 
