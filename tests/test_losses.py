@@ -16,6 +16,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from convgen.errors import ConfigError, DataError
 from convgen.metric.losses import (
     LOOP_WIDTH,
+    ArcFaceLoss,
     ContrastiveLoss,
     PairClassifierLoss,
     TripletLoss,
@@ -379,6 +380,7 @@ LOSSES = [
     lambda: TripletLoss(mining="batch-hard"),
     lambda: ContrastiveLoss(),
     lambda: PairClassifierLoss(embedding_dim=4),
+    lambda: ArcFaceLoss(classes=6, embedding_dim=4),
 ]
 BAD_BATCHES = {
     "nan": (torch.tensor([[float("nan"), 0, 0, 0], [1.0, 0, 0, 0], [0, 1.0, 0, 0]]), torch.tensor([0, 0, 1]),
@@ -392,7 +394,7 @@ BAD_BATCHES = {
 }  # fmt: skip
 
 
-@pytest.mark.parametrize("make_loss", LOSSES, ids=["all", "semi-hard", "batch-hard", "contrastive", "pair"])
+@pytest.mark.parametrize("make_loss", LOSSES, ids=["all", "semi-hard", "batch-hard", "contrastive", "pair", "arcface"])
 @pytest.mark.parametrize("case", BAD_BATCHES, ids=list(BAD_BATCHES))
 def test_bad_batches_raise_one_line_data_errors(make_loss, case):
     embeddings, labels, message = BAD_BATCHES[case]
@@ -414,3 +416,83 @@ def test_bad_options_are_rejected():
             TripletLoss(**kwargs)
     with pytest.raises(ConfigError):
         PairClassifierLoss(distance="l2")
+
+
+# -- ArcFace -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("margin", [0.2, 0.5, 1.2])
+def test_arcface_equals_pytorch_metric_learning(margin):
+    """Loss and gradients equal PML's ArcFaceLoss (margin in degrees there), including targets past π − m."""
+    pytest.importorskip("pytorch_metric_learning")
+    from pytorch_metric_learning.losses import ArcFaceLoss as PMLArcFace
+
+    torch.manual_seed(0)
+    classes, dim = 7, 5
+    labels = torch.arange(classes).repeat_interleave(4)
+    raw = torch.randn(len(labels), dim, dtype=torch.float64)
+    ours = ArcFaceLoss(classes=classes, embedding_dim=dim, margin=margin, scale=16.0).double()
+    theirs = PMLArcFace(num_classes=classes, embedding_size=dim, margin=float(torch.rad2deg(torch.tensor(margin))), scale=16.0)
+    theirs.W.data = ours.weight.detach().T.clone()
+    x1, x2 = raw.clone().requires_grad_(), raw.clone().requires_grad_()
+    mine, reference = ours(x1, labels), theirs(x2, labels)
+    cosine = F.normalize(raw, dim=1) @ F.normalize(ours.weight.detach(), dim=1).T
+    past_pi = cosine.gather(1, labels[:, None]) < torch.cos(torch.tensor(torch.pi - margin, dtype=torch.float64))
+    if margin == 1.2:
+        assert past_pi.any(), "the case past π − m is exercised"
+    torch.testing.assert_close(mine, reference, rtol=1e-6, atol=1e-8)
+    mine.backward()
+    reference.backward()
+    torch.testing.assert_close(x1.grad, x2.grad, rtol=1e-5, atol=1e-8)
+    torch.testing.assert_close(ours.weight.grad, theirs.W.grad.T, rtol=1e-5, atol=1e-8)
+
+
+def test_arcface_without_margin_is_softmax_over_scaled_cosines():
+    torch.manual_seed(1)
+    loss = ArcFaceLoss(classes=3, embedding_dim=4, margin=0.0, scale=10.0)
+    x, labels = torch.randn(6, 4), torch.tensor([0, 0, 1, 1, 2, 2])
+    expected = F.cross_entropy(10.0 * F.normalize(x, dim=1) @ F.normalize(loss.weight, dim=1).T, labels)
+    torch.testing.assert_close(loss(x, labels), expected)
+    margined = ArcFaceLoss(classes=3, embedding_dim=4, margin=0.3, scale=10.0)
+    margined.weight.data = loss.weight.data.clone()
+    assert margined(x, labels) > expected, "the margin makes every sample's own class harder to win"
+
+
+def test_arcface_learns_to_separate_identities(one_thread):
+    """A linear encoder trained with ArcFace classifies its identities and pulls each one together."""
+    torch.manual_seed(0)
+    centres = torch.randn(4, 8) * 3
+    labels = torch.arange(4).repeat_interleave(8)
+    x = centres[labels] + torch.randn(len(labels), 8)
+    encoder, loss = torch.nn.Linear(8, 6), ArcFaceLoss(classes=4, embedding_dim=6)
+    same = labels[:, None] == labels[None, :]
+    same.fill_diagonal_(False)
+    different = labels[:, None] != labels[None, :]
+
+    def spread():  # mean distance to one's own identity over mean distance to the others
+        dist = pairwise_sq_dists(F.normalize(encoder(x), dim=1).detach())
+        return float(dist[same].mean() / dist[different].mean())
+
+    before = spread()
+    loss(F.normalize(encoder(x), dim=1), labels)
+    assert loss.stats["accuracy"] < 1.0
+    optimiser = torch.optim.Adam([*encoder.parameters(), *loss.parameters()], lr=0.05)
+    for _ in range(60):
+        optimiser.zero_grad()
+        value = loss(F.normalize(encoder(x), dim=1), labels)
+        value.backward()
+        optimiser.step()
+    assert loss.stats["accuracy"] == 1.0 and loss.stats["loss"] < 1.0
+    assert spread() < before / 2
+
+
+def test_arcface_refuses_labels_and_sizes_it_was_not_built_for():
+    loss = ArcFaceLoss(classes=3, embedding_dim=4)
+    with pytest.raises(DataError, match="a label is 5 but there are 3 classes"):
+        loss(torch.randn(4, 4), torch.tensor([0, 0, 5, 5]))
+    with pytest.raises(ConfigError, match="embedding_dim is 4 but the embeddings have 8 values"):
+        loss(torch.randn(4, 8), torch.tensor([0, 0, 1, 1]))
+    for kwargs in ({"classes": None, "embedding_dim": 4}, {"classes": 1, "embedding_dim": 4},
+                   {"classes": 3, "embedding_dim": 4, "margin": 2.0}, {"classes": 3, "embedding_dim": 4, "scale": 0}):  # fmt: skip
+        with pytest.raises(ConfigError, match="arcface loss"):
+            ArcFaceLoss(**kwargs)

@@ -129,7 +129,7 @@ def test_resume_continues_exactly(tmp_path):
     assert [r["loss"] for r in straight["history"][1:]] == [r["loss"] for r in resumed["history"][1:]]
 
 
-@pytest.mark.parametrize("loss", ["loss.mining=batch-hard", "loss=contrastive", "loss=pair-classifier"])
+@pytest.mark.parametrize("loss", ["loss.mining=batch-hard", "loss=contrastive", "loss=pair-classifier", "loss=arcface"])
 def test_train_recipe_with_each_loss_then_evaluate(tmp_path, loss):
     out = tmp_path / "train"
     result = invoke("run", "train", loss, "epochs=2", "spatial_dims=1", "dataset.size=32", "dataset.identities=16",

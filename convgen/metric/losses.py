@@ -3,13 +3,15 @@
 Every loss is a ``torch.nn.Module`` called as ``loss(embeddings (B, D), labels (B,))`` that
 returns a scalar and leaves a ``stats`` dict of floats for the training loop to log. Pairs
 and triplets are mined online, inside the batch, so a batch needs several samples per
-identity (a P×K sampler). Nothing here builds a B×B×B tensor: triplet mining ranks each
+identity (a P×K sampler); ArcFace instead classifies each sample among all training
+identities with an angular margin. Nothing here builds a B×B×B tensor: triplet mining ranks each
 negative among its anchor's sorted positives, so memory is O(B²) and time at most
 O(B² log B).
 """
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import torch
@@ -19,7 +21,7 @@ from torch.autograd.function import once_differentiable
 
 from convgen.errors import ConfigError, DataError
 
-__all__ = ["pairwise_sq_dists", "TripletLoss", "ContrastiveLoss", "PairClassifierLoss", "head_path", "load_pair_head"]
+__all__ = ["pairwise_sq_dists", "TripletLoss", "ContrastiveLoss", "PairClassifierLoss", "ArcFaceLoss", "head_path", "load_pair_head"]
 
 MINING = ("all", "batch-hard", "semi-hard")
 
@@ -450,6 +452,83 @@ class PairClassifierLoss(nn.Module):
         with atomic_path(head_path(weights)) as tmp:
             save_file(tensors, str(tmp), metadata=metadata)
         return head_path(weights)
+
+
+class ArcFaceLoss(nn.Module):
+    """ArcFace's additive angular margin softmax (Deng et al. 2019) over the training identities.
+
+    Each training identity ``c`` has a learned unit vector ``w_c`` (a parameter of this
+    module, trained with the encoder, dropped afterwards: only the encoder is saved). With
+    ``θ_c`` the angle between a normalised embedding and ``w_c``, the loss is the cross
+    entropy of the logits ``s·cos(θ_y + m)`` for the sample's own identity ``y`` and
+    ``s·cos θ_c`` for every other. Where the triplet loss compares the few identities of a
+    batch, every step here pushes a sample away from *all* training identities at once,
+    which is why classification with a margin is the usual way to train speaker and face
+    embeddings from a few dozen people. At test time nothing of the classes remains: people
+    are compared by the distance between embeddings, as with every other loss.
+
+    Args:
+        classes: how many identities the labels count (``0 ≤ label < classes``); the
+            ``train`` recipe fills it from the dataset.
+        embedding_dim: the length of the embeddings; filled from the encoder.
+        margin: the angle ``m`` in radians added to the target's angle (0.2 ≈ 11°, the
+            speaker-verification default; face recognition on thousands of people uses 0.5).
+        scale: ``s``, the inverse temperature of the softmax over unit-length cosines.
+
+    Where ``θ_y + m`` would pass π, ``cos(θ_y + m)`` would turn back up; there the target's
+    logit is ``s·(cos θ_y − m·sin m)`` instead (as in ArcFace's code), so the loss keeps
+    falling as ``θ_y`` shrinks. After each call ``self.stats`` holds ``loss`` and
+    ``accuracy`` (the fraction of the batch whose nearest class vector is its own, without
+    the margin).
+    """
+
+    def __init__(self, classes: int | None = None, embedding_dim: int | None = None, margin: float = 0.2, scale: float = 30.0):
+        super().__init__()
+        if classes is None or embedding_dim is None:
+            raise ConfigError("arcface loss: classes and embedding_dim are needed; the train recipe fills them from the dataset and encoder")
+        if int(classes) < 2:
+            raise ConfigError(f"arcface loss: classes must be at least 2, got {classes!r}")
+        if not 0 <= margin < math.pi / 2:
+            raise ConfigError(f"arcface loss: margin is an angle in radians in [0, π/2), got {margin!r}")
+        if not scale > 0:
+            raise ConfigError(f"arcface loss: scale must be > 0, got {scale!r}")
+        self.margin, self.scale = float(margin), float(scale)
+        self.weight = nn.Parameter(torch.empty(int(classes), int(embedding_dim)))
+        nn.init.xavier_uniform_(self.weight)
+        self.stats: dict[str, float] = {}
+
+    def extra_repr(self) -> str:
+        return f"classes={self.weight.shape[0]}, embedding_dim={self.weight.shape[1]}, margin={self.margin}, scale={self.scale}"
+
+    def logits(self, embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """``s·cos θ_c`` for every class, with the margin on each sample's own class: ``(B, classes)``."""
+        cosine = F.linear(F.normalize(embeddings, dim=1), F.normalize(self.weight, dim=1)).clamp(-1.0, 1.0)
+        target = cosine.gather(1, labels[:, None])
+        sine = (1.0 - target.pow(2)).clamp_min(1e-12).sqrt()
+        with_margin = target * math.cos(self.margin) - sine * math.sin(self.margin)  # cos(θ + m)
+        past_pi = target < math.cos(math.pi - self.margin)  # θ + m > π
+        with_margin = torch.where(past_pi, target - self.margin * math.sin(self.margin), with_margin)
+        return self.scale * cosine.scatter(1, labels[:, None], with_margin)
+
+    def forward(self, embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        labels, _, _ = check_batch(embeddings, labels)
+        if embeddings.shape[1] != self.weight.shape[1]:
+            raise ConfigError(
+                f"arcface loss: embedding_dim is {self.weight.shape[1]} but the embeddings have {embeddings.shape[1]} values; "
+                "leave loss.embedding_dim unset so the train recipe fills it from the encoder"
+            )
+        labels = labels.long()
+        if labels.min() < 0 or labels.max() >= self.weight.shape[0]:
+            raise DataError(
+                f"arcface loss: a label is {int(labels.max()) if labels.max() >= 0 else int(labels.min())} but there are "
+                f"{self.weight.shape[0]} classes; leave loss.classes unset so the train recipe counts the dataset's identities"
+            )
+        logits = self.logits(embeddings, labels)
+        loss = F.cross_entropy(logits, labels)
+        with torch.no_grad():
+            accuracy = (F.linear(F.normalize(embeddings, dim=1), F.normalize(self.weight, dim=1)).argmax(1) == labels).float().mean()
+        self.stats = {"loss": float(loss.detach()), "accuracy": float(accuracy)}
+        return loss
 
 
 HEAD_FORMAT = "convgen.pair-head/1"

@@ -44,7 +44,7 @@ def fit(config: dict, out_dir: Path, resume: bool = False) -> tuple[dict, object
     extra = {"sessions": sessions} if by == "identity" else {}
     train_idx, val_idx = SPLITTERS[by](labels, config["split"]["val_fraction"], seed=config["seed"], **extra)
     model = Embedder(encoder)
-    loss_fn = registry.build("loss", config["loss"], embedding_dim=spec.get("embedding_dim"))
+    loss_fn = registry.build("loss", config["loss"], embedding_dim=spec.get("embedding_dim"), classes=len(dataset.classes))
     sampler = PKSampler([labels[i] for i in train_idx], seed=config["seed"] * 101 + distributed.env_rank(),
                         sessions=None if sessions is None else [sessions[i] for i in train_idx], **config["sampler"])  # fmt: skip
     val_set = Subset(dataset, val_idx)
