@@ -72,7 +72,7 @@ def test_validation_scores_across_sessions_not_within_them():
 
 def test_the_best_epoch_is_the_best_rank_1_and_eer_breaks_ties(tmp_path):
     data = SyntheticClusters(spatial_dims=1, size=16, identities=8, samples_per_identity=4)
-    scores = iter([(0.5, 0.30), (0.5, 0.20), (0.4, 0.10), (0.5, 0.25)])
+    scores = iter([(0.25, 0.40), (0.5, 0.30), (0.5, 0.20), (0.4, 0.10), (0.5, 0.25)])  # the start (epoch 0), then epochs 1-4
 
     def validate(model):
         rank_1, eer = next(scores)

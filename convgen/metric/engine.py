@@ -1,8 +1,9 @@
 """The one training loop, for every recipe and every ``spatial_dims``.
 
 It trains an `convgen.metric.embedder.Embedder` with any registered loss over
-P×K batches; validates after each epoch; logs a JSON line per epoch
-(``metrics.jsonl``) and draws ``curves.png``; keeps the best encoder
+P×K batches; validates after each epoch, and (keeping the best) the starting weights
+too, as "epoch 0", so a run in which training only hurts keeps its start; logs a JSON
+line per epoch (``metrics.jsonl``) and draws ``curves.png``; keeps the best encoder
 (``encoder.safetensors``, with the loss's trained head beside it when the loss has one,
 ``save_head``); and writes ``checkpoint.safetensors`` atomically after every
 epoch: model, loss parameters, optimiser state, RNG state and history in one file, so a
@@ -72,7 +73,10 @@ class Trainer:
             better when ``mode="min"``), and ``tie_break`` (``(metric, mode)``) decides
             between epochs whose ``monitor`` is equal (a rank-1 rate over few searches
             ties often).
-        keep: ``"best"`` saves the epoch ``monitor`` prefers; ``"last"`` saves the final
+        keep: ``"best"`` saves the epoch ``monitor`` prefers, the starting weights
+            included: a fresh run scores them first as epoch 0 (a history row without
+            ``loss``), and a trained epoch replaces them only when strictly better;
+            ``"last"`` saves the final
             epoch whatever validation says (still computed and logged), for a schedule
             that ends well (cosine to zero) when the validation people are too few to
             pick an epoch reliably.
@@ -127,11 +131,15 @@ class Trainer:
             self.load_checkpoint()
         total_steps = self.epochs * len(sampler)
         loader = DataLoader(dataset, batch_sampler=sampler, num_workers=0)
+        if self.validate is not None and self.keep == "best" and self.epoch == 0 and not self.history:
+            self._score_start(total_steps)  # a resumed run has it in its history already
         while self.epoch < self.epochs:
             sampler.set_epoch(self.epoch)
             train_stats = self._train_epoch(loader, total_steps)
             self._end_epoch(train_stats)
         distributed.barrier()
+        if self.best_epoch == 0 and distributed.is_main():
+            Console().print(f"kept epoch 0, the starting weights: no trained epoch beat their {self.monitor} ({self.best:.4g})", highlight=False)
         return {"epochs": self.epochs, "best": self.best, "best_epoch": self.best_epoch, "monitor": self.monitor,
                 "history": self.history}  # fmt: skip
 
@@ -180,20 +188,37 @@ class Trainer:
         for group, base in zip(self.optimizer.param_groups, self.base_lrs):
             group["lr"] = base * factor
 
+    def _score_start(self, total_steps: int) -> None:
+        """Epoch 0: validate the starting weights (random, or those fine-tuned from) before any step.
+
+        Its row has the validation metrics and the first step's lr, no loss. It is the first
+        best, so ``encoder.safetensors`` holds the start until an epoch beats it. Random states
+        are restored afterwards: scoring the start changes nothing about the training.
+        """
+        self._set_lr(total_steps)
+        row = {"epoch": 0, "lr": self.optimizer.param_groups[0]["lr"]}
+        if distributed.is_main():
+            states = torch.get_rng_state(), np.random.get_state(), random.getstate()
+            self._validate_into(row)
+            torch.set_rng_state(states[0])
+            np.random.set_state(states[1])
+            random.setstate(states[2])
+            if self._is_better(row):
+                self._keep(row)
+            self.history.append(row)
+            self.save_checkpoint()  # resuming after a crash in epoch 1 does not score the start again
+            self._write_logs()
+            self._report(row)
+        else:
+            self.history.append(row)
+        distributed.barrier()
+
     def _end_epoch(self, train_stats: dict) -> None:
         row = {"epoch": self.epoch + 1, "lr": self.optimizer.param_groups[0]["lr"], **train_stats}
         if distributed.is_main():
-            if self.validate is not None:
-                self.model.eval()
-                with torch.no_grad():
-                    row.update(self.validate(self.model))
+            self._validate_into(row)
             if self.validate is None or self.keep == "last" or self._is_better(row):
-                self.best = row.get(self.monitor, self.best)
-                self.best_tie = row.get(self.tie_break[0]) if self.tie_break else None
-                self.best_epoch = row["epoch"]
-                fp = save_encoder(self.out_dir / BEST, self.model.encoder, self.spec, self.pipeline)  # without validation: the last
-                if hasattr(self.loss_fn, "save_head"):  # a trained verification head travels with its encoder
-                    self.loss_fn.save_head(self.out_dir / BEST, fp)
+                self._keep(row)  # without validation: the last
             self.history.append(row)
             self.epoch += 1
             self.save_checkpoint()
@@ -204,11 +229,33 @@ class Trainer:
             self.epoch += 1
         distributed.barrier()
 
+    def _validate_into(self, row: dict) -> None:
+        if self.validate is not None:
+            self.model.eval()
+            with torch.no_grad():
+                row.update(self.validate(self.model))
+
+    def _keep(self, row: dict) -> None:
+        """Save the encoder of ``row``'s epoch as the best, with the loss's head when one was trained."""
+        self.best = row.get(self.monitor, self.best)
+        self.best_tie = row.get(self.tie_break[0]) if self.tie_break else None
+        self.best_epoch = row["epoch"]
+        fp = save_encoder(self.out_dir / BEST, self.model.encoder, self.spec, self.pipeline)
+        if not hasattr(self.loss_fn, "save_head"):
+            return
+        if row["epoch"] > 0:  # a trained verification head travels with its encoder
+            self.loss_fn.save_head(self.out_dir / BEST, fp)
+        else:  # an untrained head scores nothing: the start is kept alone, and distances score it
+            from convgen.metric.losses import head_path
+
+            head_path(self.out_dir / BEST).unlink(missing_ok=True)
+
     def _report(self, row: dict) -> None:
         shown = {k: v for k, v in row.items() if k not in ("epoch", "lr", "samples_per_s")}
         text = "  ".join(f"{k} {v:.4g}" for k, v in shown.items() if isinstance(v, (int, float)))
         best = " (best)" if self.validate is not None and row["epoch"] == self.best_epoch else ""
-        Console().print(f"epoch {row['epoch']}/{self.epochs}  {text}{best}  {row['samples_per_s']:.0f} samples/s", highlight=False, soft_wrap=True)
+        speed = f"  {row['samples_per_s']:.0f} samples/s" if "samples_per_s" in row else "  (the starting weights, before training)"
+        Console().print(f"epoch {row['epoch']}/{self.epochs}  {text}{best}{speed}", highlight=False, soft_wrap=True)
 
     def _is_better(self, row: dict) -> bool:
         value = row.get(self.monitor)
@@ -228,8 +275,10 @@ class Trainer:
         atomic_write_text(self.out_dir / METRICS, "".join(json.dumps(row) + "\n" for row in self.history))
         from convgen.metric.plots import plot_curves
 
-        keys = [k for k in ("loss", "active_fraction") if k in self.history[0]]
-        plot_curves(self.out_dir / "curves.png", self.history, keys=tuple(keys + ([self.monitor] if self.validate else [])))
+        keys = [k for k in ("loss", "active_fraction") if any(k in row for row in self.history)]  # epoch 0 has no loss
+        keys += [self.monitor] if self.validate else []
+        if any(isinstance(row.get(k), (int, float)) and math.isfinite(row[k]) for row in self.history for k in keys):
+            plot_curves(self.out_dir / "curves.png", self.history, keys=tuple(keys))
 
     # -- checkpoints ---------------------------------------------------------------------
 

@@ -1,6 +1,7 @@
 """Training an encoder from a recipe's config: identities split so that validation measures
 people the encoder never saw (by the protocol a user will run), P×K batches, the metric
-loss, augmentation of training samples only, and the best epoch kept by validation rank-1.
+loss, augmentation of training samples only, and the best epoch kept by validation rank-1
+(the starting weights, scored as epoch 0, included).
 The ``train`` recipe (`convgen.recipes.train`) is this plus its table."""
 
 from __future__ import annotations
@@ -78,7 +79,7 @@ def fit(config: dict, out_dir: Path, resume: bool = False) -> tuple[dict, object
     result = trainer.fit(Augmented(train_set, augment) if augment.active else train_set, sampler, resume=resume)
     distributed.teardown()
     last = result["history"][-1]
-    best = result["history"][result["best_epoch"] - 1] if result["best_epoch"] else last
+    best = next((row for row in result["history"] if row["epoch"] == result["best_epoch"]), last)  # epoch 0: the start
     summary = {
         "train_identities": len(split["train"]), "val_identities": len(split["val"]),
         "epochs": result["epochs"], "val_protocol": last.get("val_protocol"),
@@ -86,6 +87,9 @@ def fit(config: dict, out_dir: Path, resume: bool = False) -> tuple[dict, object
         "best_epoch": result["best_epoch"], "best_val_rank_1": best.get("val_rank_1"), "best_val_eer": best.get("val_eer"),
         **{k: v for k, v in last.items() if k not in ("epoch", "val_protocol")},
     }  # fmt: skip
+    if result["best_epoch"] == 0:
+        summary["kept"] = (f"epoch 0, the starting weights ({'those of weights=' if config.get('weights') else 'random'}): "
+                           f"no trained epoch beat their {result['monitor']}")  # fmt: skip
     if (inputs_seen := input_report(dataset)) is not None:
         summary["input_report"] = inputs_seen
     return summary, dataset, spec

@@ -7,7 +7,8 @@ from one session and identified from the others (never within a session); otherw
 one-shot (one enrolled sample per person). After each epoch the validation people are
 embedded, the protocol's rank-1 and EER are logged (``val_protocol`` names it), and the
 encoder with the best validation rank-1 (ties broken by the lower EER) is kept as
-``encoder.safetensors``. P×K batches draw a person's samples from different sessions
+``encoder.safetensors``; the starting weights, scored first as epoch 0, compete too, so a
+run in which training only hurts keeps its start (``best_epoch`` 0, and ``kept`` says so). P×K batches draw a person's samples from different sessions
 where there are several. When the identities are a few classes (two diagnoses),
 ``split.by: sample`` keeps every class on both sides, holds out samples instead, and
 keeps the encoder with the lowest validation EER. ``keep: last`` keeps the final epoch
