@@ -1,4 +1,4 @@
-"""ECG biometrics: a heartbeat encoder trained with the triplet loss vs raw heartbeats.
+"""ECG biometrics: a heartbeat encoder trained by ``ecg-train`` (the triplet loss unless ``--set loss=...``) vs raw heartbeats.
 
 People are split in two (seeded): the encoder sees only the first half; everything is
 measured on the second half, people never seen in training, by the same code
@@ -97,7 +97,7 @@ def main() -> None:
             trained = train.run(config, Path(tmp))
             seconds = time.perf_counter() - start
             best, model = trained.summary.get("best_epoch"), trained.model.encoder
-        rows.append({**common, "method": f"convgen resnet + triplet ({epochs} epochs, kept {best})", "train_s": seconds,
+        rows.append({**common, "method": f"convgen resnet + {config['loss']['name']} ({epochs} epochs, kept {best})", "train_s": seconds,
                      **measure(embed(Embedder(model).eval(), test.windows), test, seed)})  # fmt: skip
         torch.manual_seed(seed)
         random = build_encoder(encoder_spec(config["encoder"], spatial_dims=1, in_channels=1))
