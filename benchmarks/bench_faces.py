@@ -6,7 +6,7 @@ Three parts (``--parts``, default all):
 the first half; everything is measured on the second half, people never seen in
 training, by the same code (`convgen.metric.reports.report`): one-shot identification
 (one enrolled photo per person, rank-1 over the rest) and verification EER / AUC over
-all pairs. Rows: a ResNet trained from scratch by the faces-train recipe; dlib's
+all pairs. Rows: a ResNet trained from scratch by the faces-train recipe (its default loss); dlib's
 pretrained encoder as is and fine-tuned on the training half by the same triplet recipe
 (with convgen-faces[dlib]); Eigenfaces (Turk & Pentland 1991: mean-centred pixels
 projected on the top principal components of the training faces, Euclidean distance);
@@ -93,6 +93,11 @@ def trained(root, people, seed: int, out: Path, **changes) -> tuple[Embedder, fl
     return Embedder(model).eval(), seconds
 
 
+def config_loss() -> str:
+    """The loss faces-train trains with by default (the from-scratch row names it)."""
+    return registry.recipe("faces-train").defaults["loss"]["name"]
+
+
 def embed(encoder: Embedder, x: torch.Tensor, batch: int = 32) -> np.ndarray:
     with torch.no_grad():
         return torch.cat([encoder(x[i : i + batch]) for i in range(0, len(x), batch)]).numpy()
@@ -117,7 +122,7 @@ def bench_training(args) -> None:
         common = {"seed": seed, "train_people": len(groups["train"]), "test_people": len(test_people), "test_photos": len(test_y)}
         with tempfile.TemporaryDirectory() as tmp:
             encoder, seconds = trained(args.root, groups["train"], seed, Path(tmp), epochs=epochs)
-        rows.append({**common, "method": f"convgen resnet + triplet, from scratch ({epochs} epochs)", "train_s": seconds,
+        rows.append({**common, "method": f"convgen resnet + {config_loss()}, from scratch ({epochs} epochs)", "train_s": seconds,
                      **measure(embed(encoder, test_x), test_y, seed)})  # fmt: skip
         if args.dlib and dlib_available():
             _, chips, chip_y = faces(args.root, test_people, recipes.DLIB_FACES)

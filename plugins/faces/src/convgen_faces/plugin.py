@@ -8,7 +8,7 @@ IMAGE_SUFFIXES = [".jpg", ".jpeg", ".png", ".pgm", ".ppm", ".pnm", ".bmp", ".tif
 #: The recipes `convgen_faces.recipes.register` registers, by name and description: declared here so
 #: that `convgen recipes list` and `convgen plugins` import none of the plugin's heavy modules.
 RECIPES = {
-    "faces-train": "Train a face encoder with the triplet loss (default: the bundled ORL sample).",
+    "faces-train": "Train a face encoder with the ArcFace loss over the training people (default: the bundled ORL sample).",
     "faces-train-dlib": "Fine-tune dlib's pretrained face encoder with the triplet loss (needs convgen-faces[dlib]).",
     "faces-train-pairs": "Train a Siamese face verifier with the pair-classifier head.",
     "faces-evaluate": "Face verification ROC/EER and one-shot identification on people unseen in training.",

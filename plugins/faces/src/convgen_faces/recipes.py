@@ -35,7 +35,9 @@ AUGMENT = {"flip": [2], "shift": 0.06, "rotate": 8.0, "scale": 0.08, "contrast":
 TRAIN = dict(
     dataset=FACES, encoder=ENCODER, augment=AUGMENT, epochs=80, sampler={"p": 8, "k": 4},
     optimizer={"name": "adamw", "lr": 0.002, "weight_decay": 0.0005, "momentum": 0.9},
-    loss={"name": "triplet", "margin": 0.2, "mining": "all"}, batch_size=64,
+    # ArcFace over the training people, not the triplet loss: across ORL <-> Georgia Tech (accuracy_faces.py, 3 seeds)
+    # rank-1 0.416 -> 0.490 and 0.569 -> 0.769, 11 and 10 points above Eigenfaces (docs/faces.md).
+    loss={"name": "arcface", "margin": 0.2, "scale": 30.0}, batch_size=64,
     # The last epoch: the epoch that 10 validation people of one camera pick transfers worse to other people and photos.
     keep="last",
 )  # fmt: skip
@@ -45,8 +47,10 @@ EVALUATE = {"dataset": FACES, "encoder": None, "open_set_fraction": 0.5}
 DLIB_FACES = {**FACES, "size": [150, 150], "channels": 3, "detect": True, "align": "dlib", "if_no_face": "whole"}
 EVALUATE_DLIB = {**EVALUATE, "dataset": DLIB_FACES, "encoder": {"name": "dlib-resnet"}, "batch_size": 16}
 # Fine-tuning dlib's encoder on your people: small steps, so it keeps what it knows.
+# The triplet loss: ArcFace's class vectors would start random and barely move at this learning rate.
 FINE_TUNE_DLIB = {
     "dataset": DLIB_FACES, "encoder": {"name": "dlib-resnet"}, "epochs": 5, "batch_size": 16, "keep": "best",
+    "loss": {"name": "triplet", "margin": 0.2, "mining": "all"},
     "augment": {**AUGMENT, "rotate": 0.0, "scale": 0.0, "shift": 0.02},
     "optimizer": {"name": "adamw", "lr": 0.00001, "weight_decay": 0.0001, "momentum": 0.9},
 }  # fmt: skip
@@ -192,7 +196,7 @@ def _write_markdown(path: Path, report: dict, groups: dict, searches) -> None:
 def register(register_recipe) -> None:
     """Every face recipe, registered through the plugin's ``register_recipes`` hook."""
     register_recipe("faces-train", based_on="train", defaults=TRAIN,
-                    description="Train a face encoder with the triplet loss (default: the bundled ORL sample).")
+                    description="Train a face encoder with the ArcFace loss over the training people (default: the bundled ORL sample).")
     register_recipe("faces-train-dlib", based_on="train", defaults=TRAIN_DLIB,
                     description="Fine-tune dlib's pretrained face encoder with the triplet loss (needs convgen-faces[dlib]).")
     register_recipe("faces-train-pairs", based_on="train", defaults=TRAIN_PAIRS,
