@@ -43,6 +43,7 @@ from convgen import registry
 from convgen.metric import reports
 from convgen.recipes import evaluate, train
 from convgen.metric.embedder import Embedder, embed_dataset
+from convgen.runtime import seed_everything
 from heldout import parse_set, summary, with_overrides
 
 DATA = Path(__file__).resolve().parent.parent / ".." / "shared" / "data" / "faces"
@@ -83,6 +84,7 @@ def direction(train_name: str, test_name: str, config: dict, seeds, log) -> dict
     for seed in seeds:
         run = {**copy.deepcopy(config), "seed": seed, "device": "cpu"}
         run["dataset"] = {**run["dataset"], "root": str(train_root)}
+        seed_everything(seed)  # as `convgen run` does: the same seed gives the same network, whatever ran before
         started = time.perf_counter()
         with tempfile.TemporaryDirectory() as tmp:
             encoder = train.run(run, Path(tmp)).model.encoder
